@@ -1,0 +1,1 @@
+"""machinewatch: shared core (canonical record, config, CLI, local stack)."""

@@ -1,0 +1,115 @@
+"""Typed settings for every stage: env vars (prefix ``MW_``) or a ``.env``-style file.
+
+One place names every port, directory and credential so the native stack, the tests and the
+compose demo use the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "machinewatch"
+
+
+def _default_state() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "machinewatch"
+
+
+class Settings(BaseSettings):
+    """Settings shared by the CLI, the stack, the jobs and the collectors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MW_", env_file=os.environ.get("MW_ENV_FILE", ".env"), extra="ignore"
+    )
+
+    # Where downloads/builds are cached (survives clones) and where a running stack keeps state.
+    cache_dir: Path = Field(default_factory=_default_cache)
+    state_dir: Path = Field(default_factory=_default_state)
+    bind_host: str = "127.0.0.1"
+
+    # Versions of the real servers; the connector must match the pinned apache-flink.
+    kafka_version: str = "4.1.1"
+    flink_version: str = "2.2.1"
+    flink_kafka_connector_version: str = "5.0.0-2.2"
+    influxdb_version: str = "2.9.1"
+
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_partitions: int = 3
+    kafka_heap: str = "512m"
+    # Remote clusters: set bootstrap servers explicitly; otherwise the local broker is used.
+    kafka_bootstrap: str | None = None
+
+    flink_rest_port: int = 8081
+    flink_rpc_port: int = 6123
+    flink_taskmanager_slots: int = 2
+    flink_jobmanager_memory: str = "1024m"
+    flink_taskmanager_memory: str = "2048m"
+    flink_rest_address: str | None = None
+    flink_parallelism: int = 1
+
+    influx_port: int = 8086
+    influx_url: str | None = None
+    influx_org: str = "machinewatch"
+    influx_user: str = "mw-admin"
+    influx_raw_retention_s: int = 7 * 24 * 3600
+    influx_aggregates_retention_s: int = 90 * 24 * 3600
+    influx_alerts_retention_s: int = 365 * 24 * 3600
+    # Tokens: given directly (env) or read from the 0600 files the stack writes on setup.
+    influx_token: SecretStr | None = None
+    influx_write_token: SecretStr | None = None
+    influx_read_token: SecretStr | None = None
+
+    # Event-time windows of the first slice.
+    window_size_s: int = 10
+    watermark_delay_ms: int = 2000
+    source_idle_timeout_ms: int = 5000
+
+    @property
+    def kafka_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.bind_host}:{self.kafka_port}"
+
+    @property
+    def flink_rest(self) -> str:
+        return self.flink_rest_address or f"http://{self.bind_host}:{self.flink_rest_port}"
+
+    @property
+    def influx(self) -> str:
+        return self.influx_url or f"http://{self.bind_host}:{self.influx_port}"
+
+    @cached_property
+    def secrets_dir(self) -> Path:
+        return self.state_dir / "secrets"
+
+    def _token(self, given: SecretStr | None, filename: str) -> str:
+        if given is not None:
+            return given.get_secret_value()
+        path = self.secrets_dir / filename
+        if not path.exists():
+            msg = (
+                f"no InfluxDB token: set MW_{filename.upper().replace('-', '_')} "
+                f"or run 'machinewatch stack up' to create {path}"
+            )
+            raise RuntimeError(msg)
+        return path.read_text().strip()
+
+    def operator_token(self) -> str:
+        return self._token(self.influx_token, "influx_token")
+
+    def write_token(self) -> str:
+        return self._token(self.influx_write_token, "influx_write_token")
+
+    def read_token(self) -> str:
+        return self._token(self.influx_read_token, "influx_read_token")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from env/file with explicit overrides (tests pass ports and dirs)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,140 @@
+"""The canonical reading: the one record definition every stage uses.
+
+The Flink DDL column list is generated from ``READING_FIELDS`` so the schema is never typed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# (name, python type, Flink SQL type). Order is the JSON/DDL order.
+READING_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("source", str, "STRING"),
+    ("region", str, "STRING"),
+    ("site", str, "STRING"),
+    ("device_id", str, "STRING"),
+    ("metric", str, "STRING"),
+    ("value", float, "DOUBLE"),
+    ("unit", str, "STRING"),
+    ("orig_value", float, "DOUBLE"),
+    ("orig_unit", str, "STRING"),
+    ("ts", int, "BIGINT"),
+    ("event_id", str, "STRING"),
+)
+
+_OPTIONAL = {"orig_value", "orig_unit", "site", "region"}
+_MAX_TEXT = 256
+# Event times outside this range are rejected: they would poison event-time watermarks.
+_MIN_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_MAX_TS_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+class RecordError(ValueError):
+    """A payload that is not a valid canonical reading; the message says which field and why."""
+
+
+def make_event_id(*parts: object) -> str:
+    """Stable id from the parts that identify an event at its source (file+row, device+seq...)."""
+    joined = "\x1f".join(str(p) for p in parts)
+    return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    """Epoch milliseconds of an aware datetime; naive datetimes are refused (no guessing zones)."""
+    if moment.tzinfo is None:
+        msg = f"naive datetime {moment.isoformat()} has no time zone"
+        raise RecordError(msg)
+    return int(round(moment.timestamp() * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measured value of one metric of one device at one event time (UTC ms)."""
+
+    source: str
+    device_id: str
+    metric: str
+    value: float
+    unit: str
+    ts: int
+    event_id: str
+    region: str = ""
+    site: str = ""
+    orig_value: float | None = None
+    orig_unit: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(asdict(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name, _, _ in READING_FIELDS}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.ts / 1000, tz=UTC)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reading:
+        validate(data)
+        return cls(**{name: data.get(name) for name, _, _ in READING_FIELDS})  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Reading:
+        try:
+            data = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            msg = f"not JSON: {exc}"
+            raise RecordError(msg) from exc
+        if not isinstance(data, dict):
+            msg = f"expected a JSON object, got {type(data).__name__}"
+            raise RecordError(msg)
+        return cls.from_dict(data)
+
+
+def validate(data: dict[str, Any]) -> None:
+    """Raise RecordError naming the first field that is missing or wrong."""
+    for name, kind, _ in READING_FIELDS:
+        value = data.get(name)
+        if value is None:
+            if name in _OPTIONAL:
+                continue
+            msg = f"field '{name}' is missing"
+            raise RecordError(msg)
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                msg = f"field '{name}' must be a number, got {value!r}"
+                raise RecordError(msg)
+            if not math.isfinite(value):
+                msg = f"field '{name}' must be finite, got {value!r}"
+                raise RecordError(msg)
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                msg = f"field '{name}' must be an integer, got {value!r}"
+                raise RecordError(msg)
+        elif not isinstance(value, str):
+            msg = f"field '{name}' must be a string, got {value!r}"
+            raise RecordError(msg)
+        elif len(value) > _MAX_TEXT:
+            msg = f"field '{name}' is longer than {_MAX_TEXT} characters"
+            raise RecordError(msg)
+    for name in ("source", "device_id", "metric", "event_id"):
+        if not data[name]:
+            msg = f"field '{name}' is empty"
+            raise RecordError(msg)
+    ts = data["ts"]
+    if not _MIN_TS_MS <= ts < _MAX_TS_MS:
+        msg = f"field 'ts' = {ts} is outside 2000-01-01..2100-01-01 (epoch ms expected)"
+        raise RecordError(msg)
+
+
+def flink_columns() -> str:
+    """The physical column list of the canonical reading for a Flink CREATE TABLE."""
+    return ",\n  ".join(f"`{name}` {sql}" for name, _, sql in READING_FIELDS)

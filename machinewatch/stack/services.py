@@ -1,0 +1,493 @@
+"""The three real servers of the local stack: how each is configured, started and checked."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from machinewatch import names
+from machinewatch.config import Settings
+from machinewatch.stack import provision
+from machinewatch.stack.procs import ManagedProcess
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """A server failed to start or to become ready; the message carries its log tail."""
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    address: str
+    pid: int | None
+    ready: bool
+    version: str
+    detail: str = ""
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def _wait(check, what: str, proc: ManagedProcess, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.pid() is None:
+            msg = f"{proc.name} exited while starting. Last log lines ({proc.logfile}):\n{proc.tail()}"
+            raise StackError(msg)
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            last = exc
+        time.sleep(0.5)
+    msg = f"{what} not ready after {timeout:.0f}s (last error: {last}). Log {proc.logfile}:\n{proc.tail()}"
+    raise StackError(msg)
+
+
+class Service:
+    name = ""
+    markers: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.dir = settings.state_dir / self.name
+        self.proc = ManagedProcess(self.name, settings.state_dir / "run", *self.markers)
+
+    def address(self) -> str:
+        raise NotImplementedError
+
+    def provision(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float) -> None:
+        _wait(self.ready, self.name, self.proc, timeout)
+
+    def up(self, timeout: float = 180) -> None:
+        if self.proc.pid() is not None:
+            provision.say(f"{self.name}: already running (pid {self.proc.pid()}), checking readiness")
+        else:
+            self.provision()
+            self.start()
+        self.wait_ready(timeout)
+        self.after_ready()
+        provision.say(f"{self.name}: ready at {self.address()} (pid {self.proc.pid()})")
+
+    def after_ready(self) -> None:
+        """Idempotent set-up that needs the server running (topics, buckets, tokens)."""
+
+    def status(self) -> ServiceStatus:
+        pid = self.proc.pid()
+        ready, version, detail = False, "", ""
+        if pid is not None:
+            try:
+                ready = self.ready()
+                version = self.version()
+            except Exception as exc:  # noqa: BLE001 - status reports, never raises
+                detail = str(exc).splitlines()[0][:120]
+        return ServiceStatus(self.name, self.address(), pid, ready, version, detail)
+
+
+class Kafka(Service):
+    """Apache Kafka 4.x, one KRaft node acting as broker and controller."""
+
+    name = "kafka"
+    markers = ("kafka.Kafka",)
+
+    def address(self) -> str:
+        return f"{self.s.bind_host}:{self.s.kafka_port}"
+
+    def _classpath(self) -> str:
+        return str(provision.kafka_libs(self.s) / "*")
+
+    def _config(self) -> Path:
+        h, p, c = self.s.bind_host, self.s.kafka_port, self.s.kafka_controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{h}:{c}",
+            "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+            "advertised.listeners": f"PLAINTEXT://{h}:{p}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.dir / "data"),
+            "num.partitions": str(self.s.kafka_partitions),
+            # Single node: every internal topic has exactly one replica.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "default.replication.factor": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.dir / "log4j2.properties").write_text(
+            "status = warn\n"
+            "appender.out.type = Console\nappender.out.name = OUT\n"
+            "appender.out.layout.type = PatternLayout\n"
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
+            "logger.state.name = state.change.logger\nlogger.state.level = WARN\n"
+        )
+        return path
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", f"-Xmx{self.s.kafka_heap}", f"-Xms{self.s.kafka_heap}",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "-cp", self._classpath(), main, *args,
+        ]
+
+    def provision(self) -> None:
+        provision.require("java")
+        config = self._config()
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            provision.say(f"kafka: formatting storage (cluster id {cluster_id})")
+            out = subprocess.run(  # noqa: S603
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                capture_output=True, text=True, check=False,
+            )
+            if out.returncode != 0:
+                msg = f"kafka storage format failed:\n{out.stdout}\n{out.stderr}"
+                raise StackError(msg)
+
+    def start(self) -> None:
+        self.proc.start(self._java("kafka.Kafka", str(self.dir / "server.properties")))
+
+    def ready(self) -> bool:
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=self.address(), request_timeout_ms=5000)
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        finally:
+            admin.close()
+
+    def version(self) -> str:
+        return self.s.kafka_version
+
+    def after_ready(self) -> None:
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        admin = KafkaAdminClient(bootstrap_servers=self.address(), request_timeout_ms=10000)
+        try:
+            existing = set(admin.list_topics())
+            wanted = [
+                NewTopic(t, self.s.kafka_partitions, 1) for t in names.ALL_TOPICS if t not in existing
+            ]
+            if wanted:
+                try:
+                    admin.create_topics(wanted)
+                except TopicAlreadyExistsError:
+                    pass
+                provision.say(f"kafka: created topics {', '.join(t.name for t in wanted)}")
+        finally:
+            admin.close()
+
+
+class Flink(Service):
+    """Apache Flink standalone session cluster: one JobManager and one TaskManager."""
+
+    name = "flink-jobmanager"
+    # The pid runs jobmanager.sh, then flink-console.sh, then the JVM (each step an exec).
+    markers = ("jobmanager.sh", "standalonesession", "StandaloneSessionClusterEntrypoint")
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.dir = settings.state_dir / "flink"
+        self.taskmanager = ManagedProcess(
+            "flink-taskmanager", settings.state_dir / "run", "taskmanager.sh", "taskexecutor", "TaskManagerRunner"
+        )
+
+    def address(self) -> str:
+        return self.s.flink_rest
+
+    def conf_dir(self) -> Path:
+        return self.dir / "conf"
+
+    def env(self) -> dict[str, str]:
+        """Environment for Flink's own scripts (cluster and the 'flink' CLI)."""
+        import sys
+
+        return {
+            "FLINK_CONF_DIR": str(self.conf_dir()),
+            "FLINK_LOG_DIR": str(self.dir / "log"),
+            "FLINK_PID_DIR": str(self.dir / "run"),
+            "PYFLINK_CLIENT_EXECUTABLE": sys.executable,
+        }
+
+    def write_config(self) -> None:
+        import sys
+
+        h = self.s.bind_host
+        conf = {
+            "jobmanager.rpc.address": h,
+            "jobmanager.rpc.port": self.s.flink_rpc_port,
+            "jobmanager.bind-host": h,
+            "jobmanager.memory.process.size": self.s.flink_jobmanager_memory,
+            "taskmanager.bind-host": h,
+            "taskmanager.host": h,
+            "taskmanager.numberOfTaskSlots": self.s.flink_taskmanager_slots,
+            "taskmanager.memory.process.size": self.s.flink_taskmanager_memory,
+            "parallelism.default": self.s.flink_parallelism,
+            "rest.address": h,
+            "rest.bind-address": h,
+            "rest.port": self.s.flink_rest_port,
+            "blob.server.port": "0",
+            # Jobs are submitted by the CLI over REST; uploading jars through the web UI stays off.
+            "web.submit.enable": False,
+            "web.cancel.enable": True,
+            "execution.checkpointing.interval": "10 s",
+            "execution.checkpointing.dir": (self.dir / "checkpoints").as_uri(),
+            "execution.checkpointing.savepoint-dir": (self.dir / "savepoints").as_uri(),
+            "state.backend.type": "hashmap",
+            "python.executable": sys.executable,
+            "python.client.executable": sys.executable,
+            "table.local-time-zone": "UTC",
+            "io.tmp.dirs": str(self.dir / "tmp"),
+        }
+        for sub in ("conf", "log", "run", "tmp", "checkpoints", "savepoints"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        lines = [f"{k}: {json.dumps(v) if isinstance(v, bool) else v}" for k, v in conf.items()]
+        (self.conf_dir() / "config.yaml").write_text("\n".join(lines) + "\n")
+        src = provision.pyflink_dir() / "conf"
+        for name in ("log4j-console.properties", "log4j.properties", "log4j-cli.properties",
+                     "log4j-session.properties", "logback-console.xml", "logback.xml"):
+            if (src / name).exists():
+                shutil.copy2(src / name, self.conf_dir() / name)
+        (self.conf_dir() / "masters").write_text(f"{h}:{self.s.flink_rest_port}\n")
+        (self.conf_dir() / "workers").write_text(f"{h}\n")
+
+    def home(self) -> Path:
+        return provision.flink_home(self.s)
+
+    def provision(self) -> None:
+        provision.require("java")
+        self.home()
+        self.write_config()
+
+    def start(self) -> None:
+        bin_dir = self.home() / "bin"
+        # start-foreground ends in 'exec java', so the pid we record is the JVM itself.
+        self.proc.start(["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], env=self.env())
+        self.taskmanager.start(["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env=self.env())
+
+    def up(self, timeout: float = 180) -> None:
+        if self.proc.pid() is not None and self.taskmanager.pid() is None:
+            provision.say("flink: taskmanager is not running; starting it")
+            self.write_config()
+            bin_dir = self.home() / "bin"
+            self.taskmanager.start(["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env=self.env())
+        super().up(timeout)
+
+    def overview(self) -> dict:  # type: ignore[type-arg]
+        resp = requests.get(f"{self.address()}/overview", timeout=5)
+        resp.raise_for_status()
+        return resp.json()  # type: ignore[no-any-return]
+
+    def ready(self) -> bool:
+        if self.taskmanager.pid() is None:
+            return False
+        ov = self.overview()
+        return ov.get("taskmanagers", 0) >= 1 and ov.get("slots-total", 0) >= self.s.flink_taskmanager_slots
+
+    def version(self) -> str:
+        return str(self.overview().get("flink-version", ""))
+
+    def status(self) -> ServiceStatus:
+        st = super().status()
+        st.detail = (st.detail + f" taskmanager pid {self.taskmanager.pid()}").strip()
+        return st
+
+    def stop_all(self) -> list[str]:
+        stopped = []
+        if self.taskmanager.stop():
+            stopped.append(self.taskmanager.name)
+        if self.proc.stop():
+            stopped.append(self.proc.name)
+        return stopped
+
+
+class InfluxDB(Service):
+    """InfluxDB 2.x OSS, set up on first start with an org, buckets and least-privilege tokens."""
+
+    name = "influxdb"
+    markers = ("influxd",)
+
+    def address(self) -> str:
+        return self.s.influx
+
+    def provision(self) -> None:
+        provision.influxd_binary(self.s)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        binary = provision.influxd_binary(self.s)
+        self.proc.start(
+            [
+                str(binary), "run",
+                f"--bolt-path={self.dir / 'influxd.bolt'}",
+                f"--engine-path={self.dir / 'engine'}",
+                f"--sqlite-path={self.dir / 'influxd.sqlite'}",
+                f"--http-bind-address={self.s.bind_host}:{self.s.influx_port}",
+                "--reporting-disabled",
+                "--log-level=info",
+                # Pipelines write their own timestamps; no UI assets are built into this binary.
+            ],
+            env={"INFLUXD_CONFIG_PATH": str(self.dir)},
+        )
+
+    def health(self) -> dict:  # type: ignore[type-arg]
+        resp = requests.get(f"{self.address()}/health", timeout=5)
+        return resp.json()  # type: ignore[no-any-return]
+
+    def ready(self) -> bool:
+        # Serving; set-up and the write+query check follow in after_ready() (and in status()).
+        return self.health().get("status") == "pass"
+
+    def status(self) -> ServiceStatus:
+        st = super().status()
+        if st.ready:
+            try:
+                st.ready = self._write_and_query()
+            except Exception as exc:  # noqa: BLE001 - status reports, never raises
+                st.ready, st.detail = False, str(exc).splitlines()[0][:120]
+        return st
+
+    def version(self) -> str:
+        return str(self.health().get("version", ""))
+
+    def _needs_setup(self) -> bool:
+        resp = requests.get(f"{self.address()}/api/v2/setup", timeout=5)
+        resp.raise_for_status()
+        return bool(resp.json().get("allowed"))
+
+    def _api(self, method: str, path: str, token: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+        resp = requests.request(
+            method, f"{self.address()}{path}", headers={"Authorization": f"Token {token}"}, timeout=15, **kwargs
+        )
+        if resp.status_code >= 400:
+            # The server's own message, never the token.
+            msg = f"InfluxDB {method} {path}: HTTP {resp.status_code}: {resp.text[:300]}"
+            raise StackError(msg)
+        return resp
+
+    def after_ready(self) -> None:
+        secrets = self.s.secrets_dir
+        if self._needs_setup():
+            import secrets as pysecrets
+
+            operator = pysecrets.token_urlsafe(32)
+            password = pysecrets.token_urlsafe(18)
+            resp = requests.post(
+                f"{self.address()}/api/v2/setup",
+                json={
+                    "username": self.s.influx_user, "password": password, "org": self.s.influx_org,
+                    "bucket": names.BUCKET_RAW, "retentionPeriodSeconds": self.s.influx_raw_retention_s,
+                    "token": operator,
+                },
+                timeout=15,
+            )
+            if resp.status_code >= 400:
+                msg = f"InfluxDB setup failed: HTTP {resp.status_code}: {resp.text[:300]}"
+                raise StackError(msg)
+            _write_secret(secrets / "influx_token", operator)
+            _write_secret(secrets / "influx_password", password)
+            for stale in ("influx_write_token", "influx_read_token"):
+                (secrets / stale).unlink(missing_ok=True)
+            provision.say(f"influxdb: set up org '{self.s.influx_org}'; operator token in {secrets}")
+        token = self.s.operator_token()
+        org_id = self._api("GET", f"/api/v2/orgs?org={self.s.influx_org}", token).json()["orgs"][0]["id"]
+        retention = {
+            names.BUCKET_RAW: self.s.influx_raw_retention_s,
+            names.BUCKET_AGGREGATES: self.s.influx_aggregates_retention_s,
+            names.BUCKET_ALERTS: self.s.influx_alerts_retention_s,
+        }
+        bucket_ids = {}
+        for bucket, seconds in retention.items():
+            resp = requests.get(
+                f"{self.address()}/api/v2/buckets", params={"name": bucket, "orgID": org_id},
+                headers={"Authorization": f"Token {token}"}, timeout=15,
+            )
+            found = resp.json().get("buckets", []) if resp.status_code == 200 else []
+            if found:
+                bucket_ids[bucket] = found[0]["id"]
+                continue
+            created = self._api(
+                "POST", "/api/v2/buckets", token,
+                json={"orgID": org_id, "name": bucket,
+                      "retentionRules": [{"type": "expire", "everySeconds": seconds}]},
+            ).json()
+            bucket_ids[bucket] = created["id"]
+            provision.say(f"influxdb: created bucket '{bucket}' (retention {seconds}s)")
+        for filename, action, description in (
+            ("influx_write_token", "write", "machinewatch pipeline (write-only)"),
+            ("influx_read_token", "read", "machinewatch dashboards (read-only)"),
+        ):
+            if (secrets / filename).exists():
+                continue
+            perms = [
+                {"action": action, "resource": {"type": "buckets", "id": bid, "orgID": org_id}}
+                for bid in bucket_ids.values()
+            ]
+            auth = self._api(
+                "POST", "/api/v2/authorizations", token,
+                json={"orgID": org_id, "description": description, "permissions": perms},
+            ).json()
+            _write_secret(secrets / filename, auth["token"])
+            provision.say(f"influxdb: created {description} token in {secrets / filename}")
+        if not self._write_and_query():
+            msg = "InfluxDB accepted the set-up but a test write could not be read back"
+            raise StackError(msg)
+
+    def _write_and_query(self) -> bool:
+        """Readiness that uses the server for real: a write with the pipeline token, read back."""
+        stamp = time.time_ns()
+        self._api(
+            "POST", f"/api/v2/write?org={self.s.influx_org}&bucket={names.BUCKET_RAW}&precision=ns",
+            self.s.write_token(), data=f"mw_stack_probe,check=ready value={stamp}i {stamp}",
+        )
+        flux = (
+            f'from(bucket: "{names.BUCKET_RAW}") |> range(start: -1h) '
+            f'|> filter(fn: (r) => r._measurement == "mw_stack_probe") |> last()'
+        )
+        resp = self._api(
+            "POST", f"/api/v2/query?org={self.s.influx_org}", self.s.read_token(),
+            json={"query": flux, "type": "flux"},
+        )
+        return str(stamp) in resp.text

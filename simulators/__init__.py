@@ -1,0 +1,1 @@
+"""machinewatch stage: simulators."""

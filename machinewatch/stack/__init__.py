@@ -6,6 +6,7 @@ import time
 
 from machinewatch.config import Settings
 from machinewatch.stack import provision
+from machinewatch.stack.procs import ManagedProcess
 from machinewatch.stack.services import Flink, InfluxDB, Kafka, ServiceStatus, StackError
 
 __all__ = ["Stack", "StackError"]
@@ -19,6 +20,8 @@ class Stack:
         self.kafka = Kafka(settings)
         self.influxdb = InfluxDB(settings)
         self.flink = Flink(settings)
+        # The Kafka -> InfluxDB result writer, when the demo or 'pipeline' started it.
+        self.writer = ManagedProcess("influx-writer", settings.state_dir / "run", "sink influxdb")
 
     @property
     def services(self) -> tuple[Kafka, InfluxDB, Flink]:
@@ -36,7 +39,8 @@ class Stack:
         provision.say(f"stack ready in {time.monotonic() - start:.0f}s (state in {self.settings.state_dir})")
 
     def down(self) -> list[str]:
-        stopped = self.flink.stop_all()
+        stopped = [self.writer.name] if self.writer.stop() else []
+        stopped += self.flink.stop_all()
         for service in (self.influxdb, self.kafka):
             if service.proc.stop():
                 stopped.append(service.name)
@@ -46,6 +50,6 @@ class Stack:
         return [service.status() for service in self.services]
 
     def logs(self, name: str | None, lines: int) -> str:
-        procs = [self.kafka.proc, self.influxdb.proc, self.flink.proc, self.flink.taskmanager]
+        procs = [self.kafka.proc, self.influxdb.proc, self.flink.proc, self.flink.taskmanager, self.writer]
         chosen = [p for p in procs if name is None or name in p.name]
         return "\n".join(f"==> {p.name} ({p.logfile}) <==\n{p.tail(lines)}" for p in chosen)

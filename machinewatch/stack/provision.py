@@ -91,28 +91,33 @@ def _maven_copy(pom: Path, dest: Path, props: dict[str, str], prefix: str) -> No
     tmp.rename(dest)
 
 
+def _pom_key(pom: Path) -> str:
+    """Short hash of a pom, so editing it provisions a fresh directory on every machine."""
+    return hashlib.sha1(pom.read_bytes()).hexdigest()[:8]
+
+
 def kafka_libs(settings: Settings) -> Path:
     """Directory of the Kafka broker's runtime jars for the configured version."""
-    dest = settings.cache_dir / "kafka" / settings.kafka_version / "libs"
+    pom = HERE / "kafka" / "pom.xml"
+    dest = settings.cache_dir / "kafka" / f"{settings.kafka_version}-{_pom_key(pom)}" / "libs"
     with cache_lock(settings, "kafka"):
         if not (dest / f"kafka_2.13-{settings.kafka_version}.jar").exists():
             say(f"provisioning Apache Kafka {settings.kafka_version} from Maven Central into {dest}")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _maven_copy(HERE / "kafka" / "pom.xml", dest, {"kafka.version": settings.kafka_version}, "maven kafka")
+            _maven_copy(pom, dest, {"kafka.version": settings.kafka_version}, "maven kafka")
     return dest
 
 
 def flink_connector_libs(settings: Settings) -> Path:
     """Directory holding the Flink Kafka SQL connector jar."""
     version = settings.flink_kafka_connector_version
-    dest = settings.cache_dir / "flink-connectors" / version
+    pom = HERE / "flink" / "pom.xml"
+    dest = settings.cache_dir / "flink-connectors" / f"{version}-{_pom_key(pom)}"
     with cache_lock(settings, "flink-connectors"):
         if not any(dest.glob("flink-sql-connector-kafka-*.jar")):
             say(f"provisioning flink-sql-connector-kafka {version} from Maven Central into {dest}")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _maven_copy(
-                HERE / "flink" / "pom.xml", dest, {"flink.kafka.connector.version": version}, "maven flink"
-            )
+            _maven_copy(pom, dest, {"flink.kafka.connector.version": version}, "maven flink")
     return dest
 
 

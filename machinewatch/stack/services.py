@@ -190,11 +190,18 @@ class Kafka(Service):
     def ready(self) -> bool:
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=self.address(), request_timeout_ms=5000)
+        # While the broker starts, every poll fails by design: keep the client's errors quiet.
+        quiet = logging.getLogger("kafka")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
         try:
-            return bool(admin.describe_cluster().get("brokers"))
+            admin = KafkaAdminClient(bootstrap_servers=self.address(), request_timeout_ms=5000)
+            try:
+                return bool(admin.describe_cluster().get("brokers"))
+            finally:
+                admin.close()
         finally:
-            admin.close()
+            quiet.setLevel(level)
 
     def version(self) -> str:
         return self.s.kafka_version
@@ -255,7 +262,7 @@ class Flink(Service):
         import sys
 
         h = self.s.bind_host
-        conf = {
+        conf: dict[str, object] = {
             "jobmanager.rpc.address": h,
             "jobmanager.rpc.port": self.s.flink_rpc_port,
             "jobmanager.bind-host": h,
@@ -281,6 +288,13 @@ class Flink(Service):
             "table.local-time-zone": "UTC",
             "io.tmp.dirs": str(self.dir / "tmp"),
         }
+        # Java 17 module flags as the shipped config.yaml sets them (Flink needs --add-opens).
+        import yaml
+
+        shipped = yaml.safe_load((provision.pyflink_dir() / "conf" / "config.yaml").read_text())
+        java_opts = shipped.get("env", {}).get("java", {}).get("opts", {}).get("all")
+        if java_opts:
+            conf["env.java.opts.all"] = java_opts
         for sub in ("conf", "log", "run", "tmp", "checkpoints", "savepoints"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         lines = [f"{k}: {json.dumps(v) if isinstance(v, bool) else v}" for k, v in conf.items()]

@@ -1,0 +1,3 @@
+from machinewatch.cli import main
+import sys
+sys.exit(main())

@@ -1,3 +1,5 @@
-from machinewatch.cli import main
 import sys
+
+from machinewatch.cli import main
+
 sys.exit(main())

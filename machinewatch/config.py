@@ -100,6 +100,16 @@ class Settings(BaseSettings):
             raise RuntimeError(msg)
         return path.read_text().strip()
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as MW_* variables for a child process; secrets are never included."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None or isinstance(value, SecretStr):
+                continue
+            env[f"MW_{name.upper()}"] = str(value)
+        return env
+
     def operator_token(self) -> str:
         return self._token(self.influx_token, "influx_token")
 

@@ -21,7 +21,7 @@ def ensure_pipeline(settings: Settings, stack: Stack) -> None:
     else:
         say(f"window-aggregates job submitted: {jobs.submit(settings, 'window-aggregates')}")
     if stack.writer.pid() is None:
-        stack.writer.start([sys.executable, "-m", "machinewatch", "sink", "influxdb"])
+        stack.writer.start([sys.executable, "-m", "machinewatch", "sink", "influxdb"], env=settings.to_env())
     say(f"influx writer running (pid {stack.writer.pid()}, log {stack.writer.logfile})")
 
 

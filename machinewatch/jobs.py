@@ -52,7 +52,9 @@ def submit(settings: Settings, job: str, extra_args: list[str] | None = None) ->
         f"-Dparallelism.default={settings.flink_parallelism}",
         "-py", str(JOBS[job]), *(extra_args or []),
     ]
-    env = {**os.environ, **flink.env(), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    # The job script reads its settings from MW_* like every stage: hand ours down.
+    env = {**os.environ, **settings.to_env(), **flink.env(), "PYTHONPATH": pythonpath}
     provision.say(f"submitting {job} to {settings.flink_rest}")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)  # noqa: S603
     text = out.stdout + out.stderr

@@ -13,6 +13,7 @@ from influxdb_client.rest import ApiException
 from machinewatch import names
 from machinewatch.config import Settings
 
+
 class QueryError(RuntimeError):
     """InfluxDB refused or failed a query; carries the server's own message."""
 

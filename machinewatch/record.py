@@ -49,7 +49,7 @@ def to_epoch_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         msg = f"naive datetime {moment.isoformat()} has no time zone"
         raise RecordError(msg)
-    return int(round(moment.timestamp() * 1000))
+    return round(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

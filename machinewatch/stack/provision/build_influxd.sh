@@ -19,8 +19,8 @@ mkdir -p "$dest"
 work="$dest/.build"
 mkdir -p "$work/bin"
 export GOBIN="$work/bin"
-# The local Go must not try to download another toolchain; only the module proxy is reachable.
-export GOTOOLCHAIN=local
+# An older local Go fetches the toolchain influxdb's go.mod asks for from the module proxy.
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 
 echo "[influxd] step 1/3: pkg-config wrapper ${pkgconfig_version} (builds libflux on demand)"
 go install "github.com/influxdata/pkg-config@${pkgconfig_version}"

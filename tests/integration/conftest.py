@@ -1,0 +1,51 @@
+"""A real stack (Kafka, Flink, InfluxDB) for the integration tests: free ports, its own state dir.
+
+Started once per session by the same ``Stack`` code as ``machinewatch stack up``, stopped at the end.
+Set MW_TEST_KEEP_STACK=1 to leave it running for inspection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from machinewatch.config import Settings, load_settings
+from machinewatch.stack import Stack
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    kafka, controller, rest, rpc, influx = _free_ports(5)
+    state = Path(tmp_path_factory.mktemp("mw-state"))
+    return load_settings(
+        state_dir=state, kafka_port=kafka, kafka_controller_port=controller, flink_rest_port=rest,
+        flink_rpc_port=rpc, influx_port=influx,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Stack]:
+    stack = Stack(settings)
+    try:
+        stack.up(timeout=300)
+        yield stack
+    finally:
+        if not os.environ.get("MW_TEST_KEEP_STACK"):
+            stack.down()

@@ -1,0 +1,75 @@
+"""The canonical record: validation, serialisation and the Flink columns generated from it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from machinewatch.record import READING_FIELDS, Reading, RecordError, flink_columns, make_event_id, to_epoch_ms
+
+TS = 1_795_000_000_000
+
+
+def reading(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "source": "s", "device_id": "d1", "metric": "temperature", "value": 21.5, "unit": "°C",
+        "ts": TS, "event_id": "e1", "region": "r", "site": "x",
+    }
+    base.update(overrides)
+    return base
+
+
+def test_json_round_trip_keeps_every_field() -> None:
+    r = Reading.from_dict(reading(orig_value=70.7, orig_unit="°F"))
+    back = Reading.from_json(r.to_json())
+    assert back == r
+    assert list(json.loads(r.to_json())) == [name for name, _, _ in READING_FIELDS]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"device_id": None}, "'device_id' is missing"),
+        ({"value": float("nan")}, "'value' must be finite"),
+        ({"value": float("inf")}, "'value' must be finite"),
+        ({"value": True}, "'value' must be a number"),
+        ({"value": "21.5"}, "'value' must be a number"),
+        ({"ts": 1.5}, "'ts' must be an integer"),
+        ({"ts": 1_795_000_000}, "outside 2000-01-01..2100-01-01"),
+        ({"ts": 9_000_000_000_000}, "outside 2000-01-01..2100-01-01"),
+        ({"metric": ""}, "'metric' is empty"),
+        ({"device_id": "x" * 300}, "longer than 256"),
+    ],
+)
+def test_invalid_readings_name_the_field(change: dict[str, object], message: str) -> None:
+    with pytest.raises(RecordError, match=message):
+        Reading.from_dict(reading(**change))
+
+
+def test_non_json_and_non_object_are_record_errors() -> None:
+    with pytest.raises(RecordError, match="not JSON"):
+        Reading.from_json(b"{broken")
+    with pytest.raises(RecordError, match="expected a JSON object"):
+        Reading.from_json(b"[1, 2]")
+
+
+def test_event_id_is_stable_and_distinguishes_parts() -> None:
+    assert make_event_id("f.csv", 7) == make_event_id("f.csv", 7)
+    assert make_event_id("f.csv", 7) != make_event_id("f.csv", 8)
+    # The separator keeps ("a", "bc") apart from ("ab", "c").
+    assert make_event_id("a", "bc") != make_event_id("ab", "c")
+
+
+def test_naive_datetimes_are_refused() -> None:
+    assert to_epoch_ms(datetime(2026, 1, 1, tzinfo=UTC)) == 1_767_225_600_000
+    with pytest.raises(RecordError, match="no time zone"):
+        to_epoch_ms(datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+
+
+def test_flink_columns_come_from_the_record_definition() -> None:
+    cols = flink_columns()
+    for name, _, sql in READING_FIELDS:
+        assert f"`{name}` {sql}" in cols
+    assert cols.count(",") == len(READING_FIELDS) - 1

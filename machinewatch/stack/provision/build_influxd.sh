@@ -48,4 +48,5 @@ echo "[influxd] step 3/3: install into $dest"
 install -m 0755 "$GOBIN/influxd" "$dest/influxd.tmp"
 mv -f "$dest/influxd.tmp" "$dest/influxd"
 "$dest/influxd" version
-rm -rf "$src"
+# libflux stays in Go's build cache; the copied source and the second binary are not needed.
+rm -rf "$work"

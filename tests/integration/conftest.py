@@ -1,7 +1,9 @@
 """A real stack (Kafka, Flink, InfluxDB) for the integration tests: free ports, its own state dir.
 
 Started once per session by the same ``Stack`` code as ``machinewatch stack up``, stopped at the end.
-Set MW_TEST_KEEP_STACK=1 to leave it running for inspection.
+Set MW_TEST_KEEP_STACK=1 to leave it running for inspection, or MW_TEST_REUSE_STACK=1 to run the tests
+against the stack your MW_* settings name (e.g. the one ``machinewatch stack up`` started), which is
+then started if needed and left running. Tests keep to their own device ids, so they can share it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def _free_ports(count: int) -> list[int]:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    if os.environ.get("MW_TEST_REUSE_STACK"):
+        return load_settings()
     kafka, controller, rest, rpc, influx = _free_ports(5)
     state = Path(tmp_path_factory.mktemp("mw-state"))
     return load_settings(
@@ -47,5 +51,5 @@ def stack(settings: Settings) -> Iterator[Stack]:
         stack.up(timeout=300)
         yield stack
     finally:
-        if not os.environ.get("MW_TEST_KEEP_STACK"):
+        if not (os.environ.get("MW_TEST_KEEP_STACK") or os.environ.get("MW_TEST_REUSE_STACK")):
             stack.down()

@@ -69,6 +69,20 @@ class Settings(BaseSettings):
 
     # Event-time windows of the first slice.
     window_size_s: int = 10
+    # Sustained overheat (flink_jobs/sustained_overheat.py): above threshold for duration opens an
+    # alert, below threshold - hysteresis for clear_s resolves it; no data for silence_s: silent.
+    overheat_threshold_c: float = 80.0
+    overheat_duration_s: int = 60
+    overheat_hysteresis_c: float = 5.0
+    overheat_clear_s: int = 30
+    overheat_escalate_factor: float = 2.0
+    overheat_bucket_s: int = 1
+    overheat_max_gap_s: int = 10
+    overheat_silence_s: int = 60
+
+    # Sliding windows (0 disables): the course project's 30 s windows sliding by 10 s by default.
+    hop_size_s: int = 30
+    hop_slide_s: int = 10
     watermark_delay_ms: int = 2000
     source_idle_timeout_ms: int = 5000
 

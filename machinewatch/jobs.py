@@ -16,6 +16,7 @@ from machinewatch.stack import provision
 REPO = Path(__file__).resolve().parent.parent
 JOBS: dict[str, Path] = {
     "window-aggregates": REPO / "flink_jobs" / "window_aggregates.py",
+    "sustained-overheat": REPO / "flink_jobs" / "sustained_overheat.py",
 }
 
 
@@ -65,7 +66,9 @@ def submit(settings: Settings, job: str, extra_args: list[str] | None = None) ->
     if out.returncode != 0 or not job_id:
         # Java frames say nothing a user can act on; the Python traceback and causes do.
         lines = [line for line in text.splitlines() if not line.lstrip().startswith("at ")]
-        msg = f"flink run failed (exit {out.returncode}):\n" + "\n".join(lines[-60:])
+        # The cause (e.g. a SQL parse error) is near the top, the Python traceback at the end.
+        shown = lines if len(lines) <= 70 else [*lines[:40], "    ...", *lines[-30:]]
+        msg = f"flink run failed (exit {out.returncode}):\n" + "\n".join(shown)
         raise JobError(msg)
     return job_id
 

@@ -36,13 +36,13 @@ def run_flux(settings: Settings, flux: str, params: dict[str, Any] | None = None
 
 def window_aggregates(
     settings: Settings, start: datetime, stop: datetime | None = None,
-    device_prefix: str = "", site: str = "",
+    device_prefix: str = "", site: str = "", window: str = "",
 ) -> pd.DataFrame:
     """Window aggregates as one row per (device, metric, window end) with avg/min/max/count."""
     flux = (FLUX_DIR / "window_aggregates.flux").read_text()
     params = {
         "bucket": names.BUCKET_AGGREGATES, "start": start,
         "stop": stop or datetime.now(tz=UTC) + timedelta(minutes=1),
-        "devicePrefix": device_prefix, "site": site,
+        "devicePrefix": device_prefix, "site": site, "window": window,
     }
     return run_flux(settings, flux, params)

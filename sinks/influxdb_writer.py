@@ -1,8 +1,9 @@
-"""Writes Flink's window results from Kafka into InfluxDB's aggregates bucket, idempotently.
+"""Writes the Flink jobs' results from Kafka into InfluxDB, idempotently.
 
-Each result becomes one point timestamped at its window end and tagged by device/metric/site, so
-a replay overwrites the same point. Offsets are committed only after InfluxDB accepted the batch:
-an InfluxDB outage leaves the results buffered in Kafka (back-pressure), never dropped.
+Window aggregates, late events and alerts each become one point with a deterministic timestamp
+(window end or event time) and tags, so a replay overwrites the same point. Offsets are committed
+only after InfluxDB accepted the batch: an InfluxDB outage leaves the results buffered in Kafka
+(back-pressure), never dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from influxdb_client import InfluxDBClient, Point, WritePrecision
@@ -39,7 +40,10 @@ def to_point(doc: dict[str, Any]) -> Point:
     if missing:
         msg = f"window result lacks {', '.join(missing)}"
         raise BadResult(msg)
-    point = Point(names.MEASUREMENT_WINDOW).tag("window", f"{int(doc['window_ms']) // 1000}s")
+    size_s = int(doc["window_ms"]) // 1000
+    slide_s = int(doc.get("slide_ms") or doc["window_ms"]) // 1000
+    window = f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s"
+    point = Point(names.MEASUREMENT_WINDOW).tag("window", window)
     for tag in _TAGS:
         value = doc.get(tag)
         if value:  # InfluxDB has no empty tag values
@@ -51,6 +55,56 @@ def to_point(doc: dict[str, Any]) -> Point:
         .field("count", int(doc["count"]))
         .time(int(doc["window_end_ms"]), WritePrecision.MS)
     )
+
+
+def late_point(doc: dict[str, Any]) -> Point:
+    """One reading that arrived after its window fired: a point at its event time (count = 1)."""
+    missing = [k for k in ("source", "device_id", "metric", "ts") if doc.get(k) is None]
+    if missing:
+        msg = f"late event lacks {', '.join(missing)}"
+        raise BadResult(msg)
+    return (
+        Point(names.MEASUREMENT_LATE)
+        .tag("source", str(doc["source"])).tag("device_id", str(doc["device_id"])).tag("metric", str(doc["metric"]))
+        .field("count", 1)
+        .field("event_id", str(doc.get("event_id") or ""))
+        .field("watermark", str(doc.get("watermark") or ""))
+        .time(int(doc["ts"]), WritePrecision.MS)
+    )
+
+
+_ALERT_TAGS = ("device_id", "rule_group", "severity", "kind", "state", "region", "site", "source")
+
+
+def alert_point(doc: dict[str, Any]) -> Point:
+    """An alert record (threshold or device alert): tags for filtering, the rest as fields."""
+    when = doc.get("window_end_ms", doc.get("ts"))
+    if not doc.get("device_id") or when is None:
+        msg = "alert lacks device_id or a time (window_end_ms / ts)"
+        raise BadResult(msg)
+    measurement = names.MEASUREMENT_THRESHOLD_ALERT if doc.get("rule_group") else "device_alert"
+    point = Point(measurement)
+    for tag in _ALERT_TAGS:
+        if doc.get(tag):
+            point = point.tag(tag, str(doc[tag]))
+    for key, value in doc.items():
+        if key in _ALERT_TAGS or value is None:
+            continue
+        if isinstance(value, bool | str):
+            point = point.field(key, value)
+        elif isinstance(value, int | float):
+            point = point.field(key, float(value))
+        else:
+            point = point.field(key, json.dumps(value, sort_keys=True))
+    return point.time(int(when), WritePrecision.MS)
+
+
+# topic -> (converter, bucket)
+ROUTES: dict[str, tuple[Callable[[dict[str, Any]], Point], str]] = {
+    names.TOPIC_AGGREGATES: (to_point, names.BUCKET_AGGREGATES),
+    names.TOPIC_LATE: (late_point, names.BUCKET_AGGREGATES),
+    names.TOPIC_ALERTS: (alert_point, names.BUCKET_ALERTS),
+}
 
 
 def parse(raw: bytes) -> dict[str, Any]:
@@ -68,10 +122,14 @@ def parse(raw: bytes) -> dict[str, Any]:
 class InfluxWriter:
     """Consume the aggregates topic and write every result to InfluxDB with retries."""
 
-    def __init__(self, settings: Settings, group_id: str = "mw-influx-writer") -> None:
+    def __init__(
+        self, settings: Settings, group_id: str = "mw-influx-writer",
+        routes: dict[str, tuple[Callable[[dict[str, Any]], Point], str]] | None = None,
+    ) -> None:
         self.s = settings
+        self.routes = routes or ROUTES
         self.consumer = KafkaConsumer(
-            names.TOPIC_AGGREGATES,
+            *self.routes,
             bootstrap_servers=settings.kafka_servers,
             group_id=group_id,
             enable_auto_commit=False,
@@ -92,12 +150,12 @@ class InfluxWriter:
         self.dead_letters.dead_letter("influx-writer", raw, reason, origin)
         self.dead_letters.flush()
 
-    def write(self, points: list[Point]) -> None:
+    def write(self, bucket: str, points: list[Point]) -> None:
         """Write until InfluxDB accepts; back off on failure (the caller has not committed yet)."""
         delay = 0.5
         while True:
             try:
-                self.write_api.write(bucket=names.BUCKET_AGGREGATES, record=points)
+                self.write_api.write(bucket=bucket, record=points)
                 return
             except Exception as exc:  # noqa: BLE001 - any failure: keep the data and retry
                 if self.stop_event.is_set():
@@ -107,21 +165,25 @@ class InfluxWriter:
                 delay = min(delay * 2, 30.0)
 
     def handle(self, messages: Iterable[Any]) -> int:
-        points = []
+        by_bucket: dict[str, list[Point]] = {}
         for msg in messages:
+            convert, bucket = self.routes[msg.topic]
             try:
-                points.append(to_point(parse(msg.value)))
+                by_bucket.setdefault(bucket, []).append(convert(parse(msg.value)))
             except (BadResult, ValueError, TypeError) as exc:
                 self.rejected += 1
                 self._dead_letter(msg.value, str(exc), f"{msg.topic}/{msg.partition}@{msg.offset}")
-        if points:
-            self.write(points)
-            self.written += len(points)
-        return len(points)
+        written = 0
+        for bucket, points in by_bucket.items():
+            self.write(bucket, points)
+            written += len(points)
+        self.written += written
+        return written
 
     def run(self, idle_exit_s: float | None = None) -> None:
         """Loop until stopped (or until no message came for ``idle_exit_s`` seconds)."""
-        log.info("writing %s -> %s bucket '%s'", names.TOPIC_AGGREGATES, self.s.influx, names.BUCKET_AGGREGATES)
+        for topic, (_, bucket) in self.routes.items():
+            log.info("writing %s -> %s bucket '%s'", topic, self.s.influx, bucket)
         last_data = time.monotonic()
         try:
             while not self.stop_event.is_set():

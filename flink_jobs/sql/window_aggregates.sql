@@ -1,6 +1,5 @@
--- Per-device, per-metric event-time tumbling windows over canonical readings.
--- Placeholders {name} are filled from settings by flink_jobs/window_aggregates.py; the column
--- list of the source comes from machinewatch.record, never typed here.
+-- Tables of the window job. Placeholders in braces are filled from settings by
+-- flink_jobs/window_aggregates.py; the source column list comes from machinewatch.record.
 
 CREATE TABLE readings (
   {reading_columns},
@@ -26,6 +25,7 @@ CREATE TABLE window_aggregates (
   `site` STRING,
   `unit` STRING,
   `window_ms` BIGINT,
+  `slide_ms` BIGINT,
   `window_start_ms` BIGINT,
   `window_end_ms` BIGINT,
   `avg_value` DOUBLE,
@@ -43,13 +43,42 @@ CREATE TABLE window_aggregates (
   'sink.delivery-guarantee' = 'at-least-once'
 );
 
--- Window bounds as epoch ms: the session time zone is UTC (set by the job), sizes are whole seconds.
-INSERT INTO window_aggregates
-SELECT
-  device_id, metric, source, COALESCE(region, ''), COALESCE(site, ''), unit,
-  CAST({window_s} AS BIGINT) * 1000,
-  1000 * UNIX_TIMESTAMP(CAST(window_start AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS'),
-  1000 * UNIX_TIMESTAMP(CAST(window_end AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS'),
-  AVG(`value`), MIN(`value`), MAX(`value`), COUNT(*)
-FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{window_s}' SECOND))
-GROUP BY window_start, window_end, device_id, metric, source, region, site, unit;
+CREATE TABLE late_events (
+  `source` STRING,
+  `device_id` STRING,
+  `metric` STRING,
+  `ts` BIGINT,
+  `event_id` STRING,
+  `watermark` STRING
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '{late_topic}',
+  'properties.bootstrap.servers' = '{bootstrap}',
+  'key.format' = 'raw',
+  'key.fields' = 'device_id',
+  'value.format' = 'json',
+  'value.fields-include' = 'ALL',
+  'sink.delivery-guarantee' = 'at-least-once'
+);
+
+CREATE TABLE threshold_alerts (
+  `alert_id` STRING,
+  `rule_group` STRING,
+  `label` STRING,
+  `severity` STRING,
+  `device_id` STRING,
+  `region` STRING,
+  `site` STRING,
+  `window_start_ms` BIGINT,
+  `window_end_ms` BIGINT,
+  `values` STRING
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '{alerts_topic}',
+  'properties.bootstrap.servers' = '{bootstrap}',
+  'key.format' = 'raw',
+  'key.fields' = 'device_id',
+  'value.format' = 'json',
+  'value.fields-include' = 'ALL',
+  'sink.delivery-guarantee' = 'at-least-once'
+);

@@ -52,7 +52,9 @@ def oracle(readings: pd.DataFrame, window_ms: int) -> pd.DataFrame:
 
 
 def fetch(settings: Settings, prefix: str, since: datetime) -> pd.DataFrame:
-    frame = query.window_aggregates(settings, since - timedelta(minutes=5), device_prefix=prefix)
+    frame = query.window_aggregates(
+        settings, since - timedelta(minutes=5), device_prefix=prefix, window=f"{settings.window_size_s}s"
+    )
     if frame.empty:
         return frame
     frame["window_end_ms"] = frame["_time"].map(lambda t: int(t.timestamp() * 1000))

@@ -1,24 +1,46 @@
-"""The window job's SQL is rendered from settings and the canonical record, never hand-typed."""
+"""The window job's SQL is rendered from settings, the canonical record and the rule file."""
 
 from __future__ import annotations
 
-from flink_jobs.window_aggregates import render_sql
+from flink_jobs.rules import load_rules
+from flink_jobs.window_aggregates import Topics, render_sql
 from machinewatch import names
 from machinewatch.config import load_settings
 from machinewatch.record import flink_columns
 
 
 def test_statements_use_settings_and_generated_columns() -> None:
-    s = load_settings(kafka_bootstrap="broker-a:19092,broker-b:19092", window_size_s=30, watermark_delay_ms=1500)
-    source, sink, insert = render_sql(s, group_id="g-test")
+    s = load_settings(kafka_bootstrap="broker-a:19092,broker-b:19092", window_size_s=30, watermark_delay_ms=1500,
+                      hop_size_s=60, hop_slide_s=20)
+    ddl, inserts = render_sql(s, group_id="g-test")
+    source = ddl[0]
     assert flink_columns() in source
     assert "'properties.bootstrap.servers' = 'broker-a:19092,broker-b:19092'" in source
     assert f"'topic' = '{names.TOPIC_READINGS}'" in source
     assert "'properties.group.id' = 'g-test'" in source
     assert "INTERVAL '1.500' SECOND" in source
-    assert f"'topic' = '{names.TOPIC_AGGREGATES}'" in sink
-    assert "INTERVAL '30' SECOND" in insert
-    assert "CAST(30 AS BIGINT) * 1000" in insert
-    for stmt in (source, sink, insert):
+    assert any(f"'topic' = '{names.TOPIC_AGGREGATES}'" in d for d in ddl)
+    tumble, hop, late = inserts
+    assert "TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '30' SECOND)" in tumble
+    assert "HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '20' SECOND, INTERVAL '60' SECOND)" in hop
+    assert "INSERT INTO late_events" in late and "30000 - 1" in late
+    for stmt in ddl + inserts:
         assert "{" not in stmt and "}" not in stmt, "unfilled placeholder"
         assert "--" not in stmt, "comments are stripped before splitting"
+
+
+def test_hop_can_be_disabled_and_topics_overridden() -> None:
+    s = load_settings(hop_size_s=0)
+    ddl, inserts = render_sql(s, topics=Topics(readings="t-in", aggregates="t-agg", late="t-late", alerts="t-al"))
+    assert len(inserts) == 2
+    joined = "\n".join(ddl)
+    for topic in ("t-in", "t-agg", "t-late", "t-al"):
+        assert f"'topic' = '{topic}'" in joined
+
+
+def test_rule_groups_become_alert_inserts() -> None:
+    rules = load_rules()
+    _, inserts = render_sql(load_settings(), rules=rules)
+    alert_sql = [i for i in inserts if i.startswith("INSERT INTO threshold_alerts")]
+    assert len(alert_sql) == len(rules.group)
+    assert any("'High CPU + Memory stress'" in sql for sql in alert_sql)

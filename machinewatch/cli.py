@@ -8,6 +8,8 @@ import re
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from machinewatch.config import Settings, load_settings
 
@@ -48,6 +50,15 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from machinewatch.kafka_io import Publisher
     from simulators.temperature import TemperatureSimulator
 
+    if args.kind in SOURCE_FORMAT_KINDS:
+        return _simulate_source_format(args, settings)
+    if args.kind == "perfmon":
+        from simulators import perfmon as perfmon_sim
+
+        return perfmon_sim.run_cli(args)
+    if args.kind == "mtconnect":
+        return _simulate_mtconnect(args)
+
     sim = TemperatureSimulator(
         devices=args.devices, interval_ms=args.interval_ms, seed=args.seed, region=args.region,
         site=args.site, max_disorder_ms=args.disorder_ms,
@@ -70,6 +81,94 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                 last_report = time.monotonic()
             if deadline is not None and time.monotonic() >= deadline:
                 break
+    return 0
+
+
+SOURCE_FORMAT_KINDS = ("equipment", "servers", "datacenter")
+
+
+def _simulate_mtconnect(args: argparse.Namespace) -> int:
+    """An MTConnect agent over HTTP (not Kafka): 'ingest mtconnect' reads it."""
+    from simulators.mtconnect_agent import MTConnectAgentSimulator, parse_scenario, serve_forever
+
+    try:
+        script = [parse_scenario(text) for text in args.scenario or ()]
+        sim = MTConnectAgentSimulator(devices=args.devices, seed=args.seed, buffer_size=args.buffer_size,
+                                      device_prefix=args.device_prefix, step_ms=args.interval_ms)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    serve_forever(sim, args.host, args.port, args.interval_ms / 1000 / args.speed, script,
+                  args.duration.total_seconds() if args.duration else None)
+    return 0
+
+
+def _simulate_source_format(args: argparse.Namespace, settings: Settings) -> int:
+    """Simulators that write their source's own format; to Kafka they go through the collectors' mappings."""
+    from itertools import chain
+
+    from simulators import feed
+    from simulators.datacenter import DatacenterSimulator, write_history
+    from simulators.equipment import EquipmentSimulator
+    from simulators.servers import HEADER, ServerSimulator
+
+    try:
+        anomalies = feed.Anomalies.parse(args.overheat or (), args.silence or (), args.spike_rate)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    common: dict[str, Any] = {"interval_ms": args.interval_ms, "seed": args.seed, "anomalies": anomalies}
+    sim: feed.Simulator
+    if args.kind == "equipment":
+        sim = EquipmentSimulator(sensors=args.devices, **common)
+    elif args.kind == "servers":
+        sim = ServerSimulator(servers=args.devices, **common)
+    else:
+        sim = DatacenterSimulator(servers=args.devices, humidity_from_step=args.humidity_from_step, **common)
+    duration = args.duration.total_seconds() if args.duration else None
+    try:
+        events = feed.backfill(sim, args.count) if args.count else feed.live(sim, args.speed, duration)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    log = logging.getLogger("machinewatch.simulate")
+    if args.output:
+        if args.kind == "datacenter":
+            paths = write_history(args.output, events)
+            log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+            return 0
+        with args.output.open("w") as out:
+            lines = (e.line for e in events)
+            for line in chain([HEADER], lines) if args.kind == "servers" else lines:
+                out.write(line + "\n")
+        log.info("wrote %s", args.output)
+        return 0
+    if args.tcp_port:
+        tcp = feed.TcpOut(args.tcp_host, args.tcp_port)
+        try:
+            for event in events:
+                tcp.write(event)
+        finally:
+            tcp.close()
+        log.info("sent %d lines to %s:%d", tcp.sent, args.tcp_host, args.tcp_port)
+        return 0
+    from ingest.formats import FeedMapper
+    from machinewatch.kafka_io import Publisher
+
+    mappers: FeedMapper | None = None
+    with Publisher(settings) as pub:
+        last_report = time.monotonic()
+        for event in events:
+            if mappers is None:  # the servers CSV has times of day only: the date is the run's first day
+                day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
+                mappers = FeedMapper({"servers": {"base_date": day}})
+            result = mappers.map(event.feed, event.record, event.line)
+            pub.send_many(result.readings)
+            for reject in result.rejects:
+                pub.dead_letter(f"sim-{args.kind}", reject.raw, reject.reason, "simulator")
+            if time.monotonic() - last_report >= 5:
+                pub.flush()
+                log.info("published %d readings (%d acknowledged)", pub.sent, pub.acked)
+                last_report = time.monotonic()
+        pub.flush()
+        log.info("published %d readings of %d %s devices", pub.sent, args.devices, args.kind)
     return 0
 
 
@@ -105,7 +204,9 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     from machinewatch import query
 
     start = datetime.now(tz=UTC) - args.last
-    frame = query.window_aggregates(settings, start, device_prefix=args.device or "", site=args.site or "")
+    frame = query.window_aggregates(
+        settings, start, device_prefix=args.device or "", site=args.site or "", window=args.window or ""
+    )
     if frame.empty:
         print("no window aggregates in that range")
         return 1
@@ -138,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("simulate", help="publish simulated device readings to Kafka")
-    p.add_argument("kind", choices=["temperature"], help="kind of device")
+    p.add_argument("kind", choices=["temperature", *SOURCE_FORMAT_KINDS, "mtconnect", "perfmon"],
+                   help="kind of device: temperature (canonical readings), equipment (the equipment-sensor JSON "
+                   "lines), servers (the course CSV format), datacenter (India CSV/°C, USA JSON/°F, Germany "
+                   "Parquet/K+W), mtconnect (an HTTP MTConnect agent of CNC machines for 'ingest mtconnect'), "
+                   "perfmon (Windows PerfMon PDH-CSV files into --out-dir for 'ingest perfmon')")
     p.add_argument("--devices", type=int, default=10, help="number of devices (default 10)")
     p.add_argument("--interval-ms", type=int, default=1000, help="event-time step per device (default 1000)")
     p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same readings (default 1)")
@@ -149,7 +254,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_duration, help="stop live mode after this long, e.g. 2m")
     p.add_argument("--count", type=int, default=0,
                    help="publish this many readings per device ending now, then exit (backfill mode)")
+    # Source-format kinds (equipment, servers, datacenter): anomalies and where the lines go.
+    p.add_argument("--overheat", action="append", metavar="DEV:START_S:LEN_S:DELTA",
+                   help="add DELTA to device DEV's value from START_S for LEN_S seconds of event time; repeatable")
+    p.add_argument("--silence", action="append", metavar="DEV:START_S:LEN_S",
+                   help="device DEV sends nothing; repeatable")
+    p.add_argument("--spike-rate", type=float, default=0.0, help="probability of a spike per reading (default 0)")
+    p.add_argument("--humidity-from-step", type=int, help="datacenter: add a humidity field from this step on")
+    p.add_argument("--output", type=Path, help="write the source-format file (datacenter: a directory) "
+                   "instead of publishing; use with --count")
+    p.add_argument("--tcp-port", type=int, help="send JSON lines to a TCP listener ('ingest tcp', e.g. 9988)")
+    p.add_argument("--tcp-host", default="127.0.0.1", help="host of the TCP listener (default 127.0.0.1)")
+    # mtconnect: an HTTP agent instead of Kafka output.
+    p.add_argument("--host", default="127.0.0.1", help="mtconnect: address the agent binds (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="mtconnect: agent port (default 5000; 0 = any free port)")
+    p.add_argument("--buffer-size", type=int, default=4096,
+                   help="mtconnect: observations the agent's ring buffer keeps (default 4096)")
+    p.add_argument("--device-prefix", default="CNC", help="mtconnect: device names are PREFIX01, PREFIX02, ...")
+    p.add_argument("--scenario", action="append", metavar="KIND@SECONDS[:DEVICE]",
+                   help="mtconnect: play a scenario, e.g. unavailable@30:0, available@45:0, overheat@20:1, estop@60, "
+                   "release-estop@70, fault@80:1, overrun@90, restart@120; repeatable")
+    from simulators import perfmon as perfmon_sim
+
+    perfmon_sim.add_arguments(p)
     p.set_defaults(func=cmd_simulate)
+
+    if "ingest" not in sub.choices:
+        p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka")
+        p.add_subparsers(dest="collector", required=True, metavar="collector")
+    ingest_sub = next(a for a in sub.choices["ingest"]._actions if isinstance(a, argparse._SubParsersAction))
+    from ingest.history import cli as history_cli
+    from ingest.mtconnect import cli as mtconnect_cli
+    from ingest.perfmon import cli as perfmon_cli
+    from ingest.replay import cli as replay_cli
+    from ingest.tcp import cli as tcp_cli
+
+    for collector in (history_cli, tcp_cli, replay_cli, mtconnect_cli, perfmon_cli):
+        collector.add_parser(ingest_sub)
 
     p = sub.add_parser("jobs", help="operate Flink jobs on the configured cluster")
     p.add_argument("action", choices=["submit", "list", "cancel"])
@@ -167,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=_duration, default=timedelta(hours=1), help="time range, e.g. 15m (default 1h)")
     p.add_argument("--device", help="device id prefix")
     p.add_argument("--site")
+    p.add_argument("--window", help="window shape: 10s (tumbling) or 30s@10s (sliding); default all")
     p.add_argument("--limit", type=int, default=30, help="rows to print (default 30)")
     p.set_defaults(func=cmd_query)
 

@@ -76,6 +76,16 @@ class Publisher:
             count += 1
         return count
 
+    def send_json(self, key: str, value: bytes, topic: str | None = None) -> Any:
+        """Queue an already serialised record (e.g. a DeviceEvent) keyed by ``key``; default topic is ours.
+
+        Same producer, acks and failure accounting as ``send``, so ``flush()`` covers both.
+        """
+        future = self._producer.send(topic or self.topic, key=key.encode(), value=value)
+        future.add_callback(self._on_ok).add_errback(self._on_error)
+        self.sent += 1
+        return future
+
     def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
         """Send a payload that failed validation, with the reason, to the dead-letter topic."""
         payload = raw.decode(errors="replace") if isinstance(raw, bytes) else raw

@@ -1,0 +1,126 @@
+"""Declarative per-source mappings (TOML in ``ingest/formats/mappings/``) as typed pydantic models.
+
+A mapping says which field is the device, which is the event time (and how to read it), which fields
+are metrics in which unit, and which constant tags to add. It is checked once at load time, with
+messages that name the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ingest.formats.units import canonical_unit
+
+MAPPINGS_DIR = Path(__file__).parent / "mappings"
+
+TimeFormat = Literal["iso", "epoch_s", "epoch_ms", "time_of_day"]
+FileFormat = Literal["csv", "jsonl", "parquet"]
+
+
+class MetricSpec(BaseModel):
+    """One source field that carries a metric value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="source field; dotted path for nested JSON, e.g. padrao.leitura.temperatura")
+    metric: str = Field(description="canonical metric name, e.g. temperature")
+    unit: str = Field(description="the unit the SOURCE uses; normalised via ingest.formats.units")
+    required: bool = Field(default=False, description="a row without it goes to the dead-letter topic")
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, unit: str) -> str:
+        canonical_unit(unit)
+        return unit
+
+
+class Mapping(BaseModel):
+    """How rows of one source format become canonical readings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str = Field(description="Reading.source: the data source, the same whatever transport carried it")
+    format: FileFormat = Field(description="file format for the history loader / replay; TCP always reads JSON")
+    description: str = ""
+    encoding: str = "utf-8-sig"
+    device_field: str
+    device_prefix: str = ""
+    time_field: str
+    time_format: TimeFormat = "iso"
+    time_zone: str = Field(default="UTC", description="zone for times without an offset")
+    base_date: date | None = Field(default=None, description="date for time_format=time_of_day")
+    region: str = ""
+    site: str = ""
+    region_field: str | None = None
+    site_field: str | None = None
+    metrics: list[MetricSpec]
+    id_fields: list[str] = Field(
+        default_factory=list,
+        description="extra source fields that make an event unique beyond device+time+metric",
+    )
+    ignore_fields: list[str] = Field(default_factory=list, description="known fields that are not metrics")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"time_zone {zone!r} is not an IANA zone name such as 'UTC' or 'Asia/Kolkata'"
+            raise ValueError(msg) from exc
+        return zone
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Mapping:
+        if self.time_format == "time_of_day" and self.base_date is None:
+            msg = "time_format 'time_of_day' needs base_date (YYYY-MM-DD): the source carries no date"
+            raise ValueError(msg)
+        if not self.metrics:
+            msg = "metrics must list at least one field"
+            raise ValueError(msg)
+        names = [m.metric for m in self.metrics]
+        if len(set(names)) != len(names):
+            msg = f"metric names must be unique, got {names}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    def known_top_fields(self) -> set[str]:
+        """Top-level field names the mapping uses or deliberately ignores."""
+        paths = [self.device_field, self.time_field, *self.id_fields, *self.ignore_fields,
+                 *(m.field for m in self.metrics)]
+        paths += [p for p in (self.region_field, self.site_field) if p]
+        return {p.split(".", 1)[0] for p in paths} | set(paths)
+
+
+def mapping_names() -> list[str]:
+    """Names of the mappings shipped with machinewatch."""
+    return sorted(p.stem for p in MAPPINGS_DIR.glob("*.toml"))
+
+
+def load_mapping(name_or_path: str | Path, **overrides: object) -> Mapping:
+    """A shipped mapping by name (``equipment``) or a TOML file by path; overrides replace top-level keys."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MAPPINGS_DIR / f"{name_or_path}.toml"
+    if not path.exists():
+        msg = f"mapping {str(name_or_path)!r} not found; shipped mappings: {', '.join(mapping_names())}"
+        raise ValueError(msg)
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as exc:
+        msg = f"mapping {path}: {exc}"
+        raise ValueError(msg) from exc

@@ -1,0 +1,183 @@
+"""Mapping one decoded row to canonical Readings, with every problem returned as data.
+
+The event id is ``make_event_id(source, device, ts_ms, metric, *id_fields)``: it depends only on what
+the row says, not on the file name, the row number or the transport, so the same event read from a
+file, replayed, or received over TCP gets the same id, and a forced re-load overwrites nothing new.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping as AnyMapping
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from ingest.formats.mapping import Mapping
+from ingest.formats.units import normalise
+from machinewatch.record import Reading, RecordError, make_event_id, to_epoch_ms
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Something that goes to the dead-letter topic: the raw payload and why."""
+
+    raw: str
+    reason: str
+
+
+@dataclass(slots=True)
+class MapResult:
+    readings: list[Reading] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def _lookup(data: AnyMapping[str, Any], path: str) -> Any:
+    """A field by exact name, else by dotted path into nested objects."""
+    if path in data:
+        return data[path]
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, AnyMapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _blank(value: Any) -> bool:
+    return value is _MISSING or value is None or (isinstance(value, str) and not value.strip())
+
+
+class RowMapper:
+    """Turns dict rows of one mapping into Readings; stateful only for time-of-day day rollover."""
+
+    def __init__(self, mapping: Mapping) -> None:
+        self.mapping = mapping
+        self._zone = mapping.zone
+        self._known = mapping.known_top_fields()
+        self._warned: set[str] = set()
+        # time_of_day sources: days added after the clock went backwards past midnight.
+        self._day_offset = 0
+        self._last_tod: time | None = None
+
+    # -- time ----------------------------------------------------------------------------------
+    def _aware(self, moment: datetime) -> datetime:
+        return moment.replace(tzinfo=self._zone) if moment.tzinfo is None else moment
+
+    def parse_time(self, value: Any) -> int:
+        """Event time in UTC epoch ms; ValueError says what was wrong."""
+        fmt = self.mapping.time_format
+        if isinstance(value, datetime):  # Parquet timestamp columns arrive decoded
+            return to_epoch_ms(self._aware(value))
+        if fmt in ("epoch_s", "epoch_ms"):
+            number = float(value)
+            if not math.isfinite(number):
+                msg = f"time {value!r} is not finite"
+                raise ValueError(msg)
+            return round(number * 1000) if fmt == "epoch_s" else round(number)
+        text = str(value).strip()
+        if fmt == "time_of_day":
+            tod = time.fromisoformat(text)
+            # Rows are in time order; a jump back of more than 12 h is the next day, not disorder.
+            if self._last_tod is not None and _seconds(self._last_tod) - _seconds(tod) > 12 * 3600:
+                self._day_offset += 1
+            self._last_tod = tod
+            assert self.mapping.base_date is not None  # checked by the model
+            day = self.mapping.base_date + timedelta(days=self._day_offset)
+            return to_epoch_ms(datetime.combine(day, tod, tzinfo=self._zone))
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        return to_epoch_ms(self._aware(datetime.fromisoformat(text)))
+
+    # -- rows ----------------------------------------------------------------------------------
+    def _note_unknown(self, data: AnyMapping[str, Any]) -> None:
+        for key in data:
+            if key not in self._known and key not in self._warned:
+                self._warned.add(key)
+                log.info("mapping %s: ignoring unknown field %r (logged once)", self.mapping.name, key)
+
+    def map(self, data: AnyMapping[str, Any], raw: str) -> MapResult:
+        """Readings for every metric present in the row; rejects for what is wrong."""
+        m = self.mapping
+        out = MapResult()
+        self._note_unknown(data)
+        device = _lookup(data, m.device_field)
+        if _blank(device):
+            out.rejects.append(Reject(raw, f"{m.name}: device field '{m.device_field}' is missing or empty"))
+            return out
+        stamp = _lookup(data, m.time_field)
+        if _blank(stamp):
+            out.rejects.append(Reject(raw, f"{m.name}: time field '{m.time_field}' is missing or empty"))
+            return out
+        try:
+            ts = self.parse_time(stamp)
+        except (ValueError, TypeError, OverflowError, RecordError) as exc:
+            out.rejects.append(Reject(raw, f"{m.name}: time field '{m.time_field}' = {stamp!r} unreadable "
+                                           f"as {m.time_format}: {exc}"))
+            return out
+        device_id = f"{m.device_prefix}{str(device).strip()}"
+        region = str(_lookup(data, m.region_field)) if m.region_field and not _blank(
+            _lookup(data, m.region_field)) else m.region
+        site = str(_lookup(data, m.site_field)) if m.site_field and not _blank(
+            _lookup(data, m.site_field)) else m.site
+        extra = [str(_lookup(data, f)) for f in m.id_fields]
+        for spec in m.metrics:
+            value = _lookup(data, spec.field)
+            if _blank(value):
+                if spec.required:
+                    out.rejects.append(Reject(raw, f"{m.name}: required metric field '{spec.field}' is missing"))
+                continue  # optional metric absent in this row: schema evolution, not an error
+            try:
+                number = _number(value)
+                converted, unit, orig_value, orig_unit = normalise(number, spec.unit)
+                out.readings.append(Reading(
+                    source=m.source, region=region, site=site, device_id=device_id, metric=spec.metric,
+                    value=converted, unit=unit, orig_value=orig_value, orig_unit=orig_unit, ts=ts,
+                    event_id=make_event_id(m.source, device_id, ts, spec.metric, *extra),
+                ))
+            except (ValueError, RecordError) as exc:
+                out.rejects.append(Reject(raw, f"{m.name}: metric '{spec.metric}' from field '{spec.field}' "
+                                               f"= {value!r}: {exc}"))
+        if not out.readings and not out.rejects:
+            fields = ", ".join(s.field for s in m.metrics)
+            out.rejects.append(Reject(raw, f"{m.name}: row carries none of the metric fields ({fields})"))
+        return out
+
+
+def _seconds(moment: time) -> float:
+    return moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        msg = "a boolean is not a measurement"
+        raise ValueError(msg)
+    number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    if not math.isfinite(number):
+        msg = f"{value!r} is not a finite number"
+        raise ValueError(msg)
+    return number
+
+
+
+class FeedMapper:
+    """Maps records of several named feeds (mapping names), one RowMapper each, loaded on first use."""
+
+    def __init__(self, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self._overrides = overrides or {}
+        self._mappers: dict[str, RowMapper] = {}
+
+    def mapper(self, feed: str) -> RowMapper:
+        if feed not in self._mappers:
+            from ingest.formats.mapping import load_mapping
+
+            self._mappers[feed] = RowMapper(load_mapping(feed, **self._overrides.get(feed, {})))
+        return self._mappers[feed]
+
+    def map(self, feed: str, data: AnyMapping[str, Any], raw: str) -> MapResult:
+        return self.mapper(feed).map(data, raw)

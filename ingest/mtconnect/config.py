@@ -1,0 +1,116 @@
+"""Settings of the MTConnect source connector: a TOML file (``[mtconnect]`` table) into a typed model.
+
+Checked once at start-up, without network calls; a bad value is reported with its key, the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from machinewatch import names
+
+
+class ConfigError(ValueError):
+    """The connector configuration is invalid; the message names the key."""
+
+
+class MTConnectSettings(BaseModel):
+    """One MTConnect agent to follow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_url: str = Field(description="base URL of the agent, e.g. http://agent:5000 (a device path is allowed)")
+    agent_id: str = Field("", description="name for agent-level records (gaps, restarts); default host:port")
+    mode: Literal["stream", "poll"] = "stream"
+    interval_ms: int = Field(1000, ge=0, le=600_000, description="stream interval / poll period")
+    heartbeat_ms: int = Field(10_000, ge=100, le=600_000)
+    silence_timeout_ms: int = Field(0, ge=0, description="reconnect after this long without bytes; 0 = 2x heartbeat")
+    count: int = Field(1000, ge=1, le=100_000, description="observations per request or stream part")
+    start: Literal["current", "buffer"] = Field(
+        "current", description="first run without state: 'current' baselines with /current and follows from "
+        "nextSequence; 'buffer' reads everything still in the agent's buffer")
+    devices: list[str] = Field(default_factory=list, description="device names/uuids to keep; empty = all")
+    device_id_from: Literal["name", "uuid"] = "name"
+    metric_from: Literal["id", "name"] = "id"
+    state_path: Path = Field(description="file holding (instanceId, nextSequence); written atomically")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    request_timeout_s: float = Field(10.0, gt=0, le=600)
+    reconnect_min_s: float = Field(0.2, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    metrics_interval_s: float = Field(60.0, gt=0)
+    region: str = ""
+    site: str = ""
+    readings_topic: str = names.TOPIC_READINGS
+    device_events_topic: str = names.TOPIC_DEVICE_EVENTS
+    alerts_topic: str = names.TOPIC_ALERTS
+
+    @field_validator("agent_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            msg = f"must be an http:// or https:// URL with a host, got {value!r}"
+            raise ValueError(msg)
+        if parts.query or parts.fragment:
+            msg = f"must not carry a query or fragment (the connector adds its own), got {value!r}"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> MTConnectSettings:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            msg = f"reconnect_min_s ({self.reconnect_min_s}) is larger than reconnect_max_s ({self.reconnect_max_s})"
+            raise ValueError(msg)
+        if not self.agent_id:
+            parts = urlsplit(self.agent_url)
+            object.__setattr__(self, "agent_id", f"mtconnect-agent:{parts.hostname}:{parts.port or 80}")
+        return self
+
+    @property
+    def silence_timeout_s(self) -> float:
+        ms = self.silence_timeout_ms or max(2 * self.heartbeat_ms, self.heartbeat_ms + 1000)
+        return ms / 1000
+
+
+def load_config(path: Path | str, **overrides: object) -> MTConnectSettings:
+    """Read ``[mtconnect]`` from a TOML file; ``overrides`` replace keys (tests, CLI)."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"cannot read MTConnect config {path}: {exc}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    table = doc.get("mtconnect")
+    if not isinstance(table, dict):
+        msg = f"{path} has no [mtconnect] table"
+        raise ConfigError(msg)
+    data = {**table, **overrides}
+    state = data.get("state_path")
+    if isinstance(state, str) and not Path(state).expanduser().is_absolute():
+        # A relative state path is relative to the config file, not to wherever the CLI was started.
+        data["state_path"] = str(path.parent / state)
+    elif isinstance(state, str):
+        data["state_path"] = str(Path(state).expanduser())
+    return settings_from_dict(data, origin=str(path))
+
+
+def settings_from_dict(data: dict[str, object], origin: str = "config") -> MTConnectSettings:
+    try:
+        return MTConnectSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(table)"
+            given = err.get("input")
+            problems.append(f"mtconnect.{key} = {given!r}: {err['msg']}")
+        msg = f"invalid MTConnect config in {origin}: " + "; ".join(problems)
+        raise ConfigError(msg) from exc

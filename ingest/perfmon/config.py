@@ -1,0 +1,99 @@
+"""Typed configuration of the PerfMon folder watcher, loaded once from a TOML file (see sample.conf).
+
+Kafka and the rest of the stack come from the shared ``machinewatch.config.Settings`` (MW_* env);
+this file only says which folder to watch and how to treat its files.
+"""
+
+from __future__ import annotations
+
+import codecs
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or invalid; the message names the key, the value and what is allowed."""
+
+
+class PerfmonConfig(BaseModel):
+    """The ``[perfmon]`` table of the watcher's TOML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    watch_dir: Path = Field(description="folder the data collector set writes its .csv files into")
+    done_dir: Path | None = Field(None, description="where fully acknowledged files go (default <watch_dir>/done)")
+    error_dir: Path | None = Field(
+        None, description="where unusable files go, with a .reason.txt (default <watch_dir>/error)")
+    state_file: Path | None = Field(None, description="progress per file (default <watch_dir>/.perfmon-state.json)")
+    pattern: str = Field("*.csv", min_length=1, description="file name glob")
+    recursive: bool = Field(True, description="also look in sub-folders (PerfMon writes HOST_yyyymmdd-NNNNNN/ per run)")
+    settle_s: float = Field(30.0, ge=0, description="a file is finished once unmodified for this long")
+    poll_interval_s: float = Field(5.0, gt=0, description="seconds between folder scans")
+    batch_rows: int = Field(500, ge=1, description="rows sent before waiting for the broker's acknowledgement")
+    region: str = ""
+    site: str = ""
+    default_host: str = Field("", description="device id for counter paths without \\\\HOST")
+    legacy_encoding: str = Field(
+        "auto", description="code page of files that are not UTF-8/UTF-16: auto, cp1251, cp1252 ...")
+    max_file_mb: float = Field(512.0, gt=0, description="larger files go to error/ instead of being read into memory")
+    ack_timeout_s: float = Field(120.0, gt=0, description="how long to wait for the broker to acknowledge a batch")
+    state_retention_days: float = Field(30.0, ge=0, description="forget finished files after this long")
+
+    @field_validator("legacy_encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        if value != "auto":
+            try:
+                codecs.lookup(value)
+            except LookupError as exc:
+                msg = f"unknown encoding {value!r}; use 'auto' or a Python codec name such as cp1251 or cp1252"
+                raise ValueError(msg) from exc
+        return value
+
+    @property
+    def done_path(self) -> Path:
+        return self.done_dir or self.watch_dir / "done"
+
+    @property
+    def error_path(self) -> Path:
+        return self.error_dir or self.watch_dir / "error"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_file or self.watch_dir / ".perfmon-state.json"
+
+
+def load_config(path: Path | str) -> PerfmonConfig:
+    """Read and validate the ``[perfmon]`` table; ConfigError says which key is wrong and why."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"cannot read PerfMon config {path}: {exc}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"PerfMon config {path} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    table = doc.get("perfmon")
+    if not isinstance(table, dict):
+        msg = f"PerfMon config {path} has no [perfmon] table"
+        raise ConfigError(msg)
+    try:
+        config = PerfmonConfig(**table)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"perfmon.{'.'.join(str(p) for p in err['loc'])} = {err.get('input')!r}: {err['msg']}"
+            for err in exc.errors()
+        )
+        msg = f"invalid PerfMon config {path}: {problems}"
+        raise ConfigError(msg) from exc
+    # Relative folders are relative to the config file, not to wherever the service was started.
+    base = path.resolve().parent
+    update = {
+        name: base / value
+        for name in ("watch_dir", "done_dir", "error_dir", "state_file")
+        if isinstance(value := getattr(config, name), Path) and not value.is_absolute()
+    }
+    return config.model_copy(update=update) if update else config

@@ -1,0 +1,434 @@
+"""PerfMon folder watcher: finished PDH-CSV files -> parser -> Kafka, then done/ or error/.
+
+Order per batch of rows: record the batch as pending (atomic state write) -> send -> flush (every
+row acknowledged) -> record the rows as acknowledged (atomic state write); when every row is
+acknowledged the file moves to ``done/``. A restart resumes after the acknowledged rows. If it
+finds a pending batch (the previous run died between send and state write), it first reads back
+what of that batch already reached the topics and sends only the rest, so a crash at any point
+yields each event id exactly once. Event ids come from the file's content, not its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.perfmon.config import PerfmonConfig
+from ingest.perfmon.parser import SOURCE, PdhFormatError, PerfmonFile, parse
+from machinewatch import names
+from machinewatch.config import Settings
+from machinewatch.kafka_io import Publisher
+
+log = logging.getLogger(__name__)
+
+# Test hook: MW_PERFMON_CRASH_AT=after_read|after_send|after_ack|after_state|after_move kills the
+# process (os._exit, no cleanup) the Nth time it reaches that point (N = MW_PERFMON_CRASH_NTH, default 1).
+CRASH_POINTS = ("after_read", "after_send", "after_ack", "after_state", "after_move")
+CRASH_EXIT_CODE = 86
+STATE_VERSION = 1
+
+
+class RetryLater(RuntimeError):
+    """The broker did not acknowledge (or could not be checked); the file stays and is retried."""
+
+
+def dead_letter_origin(identity: str, row: int, name: str) -> str:
+    """Origin of a row's dead letter: stable prefix (file identity, row) for recovery, then the name."""
+    return f"perfmon:{identity}:row={row}:{name}"
+
+
+def _origin_key(origin: str) -> str:
+    # The name is last and may itself contain ':'; the first three parts identify the row.
+    return ":".join(origin.split(":", 3)[:3])
+
+
+@dataclass
+class FileEntry:
+    """Progress of one file, keyed by its content identity."""
+
+    name: str
+    rows: int
+    acked_rows: int = 0
+    pending: dict[str, int] | None = None  # {"from": row, "to": row, "since_ms": epoch ms}
+    done_ms: int | None = None
+    updated_ms: int = 0
+
+
+@dataclass
+class WatcherState:
+    """The state file: per file identity, how many rows the broker acknowledged. Written atomically."""
+
+    path: Path
+    files: dict[str, FileEntry] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> WatcherState:
+        if not path.exists():
+            return cls(path)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            files = {key: FileEntry(**value) for key, value in doc["files"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Never reset silently: starting over would publish every file in the folder again.
+            msg = f"state file {path} is unreadable ({exc}); fix or remove it deliberately"
+            raise RuntimeError(msg) from exc
+        return cls(path, files)
+
+    def save(self) -> None:
+        doc = {"version": STATE_VERSION, "files": {k: v.__dict__ for k, v in self.files.items()}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".perfmon-state.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, separators=(",", ":"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+
+    def prune(self, retention_s: float) -> None:
+        horizon = _now_ms() - retention_s * 1000
+        for key in [k for k, v in self.files.items() if v.done_ms is not None and v.done_ms < horizon]:
+            del self.files[key]
+
+
+@dataclass
+class Outcome:
+    path: Path
+    status: str  # done | error | retry | skipped
+    rows: int = 0
+    readings: int = 0
+    dead_letters: int = 0
+    resent_skipped: int = 0
+    detail: str = ""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PerfmonWatcher:
+    """Watches ``config.watch_dir`` and publishes every finished PDH-CSV file exactly once by event id."""
+
+    def __init__(self, config: PerfmonConfig, settings: Settings, publisher: Publisher | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        self._publisher = publisher
+        self._own_publisher = publisher is None
+        self.state = WatcherState.load(config.state_path)
+        self._crash_at = os.environ.get("MW_PERFMON_CRASH_AT", "")
+        self._crash_nth = int(os.environ.get("MW_PERFMON_CRASH_NTH", "1"))
+        self._hits: dict[str, int] = {}
+        if self._crash_at and self._crash_at not in CRASH_POINTS:
+            msg = f"MW_PERFMON_CRASH_AT={self._crash_at!r} is not one of {', '.join(CRASH_POINTS)}"
+            raise ValueError(msg)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        for folder in (self.config.watch_dir, self.config.done_path, self.config.error_path):
+            folder.mkdir(parents=True, exist_ok=True)
+        log.info("watching %s for %s (done: %s, error: %s, state: %s)", self.config.watch_dir,
+                 self.config.pattern, self.config.done_path, self.config.error_path, self.config.state_path)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        self.setup()
+        while not stop.is_set():
+            self.run_once()
+            stop.wait(self.config.poll_interval_s)
+
+    def run_once(self) -> list[Outcome]:
+        """Process every finished file once; a file that could not be acknowledged waits for the next scan."""
+        outcomes = []
+        for path in self.finished_files():
+            try:
+                outcomes.append(self.process(path))
+            except (RetryLater, OSError) as exc:
+                # OSError: e.g. the file is still locked by its writer (Windows) or a share hiccup.
+                log.error("%s: will retry on the next scan: %s", self._display(path), exc)
+                outcomes.append(Outcome(path, "retry", detail=str(exc)))
+        return outcomes
+
+    def stop(self) -> None:
+        if self._publisher is not None and self._own_publisher:
+            self._publisher.close()
+            self._publisher = None
+
+    # -- finding files -------------------------------------------------------------------------
+
+    def finished_files(self, now: float | None = None) -> list[Path]:
+        """Files matching the pattern that nobody has written to for ``settle_s`` (oldest first)."""
+        now = time.time() if now is None else now
+        root = self.config.watch_dir
+        skip = {self.config.done_path.resolve(), self.config.error_path.resolve()}
+        found: list[tuple[float, Path]] = []
+        candidates = root.rglob(self.config.pattern) if self.config.recursive else root.glob(self.config.pattern)
+        for path in candidates:
+            if path.name.startswith((".", "~")) or not path.is_file():
+                continue
+            if any(parent.resolve() in skip for parent in path.parents):
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if now - st.st_mtime >= self.config.settle_s:
+                found.append((st.st_mtime, path))
+        return [p for _, p in sorted(found)]
+
+    # -- one file ------------------------------------------------------------------------------
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            self._publisher = Publisher(self.settings)
+        return self._publisher
+
+    def _crash(self, point: str) -> None:
+        self._hits[point] = self._hits.get(point, 0) + 1
+        if self._crash_at == point and self._hits[point] == self._crash_nth:
+            log.warning("MW_PERFMON_CRASH_AT=%s: exiting hard", point)
+            logging.shutdown()
+            os._exit(CRASH_EXIT_CODE)
+
+    def _display(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.config.watch_dir))
+        except ValueError:
+            return path.name
+
+    def process(self, path: Path) -> Outcome:
+        cfg = self.config
+        shown = self._display(path)
+        try:
+            size = path.stat().st_size
+            if size > cfg.max_file_mb * 1024 * 1024:
+                return self._reject(path, b"", f"file is {size} bytes, larger than max_file_mb={cfg.max_file_mb}")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return Outcome(path, "skipped", detail="vanished")
+        try:
+            pfile = parse(data, region=cfg.region, site=cfg.site, legacy_encoding=cfg.legacy_encoding,
+                          default_host=cfg.default_host)
+        except PdhFormatError as exc:
+            return self._reject(path, data, str(exc))
+        self._crash("after_read")
+
+        entry = self.state.files.get(pfile.identity)
+        if entry is None:
+            entry = FileEntry(name=shown, rows=pfile.row_count)
+            self.state.files[pfile.identity] = entry
+        entry.rows = pfile.row_count
+        outcome = Outcome(path, "done", rows=pfile.row_count)
+        if entry.done_ms is not None and entry.acked_rows >= pfile.row_count:
+            log.warning("%s: already published as %s (same content); not sending again", shown, entry.name)
+        try:
+            self._publish(path, pfile, entry, outcome)
+        except RetryLater:
+            raise
+        except Exception as exc:  # the broker or the network: keep the file, retry later
+            self._reset_publisher()
+            msg = f"publishing failed: {exc!r}"
+            raise RetryLater(msg) from exc
+
+        entry.done_ms = _now_ms()
+        entry.updated_ms = entry.done_ms
+        self.state.prune(cfg.state_retention_days * 86400)
+        self.state.files[pfile.identity] = entry
+        self.state.save()
+        target = self._move(path, cfg.done_path)
+        self._crash("after_move")
+        log.info("%s: %d rows, %d readings, %d dead letters -> %s", shown, outcome.rows, outcome.readings,
+                 outcome.dead_letters, target)
+        return outcome
+
+    def _publish(self, path: Path, pfile: PerfmonFile, entry: FileEntry, outcome: Outcome) -> None:
+        skip: set[str] = set()
+        if entry.pending is not None:
+            skip = self._already_published(pfile, entry.pending)
+            outcome.resent_skipped = len(skip)
+            log.warning("%s: resuming a batch interrupted after sending (rows %d..%d); %d of its records are "
+                        "already in Kafka and are not sent again", self._display(path), entry.pending["from"],
+                        entry.pending["to"], len(skip))
+        while entry.acked_rows < pfile.row_count:
+            start = entry.acked_rows
+            if entry.pending is not None:
+                # Keep the first attempt's window so a second crash still finds the first attempt's records.
+                end = max(entry.pending["to"], start + 1)
+                since = entry.pending["since_ms"]
+            else:
+                end = min(start + self.config.batch_rows, pfile.row_count)
+                since = _now_ms()
+            end = min(end, pfile.row_count)
+            entry.pending = {"from": start, "to": end, "since_ms": since}
+            entry.updated_ms = _now_ms()
+            self.state.save()
+            self._send_batch(path, pfile, start, end, skip, outcome)
+            entry.acked_rows = end
+            entry.pending = None
+            entry.updated_ms = _now_ms()
+            self.state.save()
+            self._crash("after_state")
+            skip = set()
+
+    def _send_batch(self, path: Path, pfile: PerfmonFile, start: int, end: int, skip: set[str],
+                    outcome: Outcome) -> None:
+        pub = self.publisher
+        futures: list[Any] = []
+        dead_before = pub.failed
+        rows = pfile.rows(start)
+        for _ in range(start, end):
+            row = next(rows)
+            for reading in row.readings:
+                if reading.event_id in skip:
+                    continue
+                futures.append(pub.send(reading))
+                outcome.readings += 1
+            if row.error is not None:
+                origin = dead_letter_origin(pfile.identity, row.index, self._display(path))
+                if _origin_key(origin) in skip:
+                    continue
+                reason = f"{self._display(path)} line {row.error.line}: {row.error.reason}"
+                pub.dead_letter(SOURCE, row.error.raw, reason, origin)
+                outcome.dead_letters += 1
+        self._crash("after_send")
+        try:
+            pub.flush(timeout=self.config.ack_timeout_s)
+        except Exception as exc:
+            self._reset_publisher()
+            msg = f"{self._display(path)}: rows {start}..{end} not acknowledged: {exc}"
+            raise RetryLater(msg) from exc
+        not_acked = sum(1 for f in futures if not f.succeeded())
+        if not_acked or pub.failed > dead_before:
+            self._reset_publisher()
+            msg = f"{self._display(path)}: {not_acked} records of rows {start}..{end} were not acknowledged"
+            raise RetryLater(msg)
+        self._crash("after_ack")
+
+    def _reset_publisher(self) -> None:
+        # The publisher's failure count is sticky; a fresh one lets the retry be judged on its own.
+        if self._publisher is not None and self._own_publisher:
+            with contextlib.suppress(Exception):
+                self._publisher.close()
+            self._publisher = None
+
+    def _already_published(self, pfile: PerfmonFile, pending: dict[str, int]) -> set[str]:
+        """Event ids and dead-letter origins of the pending rows that already reached Kafka."""
+        wanted: set[str] = set()
+        for row in pfile.rows(pending["from"]):
+            if row.index >= pending["to"]:
+                break
+            wanted.update(r.event_id for r in row.readings)
+            if row.error is not None:
+                wanted.add(_origin_key(dead_letter_origin(pfile.identity, row.index, "")))
+        found: set[str] = set()
+        for value in _read_topics_since(self.settings, pending["since_ms"] - 1000, self.config.ack_timeout_s):
+            try:
+                doc = json.loads(value)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict) or doc.get("source") != SOURCE:
+                continue
+            key = doc.get("event_id") or _origin_key(str(doc.get("origin", "")))
+            if key in wanted:
+                found.add(key)
+        return found
+
+    # -- moving files --------------------------------------------------------------------------
+
+    def _reject(self, path: Path, data: bytes, reason: str) -> Outcome:
+        """Dead-letter a whole unusable file, write its reason file, and move it to error/."""
+        pub = self.publisher
+        try:
+            pub.dead_letter(SOURCE, data[:65536], reason, f"perfmon-file:{self._display(path)}")
+            pub.flush(timeout=self.config.ack_timeout_s)
+        except Exception as exc:
+            self._reset_publisher()
+            msg = f"{self._display(path)}: could not dead-letter the rejected file: {exc}"
+            raise RetryLater(msg) from exc
+        target = self._move(path, self.config.error_path)
+        reason_file = target.with_name(target.name + ".reason.txt")
+        reason_file.write_text(reason + "\n", encoding="utf-8")
+        log.warning("%s: rejected (%s) -> %s", self._display(path), reason, target)
+        return Outcome(path, "error", dead_letters=1, detail=reason)
+
+    def _move(self, path: Path, folder: Path) -> Path:
+        try:
+            relative = path.relative_to(self.config.watch_dir)
+        except ValueError:
+            relative = Path(path.name)
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        while target.exists():
+            n += 1
+            target = folder / relative.with_name(f"{relative.stem}.{n}{relative.suffix}")
+        try:
+            os.replace(path, target)
+        except OSError:
+            shutil.move(path, target)  # another file system: copy, then delete
+        _fsync_dir(target.parent)
+        log.info("moved %s -> %s", path, target)
+        return target
+
+
+def _read_topics_since(settings: Settings, since_ms: int, timeout_s: float) -> Iterator[bytes]:
+    """Every record value of the readings and dead-letter topics written since ``since_ms``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False,
+                             client_id="machinewatch-perfmon-recovery")
+    try:
+        partitions = []
+        for topic in (names.TOPIC_READINGS, names.TOPIC_DEAD_LETTER):
+            for p in consumer.partitions_for_topic(topic) or ():
+                partitions.append(TopicPartition(topic, p))
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        starts = consumer.offsets_for_times({tp: max(since_ms, 0) for tp in partitions})
+        ends = consumer.end_offsets(partitions)
+        todo = {}
+        for tp in partitions:
+            found = starts.get(tp)
+            if found is None or found.offset >= ends[tp]:
+                continue
+            consumer.seek(tp, found.offset)
+            todo[tp] = ends[tp]
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                msg = f"could not read back {len(todo)} partitions within {timeout_s} s to check for duplicates"
+                raise RetryLater(msg)
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    if record.offset < todo.get(tp, -1):
+                        yield record.value
+            for tp in list(todo):
+                if consumer.position(tp) >= todo[tp]:
+                    del todo[tp]
+    finally:
+        consumer.close()

@@ -1,0 +1,137 @@
+"""The canonical device event: state changes, conditions, agent gaps and restarts beside readings.
+
+A ``Reading`` carries one numeric value; everything a machine reports that is not a number (an
+MTConnect EVENT or CONDITION, a SAMPLE that is UNAVAILABLE) and everything the connector learns
+about the stream itself (observations lost to a wrapped agent buffer, an agent restart) is a
+``DeviceEvent``. Derived events (machine unavailable, emergency stop, condition fault) use the same
+record with kind ``derived`` and go to the alerts topic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from machinewatch.record import _MAX_TS_MS, _MIN_TS_MS, RecordError
+
+# What a device event can be; consumers switch on this field.
+KIND_OBSERVATION = "observation"  # one observation the device produced (EVENT, CONDITION, non-numeric SAMPLE)
+KIND_GAP = "gap"  # observations that existed at the source but can no longer be read
+KIND_AGENT_RESTARTED = "agent_restarted"  # the source restarted: its sequence numbers start over
+KIND_DERIVED = "derived"  # an alert-worthy fact derived from an observation
+KINDS = (KIND_OBSERVATION, KIND_GAP, KIND_AGENT_RESTARTED, KIND_DERIVED)
+
+# (name, python type). Order is the JSON order.
+DEVICE_EVENT_FIELDS: tuple[tuple[str, type], ...] = (
+    ("source", str),
+    ("region", str),
+    ("site", str),
+    ("device_id", str),
+    ("kind", str),
+    ("category", str),   # SAMPLE | EVENT | CONDITION for observations, "" otherwise
+    ("item", str),       # data item id (or name) the observation belongs to; "" for agent-level events
+    ("item_type", str),  # e.g. AVAILABILITY, EMERGENCY_STOP, TEMPERATURE; for derived: the rule name
+    ("value", str),      # the reported value or condition text
+    ("state", str),      # condition level NORMAL | WARNING | FAULT | UNAVAILABLE; derived: the alert state
+    ("sequence", int),   # source sequence number; for a gap the first lost one
+    ("instance_id", str),
+    ("ts", int),         # event time, UTC epoch ms
+    ("event_id", str),
+    ("detail", str),
+    ("lost_count", int),  # for a gap: exactly how many sequence numbers were lost
+)
+
+_OPTIONAL = {"region", "site", "category", "item", "item_type", "value", "state", "sequence", "detail",
+             "lost_count", "instance_id"}
+_MAX_TEXT = 256
+_MAX_VALUE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """One non-numeric fact about a device or its data source at one event time (UTC ms)."""
+
+    source: str
+    device_id: str
+    kind: str
+    ts: int
+    event_id: str
+    category: str = ""
+    item: str = ""
+    item_type: str = ""
+    value: str | None = None
+    state: str | None = None
+    sequence: int | None = None
+    instance_id: str = ""
+    detail: str = ""
+    lost_count: int | None = None
+    region: str = ""
+    site: str = ""
+
+    def __post_init__(self) -> None:
+        validate(asdict(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name, _ in DEVICE_EVENT_FIELDS}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceEvent:
+        validate(data)
+        return cls(**{name: data[name] for name, _ in DEVICE_EVENT_FIELDS if data.get(name) is not None})
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> DeviceEvent:
+        try:
+            data = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            msg = f"not JSON: {exc}"
+            raise RecordError(msg) from exc
+        if not isinstance(data, dict):
+            msg = f"expected a JSON object, got {type(data).__name__}"
+            raise RecordError(msg)
+        return cls.from_dict(data)
+
+
+def validate(data: dict[str, Any]) -> None:
+    """Raise RecordError naming the first field that is missing or wrong."""
+    for name, kind in DEVICE_EVENT_FIELDS:
+        value = data.get(name)
+        if value is None:
+            if name in _OPTIONAL:
+                continue
+            msg = f"field '{name}' is missing"
+            raise RecordError(msg)
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                msg = f"field '{name}' must be an integer, got {value!r}"
+                raise RecordError(msg)
+        elif not isinstance(value, str):
+            msg = f"field '{name}' must be a string, got {value!r}"
+            raise RecordError(msg)
+        elif len(value) > (_MAX_VALUE if name in ("value", "detail") else _MAX_TEXT):
+            msg = f"field '{name}' is too long ({len(value)} characters)"
+            raise RecordError(msg)
+    for name in ("source", "device_id", "event_id"):
+        if not data[name]:
+            msg = f"field '{name}' is empty"
+            raise RecordError(msg)
+    if data["kind"] not in KINDS:
+        msg = f"field 'kind' = {data['kind']!r} is not one of {', '.join(KINDS)}"
+        raise RecordError(msg)
+    if data["kind"] == KIND_GAP:
+        lost = data.get("lost_count")
+        if lost is None or lost < 1:
+            msg = f"a gap needs lost_count >= 1, got {lost!r}"
+            raise RecordError(msg)
+    seq = data.get("sequence")
+    if seq is not None and seq < 0:
+        msg = f"field 'sequence' must not be negative, got {seq}"
+        raise RecordError(msg)
+    ts = data["ts"]
+    if not _MIN_TS_MS <= ts < _MAX_TS_MS:
+        msg = f"field 'ts' = {ts} is outside 2000-01-01..2100-01-01 (epoch ms expected)"
+        raise RecordError(msg)

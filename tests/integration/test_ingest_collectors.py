@@ -1,0 +1,329 @@
+"""Collectors against the real Kafka: what the source held is what the topic holds.
+
+Each test notes the end offsets before publishing and reads back only what was appended after
+them, then compares, by event id, with an expectation computed here with pandas / json, not with
+the collectors' code. The real files in /work/shared/realdata are loaded in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from ingest.formats import load_mapping
+from ingest.history.loader import HistoryLoader
+from ingest.history.state import LoadState
+from ingest.replay.replay import Replayer
+from ingest.tcp.listener import TcpConfig, TcpListener
+from machinewatch import names
+from machinewatch.config import Settings
+from machinewatch.kafka_io import Publisher
+from machinewatch.stack import Stack
+from simulators.datacenter import DatacenterSimulator, write_history
+
+pytestmark = pytest.mark.integration
+
+REAL = Path("/work/shared/realdata")
+SENSORS = REAL / "sensors" / "dados_sensores.txt"
+SERVERS = REAL / "servers" / "course-dataset-20-servers-5s.csv"
+
+
+# -- reading back ---------------------------------------------------------------------------------
+def _consumer(settings: Settings) -> KafkaConsumer:
+    return KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, group_id=None,
+                         consumer_timeout_ms=2000, max_poll_records=5000)
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    consumer = _consumer(settings)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return dict(consumer.end_offsets(parts))
+    finally:
+        consumer.close()
+
+
+def read_since(settings: Settings, since: dict[TopicPartition, int]) -> list[dict[str, Any]]:
+    """Every record appended after ``since`` up to the current end, decoded from JSON."""
+    consumer = _consumer(settings)
+    try:
+        parts = list(since)
+        until = consumer.end_offsets(parts)
+        consumer.assign(parts)
+        for tp, offset in since.items():
+            consumer.seek(tp, offset)
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < until[tp] for tp in parts):
+            assert time.monotonic() < deadline, "reading back from Kafka took too long"
+            for records in consumer.poll(timeout_ms=1000).values():
+                out += [json.loads(r.value) for r in records if r.offset < until[TopicPartition(r.topic, r.partition)]]
+        return out
+    finally:
+        consumer.close()
+
+
+def mark(settings: Settings) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    return end_offsets(settings, names.TOPIC_READINGS), end_offsets(settings, names.TOPIC_DEAD_LETTER)
+
+
+def as_frame(records: list[dict[str, Any]], source: str) -> pd.DataFrame:
+    frame = pd.DataFrame([r for r in records if r["source"] == source])
+    return frame.sort_values(["device_id", "ts", "metric"]).reset_index(drop=True)
+
+
+# -- history loader -------------------------------------------------------------------------------
+def test_history_real_sensor_file_twice_and_forced(stack: Stack, settings: Settings, tmp_path: Path) -> None:
+    lines = [json.loads(line) for line in SENSORS.read_text().splitlines() if line.strip()]
+    expected = pd.DataFrame({
+        "device_id": [d["id_equipamento"] for d in lines],
+        "ts": (pd.to_datetime([d["data_evento"] for d in lines], utc=True).as_unit("us").asi8 / 1000)
+        .round().astype("int64"),
+        "value": [float(d["padrao"]["leitura"]["temperatura"]) for d in lines],
+    }).sort_values(["device_id", "ts"]).reset_index(drop=True)
+
+    mapping = load_mapping("equipment")
+    state = LoadState(tmp_path / "state.json")
+    readings_at, _ = mark(settings)
+    with Publisher(settings) as pub:
+        report = HistoryLoader(pub, mapping, state, chunk_rows=2000, progress=False).load(SENSORS)
+    assert (report.rows, report.readings, report.rejects) == (10_000, 10_000, 0)
+    got = as_frame(read_since(settings, readings_at), "equipment-sensors")
+    assert len(got) == len(lines) == 10_000
+    assert got.event_id.is_unique
+    pd.testing.assert_frame_equal(got[["device_id", "ts", "value"]], expected)
+    assert set(got.metric) == {"temperature"} and set(got.unit) == {"°C"}
+
+    # A second run sends nothing: the state says every row is acknowledged.
+    again_at, _ = mark(settings)
+    with Publisher(settings) as pub:
+        assert HistoryLoader(pub, mapping, LoadState(tmp_path / "state.json"), progress=False).load(SENSORS).rows == 0
+    assert [r for r in read_since(settings, again_at) if r["source"] == "equipment-sensors"
+            and r["event_id"] in set(got.event_id)] == []
+
+    # A forced run re-sends every row with the very same event ids.
+    forced_at, _ = mark(settings)
+    with Publisher(settings) as pub:
+        HistoryLoader(pub, mapping, LoadState(tmp_path / "state.json"), progress=False).load(SENSORS, force=True)
+    forced = as_frame(read_since(settings, forced_at), "equipment-sensors")
+    assert sorted(forced.event_id) == sorted(got.event_id)
+
+
+def test_history_real_servers_csv_full_file(stack: Stack, settings: Settings, tmp_path: Path) -> None:
+    raw = pd.read_csv(SERVERS)
+    base = pd.Timestamp("2024-01-01", tz="UTC")  # the mapping's documented base date
+    raw["ts"] = ((base + pd.to_timedelta(raw["ts"])).astype("int64") // 1_000_000).astype("int64")
+    long = raw.melt(id_vars=["ts", "server_id"], var_name="column", value_name="orig")
+    # Metric names are the dataset's columns; values stay as recorded (its units are undocumented).
+    expected = pd.DataFrame({
+        "device_id": long.server_id, "ts": long.ts, "metric": long.column, "value": long.orig,
+    }).sort_values(["device_id", "ts", "metric"]).reset_index(drop=True)
+
+    readings_at, _ = mark(settings)
+    started = time.monotonic()
+    with Publisher(settings) as pub:
+        report = HistoryLoader(pub, load_mapping("servers"), LoadState(tmp_path / "s.json"), progress=False).load(
+            SERVERS)
+    print(f"servers CSV: {report.rows} rows, {report.readings} readings in {time.monotonic() - started:.1f} s")
+    got = as_frame(read_since(settings, readings_at), "servers-course")
+    assert len(got) == 28_800 * 5 and got.event_id.is_unique
+    pd.testing.assert_frame_equal(got[["device_id", "ts", "metric"]], expected[["device_id", "ts", "metric"]])
+    assert (got.value - expected.value).abs().max() < 1e-6
+    net = got[~got.metric.isin(["cpu_pct", "mem_pct"])]
+    assert set(net.unit) == {"unspecified"} and net.orig_unit.isna().all()
+    assert set(got[got.metric.isin(["cpu_pct", "mem_pct"])].unit) == {"%"}
+
+
+def test_history_datacentre_files_units_schema_evolution_dead_letters(
+        stack: Stack, settings: Settings, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=2)
+    sim = DatacenterSimulator(servers=3, seed=int(tag, 16), humidity_from_step=4)
+    paths = write_history(tmp_path / "dc", islice(sim.stream(start.to_pydatetime()), 3 * 3 * 10))
+    # Rename devices so this run's records are ours alone.
+    for path in (paths["dc-india"], paths["dc-usa"]):
+        path.write_text(path.read_text().replace("IN-MUM", f"IN-{tag}").replace("us-va", f"us-{tag}"))
+    germany = pd.read_parquet(paths["dc-germany"])
+    germany["rechner"] = germany.rechner.str.replace("DE-FRA", f"DE-{tag}")
+    germany.to_parquet(paths["dc-germany"])
+
+    # Bad rows beside good ones.
+    with paths["dc-india"].open("a") as f:
+        f.write(f"{start.isoformat()},,40.0,50,0.3,\n")                     # no device
+        f.write(f"yesterday,IN-{tag}-009,40.0,50,0.3,\n")                   # unreadable time
+        f.write(f"{start.isoformat()},IN-{tag}-008,hot,55.5,0.4,\n")        # one bad metric, others kept
+    with paths["dc-usa"].open("a") as f:
+        f.write("this is not json\n")
+        f.write(json.dumps({"host": f"us-{tag}-009", "temp_f": 100.0}) + "\n")  # no time
+    # Schema evolution: a later India file with a new column and without power.
+    evolved = tmp_path / "dc" / "india-2.csv"
+    evolved.write_text("timestamp,server_id,rack,temperature_c,cpu_load_pct,humidity_pct\n"
+                       f"{start.isoformat()},IN-{tag}-007,r12,41.5,61.0,44.0\n")
+    # ...and a later Germany file with an extra column and no power column.
+    german2 = tmp_path / "dc" / "germany-2.parquet"
+    pd.DataFrame({"zeit": [start], "rechner": [f"DE-{tag}-007"], "temperatur_k": [300.15], "last_pct": [12.5],
+                  "zone": ["b"]}).to_parquet(german2)
+
+    readings_at, dead_at = mark(settings)
+    with Publisher(settings) as pub:
+        for name, files in (("dc-india", [paths["dc-india"], evolved]), ("dc-usa", [paths["dc-usa"]]),
+                            ("dc-germany", [paths["dc-germany"], german2])):
+            loader = HistoryLoader(pub, load_mapping(name), LoadState(tmp_path / "state.json"), progress=False)
+            for path in files:
+                loader.load(path)
+    got = pd.DataFrame([r for r in read_since(settings, readings_at) if tag in r["device_id"]])
+    assert got.event_id.is_unique
+
+    # Expectations straight from the files, converted here.
+    india = pd.concat([pd.read_csv(paths["dc-india"]), pd.read_csv(evolved)]).dropna(subset=["server_id"])
+    india = india[india.timestamp != "yesterday"]
+    usa = [json.loads(line) for line in paths["dc-usa"].read_text().splitlines()[:30]]
+    ger = pd.concat([pd.read_parquet(paths["dc-germany"]), pd.read_parquet(german2)])
+    exp = []
+    for _, r in india.iterrows():
+        ts = pd.Timestamp(r.timestamp).value // 1_000_000
+        for col, metric in (("temperature_c", "temperature"), ("cpu_load_pct", "load"), ("power_kw", "power"),
+                            ("humidity_pct", "humidity")):
+            if col in r and pd.notna(r[col]) and r[col] != "hot":
+                exp.append((r.server_id, ts, metric, float(r[col])))
+    for u in usa:
+        ts = round(u["time"] * 1000)
+        exp += [(u["host"], ts, "temperature", (u["temp_f"] - 32) * 5 / 9), (u["host"], ts, "load", u["load"] * 100),
+                (u["host"], ts, "power", u["power_kw"])]
+        if "humidity_pct" in u:
+            exp.append((u["host"], ts, "humidity", u["humidity_pct"]))
+    for _, r in ger.iterrows():
+        ts = pd.Timestamp(r.zeit).value // 1_000_000
+        exp += [(r.rechner, ts, "temperature", r.temperatur_k - 273.15), (r.rechner, ts, "load", r.last_pct)]
+        if pd.notna(r.get("leistung_w")):
+            exp.append((r.rechner, ts, "power", r.leistung_w / 1000))
+        if pd.notna(r.get("feuchte_pct")):
+            exp.append((r.rechner, ts, "humidity", r.feuchte_pct))
+    expected = pd.DataFrame(exp, columns=["device_id", "ts", "metric", "value"])
+    expected = expected.sort_values(["device_id", "ts", "metric"]).reset_index(drop=True)
+    got = got.sort_values(["device_id", "ts", "metric"]).reset_index(drop=True)
+    assert len(got) == len(expected)
+    pd.testing.assert_frame_equal(got[["device_id", "ts", "metric"]], expected[["device_id", "ts", "metric"]])
+    assert (got.value - expected.value.astype(float)).abs().max() < 1e-6
+    assert set(got.unit) == {"°C", "%", "kW"}
+    assert set(got[got.source == "dc-usa"].dropna(subset=["orig_unit"]).orig_unit) == {"°F", "fraction"}
+    assert set(got[got.source == "dc-germany"].dropna(subset=["orig_unit"]).orig_unit) == {"K", "W"}
+    assert {"humidity"} <= set(got.metric)  # the column that appeared later is picked up
+
+    dead = [d for d in read_since(settings, dead_at) if str(tmp_path) in d["origin"]]
+    assert len(dead) == 5, [d["reason"] for d in dead]
+    texts = sorted(d["reason"] for d in dead)
+    assert any("device field 'server_id'" in t for t in texts)
+    assert any("time field 'timestamp'" in t and "yesterday" in t for t in texts)
+    assert any("metric 'temperature'" in t and "'hot'" in t for t in texts)
+    assert any("not JSON" in t for t in texts)
+    assert any("time field 'time' is missing" in t for t in texts)
+    assert all(d["raw"] for d in dead)
+
+
+# -- replay ---------------------------------------------------------------------------------------
+def test_replay_gives_the_history_loaders_event_ids(stack: Stack, settings: Settings, tmp_path: Path) -> None:
+    rows = 400
+    readings_at, _ = mark(settings)
+    with Publisher(settings) as pub:
+        report = Replayer(pub, load_mapping("servers"), speed=0).run(SERVERS, limit_rows=rows)
+    assert report.readings == rows * 5
+    got = as_frame(read_since(settings, readings_at), "servers-course")
+    assert len(got) == rows * 5 and got.event_id.is_unique
+    head = pd.read_csv(SERVERS, nrows=rows)
+    assert sorted(set(got.device_id)) == sorted(set(head.server_id))
+    assert got[got.metric == "cpu_pct"].value.sort_values().tolist() == sorted(head.cpu_pct.tolist())
+
+    # The history loader reading the same rows produces the same ids (transport does not matter).
+    class Collect:
+        def __init__(self) -> None:
+            self.ids: list[str] = []
+
+        def send(self, reading: Any) -> None:
+            self.ids.append(reading.event_id)
+
+        def dead_letter(self, *args: Any, **kwargs: Any) -> None:
+            raise AssertionError(args)
+
+        def flush(self, timeout: float | None = None) -> None:
+            pass
+
+    head_file = tmp_path / "head.csv"
+    head_file.write_text("".join(SERVERS.read_text().splitlines(keepends=True)[: rows + 1]))
+    history_ids = Collect()
+    HistoryLoader(history_ids, load_mapping("servers"), LoadState(tmp_path / "state.json"), progress=False).load(
+        head_file)
+    assert sorted(history_ids.ids) == sorted(got.event_id)
+    replay_ids = Collect()
+    Replayer(replay_ids, load_mapping("servers"), speed=0).run(SERVERS, limit_rows=rows)
+    assert sorted(replay_ids.ids) == sorted(got.event_id)
+
+
+# -- TCP listener ---------------------------------------------------------------------------------
+async def _send(port: int, lines: list[bytes]) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for line in lines:
+        writer.write(line)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+def test_tcp_listener_many_connections(stack: Stack, settings: Settings) -> None:
+    tag = uuid.uuid4().hex[:6]
+    sensor_lines = SENSORS.read_bytes().splitlines(keepends=True)[:2000]
+    # Unique equipment ids for this run, otherwise the same text as the real file.
+    sensor_lines = [line.replace(b"Equipament-0323XH-", f"Eq-{tag}-".encode()) for line in sensor_lines]
+    sim = DatacenterSimulator(servers=2, seed=3)
+    start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=30)
+    dc_lines = [e.line.replace('"feed"', '"x":1, "feed"').encode() + b"\n"
+                for e in islice(sim.stream(start.to_pydatetime()), 60)]
+    dc_lines = [line.replace(b"IN-MUM", f"IN-{tag}".encode()).replace(b"us-va", f"us-{tag}".encode())
+                .replace(b"DE-FRA", f"DE-{tag}".encode()) for line in dc_lines]
+    oversize = b'{"feed":"dc-usa","pad":"' + b"x" * 9000 + b'"}\n'
+    bad = [b"{not json}\n", f'{{"feed":"dc-mars","host":"m-{tag}"}}\n'.encode(), oversize,
+           f'{{"feed":"dc-usa","host":"us-{tag}-x","temp_f":"warm","time":1700000000}}\n'.encode()]
+    connections = [sensor_lines[i::4] for i in range(4)] + [dc_lines[:30] + bad + dc_lines[30:]]
+
+    readings_at, dead_at = mark(settings)
+    config = TcpConfig(port=0, mappings=["equipment", "dc-india", "dc-usa", "dc-germany"],
+                       default_mapping="equipment", max_line_bytes=4096, queue_size=16)
+
+    async def scenario(pub: Publisher) -> TcpListener:
+        listener = TcpListener(pub, config)
+        await listener.start()
+        await asyncio.wait_for(asyncio.gather(*(_send(listener.port, c) for c in connections)), timeout=60)
+        await listener.stop()
+        return listener
+
+    with Publisher(settings) as pub:
+        listener = asyncio.run(scenario(pub))
+    assert listener.connections == 5
+    got = [r for r in read_since(settings, readings_at) if tag in r["device_id"]]
+    ids = [r["event_id"] for r in got]
+    assert len(ids) == len(set(ids))
+    sensors = [r for r in got if r["source"] == "equipment-sensors"]
+    expected = Counter((json.loads(line)["id_equipamento"], float(json.loads(line)["padrao"]["leitura"]["temperatura"]))
+                       for line in sensor_lines)
+    assert Counter((r["device_id"], r["value"]) for r in sensors) == expected
+    # 60 datacentre lines, 3 metrics each (no humidity); the "warm" line carried no other metric.
+    dc = [r for r in got if r["source"].startswith("dc-")]
+    assert len(dc) == 60 * 3
+    assert {r["unit"] for r in dc} == {"°C", "%", "kW"}
+
+    dead = [d for d in read_since(settings, dead_at) if d["origin"].startswith("tcp://")
+            and (tag in d["raw"] or d["raw"].startswith(("{not json", '{"feed":"dc-usa","pad"')))]
+    reasons = " | ".join(sorted(d["reason"] for d in dead))
+    assert len(dead) == 4, reasons
+    assert "not JSON" in reasons and "no mapping for this line" in reasons
+    assert "line longer than max_line_bytes=4096" in reasons and "'warm'" in reasons

@@ -1,0 +1,115 @@
+"""Shared format layer: units, mappings, row mapping, and a parse of the full real files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ingest.formats import RowMapper, load_mapping, mapping_names, normalise
+from ingest.formats.decoders import count_rows, iter_rows
+from ingest.formats.units import canonical_unit
+
+REAL = Path("/work/shared/realdata")
+SENSORS = REAL / "sensors" / "dados_sensores.txt"
+SERVERS = REAL / "servers" / "course-dataset-20-servers-5s.csv"
+TESTDATA = Path(__file__).parents[2] / "ingest" / "history" / "testdata"
+
+
+def test_units_normalise_and_keep_the_original() -> None:
+    assert normalise(212.0, "°F") == (100.0, "°C", 212.0, "°F")
+    assert normalise(273.15, "K")[0] == pytest.approx(0.0)
+    assert normalise(0.25, "fraction")[:2] == (25.0, "%")
+    assert normalise(1500.0, "W")[:2] == (1.5, "kW")
+    assert normalise(42.0, "°C") == (42.0, "°C", None, None)  # unchanged: no orig_* fields
+    with pytest.raises(ValueError, match="unknown unit 'furlongs'"):
+        canonical_unit("furlongs")
+
+
+@pytest.mark.parametrize("name", mapping_names())
+def test_shipped_mappings_load(name: str) -> None:
+    assert load_mapping(name).name == name
+
+
+def test_mapping_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name="x"\nsource="x"\nformat="csv"\ndevice_field="d"\ntime_field="t"\n'
+                   'time_format="time_of_day"\n[[metrics]]\nfield="v"\nmetric="m"\nunit="°C"\n')
+    with pytest.raises(ValueError, match="base_date"):
+        load_mapping(bad)
+    with pytest.raises(ValueError, match="unknown unit"):
+        bad.write_text(bad.read_text().replace('"°C"', '"stone"').replace('"time_of_day"', '"iso"'))
+        load_mapping(bad)
+    with pytest.raises(ValueError, match="shipped mappings"):
+        load_mapping("no-such-mapping")
+
+
+def test_equipment_row_from_the_real_file() -> None:
+    line = SENSORS.read_text().splitlines()[0]
+    result = RowMapper(load_mapping("equipment")).map(json.loads(line), line)
+    assert not result.rejects
+    (reading,) = result.readings
+    assert reading.device_id == "Equipament-0323XH-762GK"
+    assert reading.value == 73.3 and reading.unit == "°C"
+    assert reading.ts == round(pd.Timestamp("2023-03-15T12:15:37.166944Z").value / 1e6)
+
+
+def test_event_id_depends_on_the_event_not_on_where_it_was_read() -> None:
+    data = {"time": 1717236000, "host": "h1", "temp_f": 98.6}
+    first = RowMapper(load_mapping("dc-usa")).map(data, "a").readings[0]
+    again = RowMapper(load_mapping("dc-usa")).map(dict(data), "different raw text").readings[0]
+    later = RowMapper(load_mapping("dc-usa")).map({**data, "time": 1717236001}, "a").readings[0]
+    assert first.event_id == again.event_id != later.event_id
+
+
+def test_schema_evolution_and_rejects(caplog: pytest.LogCaptureFixture) -> None:
+    mapper = RowMapper(load_mapping("servers"))
+    rows = list(iter_rows(TESTDATA / "servers-evolving.csv", "csv"))
+    with caplog.at_level(logging.INFO):
+        results = [mapper.map(r.data or {}, r.raw) for r in rows]
+    assert sum("extra_col" in m for m in caplog.messages) == 1  # unknown column logged once
+    assert [len(r.readings) for r in results] == [3, 0, 2, 2, 0]
+    assert "device field 'server_id'" in results[1].rejects[0].reason
+    assert "metric 'cpu_pct'" in results[3].rejects[0].reason and "'abc'" in results[3].rejects[0].reason
+    assert "none of the metric fields" in results[4].rejects[0].reason
+    # The clock passing midnight moves to the next day after base_date.
+    assert results[0].readings[0].time.date() == date(2024, 1, 1)
+    assert results[2].readings[0].time.date() == date(2024, 1, 2)
+
+
+def test_csv_with_more_cells_than_header_is_a_decode_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n1,2,3\n")
+    rows = list(iter_rows(path, "csv"))
+    assert rows[0].data == {"a": "1", "b": "2"} and rows[1].data is None and "3 cells" in (rows[1].error or "")
+
+
+def test_full_real_servers_csv_parses_like_pandas() -> None:
+    frame = pd.read_csv(SERVERS)
+    mapper = RowMapper(load_mapping("servers"))
+    readings = []
+    for row in iter_rows(SERVERS, "csv"):
+        result = mapper.map(row.data or {}, row.raw)
+        assert not result.rejects
+        readings += result.readings
+    assert count_rows(SERVERS, "csv") == len(frame) == 28_800
+    assert len(readings) == 5 * len(frame)
+    assert len({r.event_id for r in readings}) == len(readings)
+    cpu = sorted(r.value for r in readings if r.metric == "cpu_pct")
+    assert cpu == sorted(frame.cpu_pct.tolist())
+    net_in = sorted(r.value for r in readings if r.metric == "net_in")
+    assert net_in == sorted(frame.net_in.tolist())
+    span = (max(r.ts for r in readings) - min(r.ts for r in readings)) / 1000
+    assert span == (pd.Timedelta("22:52:55") - pd.Timedelta("20:53:00")).total_seconds()
+
+
+def test_full_real_sensor_file_parses() -> None:
+    mapper = RowMapper(load_mapping("equipment"))
+    rows = list(iter_rows(SENSORS, "jsonl"))
+    readings = [r for row in rows for r in mapper.map(row.data or {}, row.raw).readings]
+    assert len(rows) == len(readings) == 10_000
+    assert len({r.event_id for r in readings}) == 10_000

@@ -1,0 +1,184 @@
+"""MTConnect document parsing: the real documents, sloppy agents and malicious XML."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ingest.mtconnect.documents import (
+    AgentError,
+    MTConnectParseError,
+    element_to_type,
+    normalise_unit,
+    parse_probe,
+    parse_streams,
+    parse_timestamp_ms,
+)
+
+REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "mtconnect"
+needs_realdata = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real MTConnect documents not found at {REALDATA}")
+
+# An observation element, found by text search rather than an XML parser: any tag carrying both a
+# dataItemId and a sequence attribute.
+OBS_TAG = re.compile(r"<([A-Za-z:]+)\b([^<>]*?\bdataItemId=\"([^\"]*)\"[^<>]*)>")
+
+
+def count_by_item(text: str) -> tuple[Counter[str], set[int]]:
+    counts: Counter[str] = Counter()
+    seqs: set[int] = set()
+    for match in OBS_TAG.finditer(text):
+        seq = re.search(r"\bsequence=\"(\d+)\"", match[2])
+        if seq:
+            counts[match[3]] += 1
+            seqs.add(int(seq[1]))
+    return counts, seqs
+
+
+@needs_realdata
+@pytest.mark.parametrize("name", ["mazak-current-1.7.xml", "demo-sample-1.7.xml"])
+def test_real_streams_parse_into_the_observations_they_contain(name: str) -> None:
+    raw = (REALDATA / name).read_bytes()
+    expected, expected_seqs = count_by_item(raw.decode("utf-8"))
+    doc = parse_streams(raw)
+    assert not doc.bad
+    assert Counter(o.item_id for o in doc.observations) == expected
+    assert {o.sequence for o in doc.observations} == expected_seqs
+    assert [o.sequence for o in doc.observations] == sorted(o.sequence for o in doc.observations)
+    header_attrs = dict(re.findall(r'(\w+)="([^"]*)"', re.search(r"<Header\b[^>]*>", raw.decode())[0]))  # type: ignore[index]
+    assert doc.header.instance_id == header_attrs["instanceId"]
+    assert doc.header.next_sequence == int(header_attrs["nextSequence"])
+    assert doc.header.first_sequence == int(header_attrs["firstSequence"])
+
+
+@needs_realdata
+def test_real_streams_categories_and_condition_levels() -> None:
+    raw = (REALDATA / "mazak-current-1.7.xml").read_text()
+    doc = parse_streams(raw.encode())
+    # Count category blocks' children independently: slice the text between the group tags.
+    by_cat: Counter[str] = Counter()
+    for group, cat in (("Samples", "SAMPLE"), ("Events", "EVENT"), ("Condition", "CONDITION")):
+        for block in re.findall(rf"<{group}>(.*?)</{group}>", raw, re.S):
+            by_cat[cat] += len(count_by_item(block)[1])
+    assert Counter(o.category for o in doc.observations) == by_cat
+    faults = [o for o in doc.observations if o.level == "FAULT"]
+    assert [(f.item_id, f.value, f.native_code) for f in faults] == [("logic_cond", "ILLEGAL MMS UNIT", "230")]
+    # Several active conditions of one item (three WARNINGs of logic_cond) all survive.
+    assert sum(1 for o in doc.observations if o.item_id == "logic_cond" and o.level == "WARNING") == 3
+    dataset = next(o for o in doc.observations if o.item_id == "cvars")
+    assert dataset.value.count("=") == raw.count("<Entry ")
+
+
+@needs_realdata
+def test_real_nist_probe_items_and_units() -> None:
+    raw = (REALDATA / "nist-smstestbed-probe-1.3.xml").read_text()
+    probe = parse_probe(raw.encode())
+    chunks = re.split(r"<Device\s", raw)[1:]
+    expected = {re.search(r'name="([^"]+)"', c)[1]: len(re.findall(r"<DataItem\s", c)) for c in chunks}  # type: ignore[index]
+    assert {d.name: len(d.items) for d in probe.devices} == expected
+    assert probe.instance_id == "1629315847"
+    units = Counter(re.findall(r'\sunits="([^"]+)"', raw))
+    parsed_units = Counter(i.units for d in probe.devices for i in d.items.values() if i.units)
+    assert parsed_units == units
+    for dev in probe.devices:
+        for item in dev.items.values():
+            if item.units == "CELSIUS":
+                assert item.unit == "°C"
+            if item.units == "REVOLUTION/MINUTE":
+                assert item.unit == "rpm"
+            if item.units == "MILLIMETER":
+                assert item.unit == "mm"
+    assert probe.item("GFAgie01", "GFAgie01-X_2").type == "POSITION"  # type: ignore[union-attr]
+
+
+def test_unit_normalisation_and_type_names() -> None:
+    assert normalise_unit("PERCENT") == "%"
+    assert normalise_unit("percent") == "%"
+    assert normalise_unit("SOMETHING_NEW") == "SOMETHING_NEW"
+    assert normalise_unit(None) == ""
+    assert element_to_type("RotaryVelocity") == "ROTARY_VELOCITY"
+    assert element_to_type("Availability") == "AVAILABILITY"
+
+
+STREAM_TMPL = """<?xml version="1.0" encoding="{enc}"?>
+<MTConnectStreams{ns}><Header creationTime="2024-05-01T10:00:00Z" instanceId="7" {hdr}/>
+<Streams><DeviceStream name="M1" uuid="u1"><ComponentStream component="Device" name="M1" componentId="">
+<Samples><Temperature dataItemId="t" sequence="5" timestamp="{ts}">21.5</Temperature>
+<Temperature dataItemId="t" sequence="6" timestamp="not-a-time">22</Temperature>
+<Temperature dataItemId="t" timestamp="2024-05-01T10:00:00Z">23</Temperature></Samples>
+<Events><Execution dataItemId="e" sequence="4" timestamp="{ts}">ACTIVE</Execution></Events>
+</ComponentStream></DeviceStream></Streams></MTConnectStreams>"""
+
+
+@pytest.mark.parametrize("ns", ["", ' xmlns="urn:mtconnect.org:MTConnectStreams:1.3"',
+                                ' xmlns="urn:mtconnect.org:MTConnectStreams:2.3"'])
+@pytest.mark.parametrize("ts", ["2024-05-01T10:00:01.123456Z", "2024-05-01T10:00:01.123456", "2024-05-01T10:00:01.123"])
+def test_sloppy_agents_are_accepted(ns: str, ts: str) -> None:
+    doc = parse_streams(STREAM_TMPL.format(enc="UTF8", ns=ns, ts=ts, hdr='nextSequence="7"').encode())
+    expected_ms = int(datetime(2024, 5, 1, 10, 0, 1, 123000, tzinfo=UTC).timestamp() * 1000)
+    assert [(o.sequence, o.ts) for o in doc.observations] == [(4, expected_ms), (5, expected_ms)]
+    # Bad observations come back as data, with the reason, not as an exception.
+    assert sorted(b.reason for b in doc.bad) == sorted([
+        "timestamp 'not-a-time' is not ISO 8601", "observation of t has no valid sequence (None)"])
+    assert doc.header.first_sequence is None and doc.header.next_sequence == 7
+
+
+def test_timestamp_without_zone_is_utc() -> None:
+    assert parse_timestamp_ms("2021-06-29T05:38:07.369971") == parse_timestamp_ms("2021-06-29T05:38:07.369971Z")
+    assert parse_timestamp_ms("2021-06-29T07:38:07+02:00") == parse_timestamp_ms("2021-06-29T05:38:07Z")
+
+
+def test_duplicate_ids_in_probe_are_reported_first_kept() -> None:
+    probe = parse_probe(b"""<MTConnectDevices xmlns="urn:mtconnect.org:MTConnectDevices:1.7"><Header instanceId="1"/>
+      <Devices><Device id="d" name="M1" uuid="u"><DataItems>
+      <DataItem id="x" category="SAMPLE" type="TEMPERATURE" units="CELSIUS"/>
+      <DataItem id="x" category="SAMPLE" type="LOAD" units="PERCENT"/></DataItems></Device></Devices>
+      </MTConnectDevices>""")
+    assert probe.duplicate_ids == ["x"]
+    assert probe.item("M1", "x").unit == "°C"  # type: ignore[union-attr]
+    assert probe.item("u", "x") is probe.item("M1", "x")
+
+
+def test_error_documents_raise_agent_error_with_codes() -> None:
+    v1 = b"""<MTConnectError xmlns="urn:mtconnect.org:MTConnectError:1.3"><Header instanceId="9"/>
+      <Errors><Error errorCode="OUT_OF_RANGE">'from' must be greater than 10</Error></Errors></MTConnectError>"""
+    v2 = b"""<MTConnectError xmlns="urn:mtconnect.org:MTConnectError:2.2"><Header instanceId="9"/>
+      <Errors><OutOfRange errorCode="OUT_OF_RANGE"><ErrorMessage>from too low</ErrorMessage></OutOfRange>
+      </Errors></MTConnectError>"""
+    for raw, text in ((v1, "'from' must be greater than 10"), (v2, "from too low")):
+        with pytest.raises(AgentError) as info:
+            parse_streams(raw)
+        assert info.value.doc.codes == {"OUT_OF_RANGE"}
+        assert text in str(info.value)
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<MTConnectStreams><Header instanceId="1"/><Streams>&lol3;</Streams></MTConnectStreams>"""
+XXE = b"""<?xml version="1.0"?><!DOCTYPE m [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<MTConnectStreams><Header instanceId="&xxe;"/></MTConnectStreams>"""
+XXE_PARAM = b"""<?xml version="1.0"?><!DOCTYPE m [<!ENTITY % p SYSTEM "http://127.0.0.1:1/evil.dtd"> %p;]>
+<MTConnectStreams/>"""
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (BILLION_LAUGHS, "entity expansion"),
+    (XXE, "XXE"),
+    (XXE_PARAM, "refused"),
+    (b"<MTConnectStreams><Header", "not well-formed"),
+    (b'<MTConnectStreams xmlns="urn:example:other"/>', "not an MTConnect"),
+    (b"<html><body>proxy error</body></html>", "root element is <html>"),
+])
+def test_malicious_or_foreign_xml_is_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(MTConnectParseError, match=reason):
+        parse_streams(raw)
+
+
+def test_oversized_document_is_refused_before_parsing() -> None:
+    body = b"<MTConnectStreams>" + b" " * 5000 + b"</MTConnectStreams>"
+    with pytest.raises(MTConnectParseError, match="larger than the 4096-byte cap"):
+        parse_streams(body, max_bytes=4096)

@@ -56,6 +56,14 @@ class ManagedProcess:
                 start_new_session=True,
             )
         self.pidfile.write_text(f"{proc.pid}\n")
+        # Until the child has exec'd, /proc/<pid>/cmdline is still ours and no marker matches:
+        # wait for the exec so that pid() never mistakes a starting server for a dead one.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            cmdline = _cmdline(proc.pid)
+            if any(m in cmdline for m in self.markers):
+                break
+            time.sleep(0.01)
         log.info("%s started, pid %d, log %s", self.name, proc.pid, self.logfile)
         return proc.pid
 

@@ -1,0 +1,138 @@
+"""The sustained-overheat alert lifecycle as a pure state machine (no Flink imports, unit-testable).
+
+Input: per-device temperature buckets in event-time order (start, end, min, max, sum, count), as the
+SQL stage of ``flink_jobs.sustained_overheat`` computes them. Rules:
+- a bucket is *hot* when every reading in it is above ``threshold``; a run of hot buckets with no
+  gap longer than ``max_gap_ms`` that spans at least ``duration_ms`` opens an alert;
+- an open alert escalates once it has lasted ``escalate_factor`` x ``duration_ms``;
+- it resolves when the device has stayed below ``threshold - hysteresis`` (every reading) for
+  ``clear_ms``;
+- if no bucket arrives for ``silence_ms`` of event time while it is open, it is reported *silent*
+  (not resolved); it stays active and goes on when data resumes.
+Each transition is one record with a stable alert id (device + start of the hot run), so replays
+produce identical records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from machinewatch.record import make_event_id
+
+
+@dataclass(frozen=True)
+class OverheatRules:
+    threshold: float = 80.0
+    duration_ms: int = 60_000
+    hysteresis: float = 5.0
+    clear_ms: int = 30_000
+    escalate_factor: float = 2.0
+    max_gap_ms: int = 10_000
+    silence_ms: int = 60_000
+
+
+@dataclass
+class DeviceState:
+    status: str = "normal"  # normal | open | silent
+    run_start: int | None = None
+    cool_start: int | None = None
+    last_end: int | None = None
+    alert_id: str = ""
+    escalated: bool = False
+    ep_sum: float = 0.0
+    ep_count: int = 0
+    ep_peak: float = float("-inf")
+    region: str = ""
+    site: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Transition:
+    alert_id: str
+    state: str  # opened | escalated | resolved | silent
+    device_id: str
+    ts: int
+    started_ms: int
+    duration_ms: int
+    avg: float
+    peak: float
+    threshold: float
+    severity: str
+    region: str = ""
+    site: str = ""
+    kind: str = field(default="sustained_overheat")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _emit(st: DeviceState, rules: OverheatRules, device: str, state: str, ts: int) -> Transition:
+    assert st.run_start is not None
+    severity = "critical" if st.escalated else "warning"
+    if state == "resolved":
+        severity = "info"
+    return Transition(
+        alert_id=st.alert_id, state=state, device_id=device, ts=ts, started_ms=st.run_start,
+        duration_ms=ts - st.run_start, avg=st.ep_sum / st.ep_count if st.ep_count else float("nan"),
+        peak=st.ep_peak, threshold=rules.threshold, severity=severity, region=st.region, site=st.site,
+    )
+
+
+def on_bucket(
+    st: DeviceState, rules: OverheatRules, device: str, start: int, end: int,
+    vmin: float, vmax: float, vsum: float, count: int,
+) -> list[Transition]:
+    """Advance the device's state by one bucket; returns the transitions it causes."""
+    out: list[Transition] = []
+    if st.last_end is not None and start - st.last_end > rules.max_gap_ms:
+        # No readings for too long: "continuously hot" (or cool) cannot be claimed across the gap.
+        if st.status == "normal":
+            st.run_start = None
+        st.cool_start = None
+    st.last_end = end
+    hot = vmin > rules.threshold
+    cool = vmax < rules.threshold - rules.hysteresis
+    if st.status == "normal":
+        if not hot:
+            st.run_start = None
+            return out
+        if st.run_start is None:
+            st.run_start, st.ep_sum, st.ep_count, st.ep_peak = start, 0.0, 0, float("-inf")
+        st.ep_sum += vsum
+        st.ep_count += count
+        st.ep_peak = max(st.ep_peak, vmax)
+        if end - st.run_start >= rules.duration_ms:
+            st.status = "open"
+            st.alert_id = make_event_id("sustained_overheat", device, st.run_start)
+            out.append(_emit(st, rules, device, "opened", end))
+        return out
+    # open or silent: the episode goes on (data after a silence resumes it)
+    st.status = "open"
+    st.ep_sum += vsum
+    st.ep_count += count
+    st.ep_peak = max(st.ep_peak, vmax)
+    assert st.run_start is not None
+    if not st.escalated and end - st.run_start >= rules.escalate_factor * rules.duration_ms:
+        st.escalated = True
+        out.append(_emit(st, rules, device, "escalated", end))
+    if cool:
+        if st.cool_start is None:
+            st.cool_start = start
+        if end - st.cool_start >= rules.clear_ms:
+            out.append(_emit(st, rules, device, "resolved", end))
+            st.__dict__.update(DeviceState(region=st.region, site=st.site, last_end=end).__dict__)
+    else:
+        st.cool_start = None
+    return out
+
+
+def on_timer(st: DeviceState, rules: OverheatRules, device: str, now: int) -> list[Transition]:
+    """Event time reached ``now`` with no new bucket: an open alert whose device went quiet is silent."""
+    if st.status == "open" and st.last_end is not None and now - st.last_end >= rules.silence_ms:
+        st.status = "silent"
+        return [_emit(st, rules, device, "silent", now)]
+    return []

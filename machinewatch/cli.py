@@ -180,7 +180,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         if existing and not args.force:
             print(f"{args.job} already running as {existing[0]['jid']} (use --force to submit another)")
             return 0
-        print(jobs.submit(settings, args.job))
+        print(jobs.submit(settings, args.job, from_savepoint=args.from_savepoint))
         return 0
     if args.action == "list":
         for job in jobs.list_jobs(settings):
@@ -190,6 +190,9 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         jobs.cancel(settings, args.job_id)
         print(f"cancel requested for {args.job_id}")
         return 0
+    if args.action == "savepoint":
+        print(jobs.savepoint(settings, args.job_id, cancel=args.cancel))
+        return 0
     return 2
 
 
@@ -197,6 +200,13 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import influxdb_writer
 
     influxdb_writer.main(settings, idle_exit_s=args.idle_exit)
+    return 0
+
+
+def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks import notifier
+
+    notifier.main(settings)
     return 0
 
 
@@ -218,6 +228,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from machinewatch import demo
 
     return demo.run(settings, duration=args.duration.total_seconds(), devices=args.devices)
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    """Streamlit in this process's place: headless, no telemetry; the app reads the read-only token itself."""
+    import os
+
+    settings.read_token()  # no token yet: fail here with the settings' message, not in the browser
+    app = Path(__file__).resolve().parent.parent / "dashboards" / "streamlit" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+    logging.getLogger("machinewatch.dashboard").info("dashboard on http://%s:%d", args.host, args.port)
+    # exec, so that stopping this command (a signal to its pid) stops Streamlit too
+    os.execve(sys.executable, cmd, {**os.environ, **settings.to_env()})
+    return 0  # not reached
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,16 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
         collector.add_parser(ingest_sub)
 
     p = sub.add_parser("jobs", help="operate Flink jobs on the configured cluster")
-    p.add_argument("action", choices=["submit", "list", "cancel"])
+    p.add_argument("action", choices=["submit", "list", "cancel", "savepoint"],
+                   help="submit a job, list jobs, cancel one, or take a savepoint of one (--cancel to stop it too)")
     p.add_argument("job", nargs="?", default="window-aggregates", help="job name to submit (default window-aggregates)")
-    p.add_argument("--job-id", help="for cancel: the Flink job id")
+    p.add_argument("--job-id", help="for cancel and savepoint: the Flink job id")
     p.add_argument("--force", action="store_true", help="submit even if the job already runs")
+    p.add_argument("--from-savepoint", help="for submit: restore the job's state from this savepoint path")
+    p.add_argument("--cancel", action="store_true", help="for savepoint: cancel the job once the savepoint is taken")
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("sink", help="write Flink results from Kafka into InfluxDB")
     p.add_argument("target", choices=["influxdb"])
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results")
     p.set_defaults(func=cmd_sink)
+
+    p = sub.add_parser(
+        "notify", help="send alert transitions by e-mail (MW_SMTP_*) and webhook (MW_WEBHOOK_URL), once each"
+    )
+    p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("query", help="print window aggregates from InfluxDB (read-only token)")
     p.add_argument("--last", type=_duration, default=timedelta(hours=1), help="time range, e.g. 15m (default 1h)")
@@ -316,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_duration, default=timedelta(seconds=60), help="simulation time (default 60s)")
     p.add_argument("--devices", type=int, default=10)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("dashboard", help="the Streamlit dashboard on 127.0.0.1 (InfluxDB read-only token)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 
@@ -327,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # kafka-python logs every connection at INFO; only its warnings matter to a user.
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    if args.command == "jobs" and args.action == "cancel" and not args.job_id:
-        print("jobs cancel needs --job-id", file=sys.stderr)
+    if args.command == "jobs" and args.action in ("cancel", "savepoint") and not args.job_id:
+        print(f"jobs {args.action} needs --job-id", file=sys.stderr)
         return 2
     try:
         return int(args.func(args, load_settings()))

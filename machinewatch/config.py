@@ -6,6 +6,7 @@ compose demo use the same names.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -80,6 +81,18 @@ class Settings(BaseSettings):
     overheat_max_gap_s: int = 10
     overheat_silence_s: int = 60
 
+    # Notifications (sinks/notifier.py): e-mail when MW_SMTP_HOST and MW_SMTP_TO are set, a webhook
+    # when MW_WEBHOOK_URL is; which alert kinds are notified (threshold window labels are not, by default).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "machinewatch@localhost"
+    smtp_to: list[str] = []
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    webhook_url: str | None = None
+    notify_kinds: list[str] = ["sustained_overheat", "derived"]
+
     # Sliding windows (0 disables): the course project's 30 s windows sliding by 10 s by default.
     hop_size_s: int = 30
     hop_slide_s: int = 10
@@ -121,7 +134,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None or isinstance(value, SecretStr):
                 continue
-            env[f"MW_{name.upper()}"] = str(value)
+            # pydantic-settings reads lists from env as JSON
+            env[f"MW_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
         return env
 
     def operator_token(self) -> str:

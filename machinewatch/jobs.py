@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,8 +38,8 @@ def running(settings: Settings, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def submit(settings: Settings, job: str, extra_args: list[str] | None = None) -> str:
-    """Run ``flink run -d -py`` for a job file; returns the job id Flink printed."""
+def submit(settings: Settings, job: str, extra_args: list[str] | None = None, from_savepoint: str | None = None) -> str:
+    """Run ``flink run -d -py`` for a job file (optionally restoring a savepoint); returns the job id."""
     if job not in JOBS:
         msg = f"unknown job '{job}'; known: {', '.join(JOBS)}"
         raise JobError(msg)
@@ -51,6 +52,7 @@ def submit(settings: Settings, job: str, extra_args: list[str] | None = None) ->
         "bash", str(flink.home() / "bin" / "flink"), "run", "-d",
         f"-Drest.address={rest.hostname}", f"-Drest.port={rest.port or 8081}",
         f"-Dparallelism.default={settings.flink_parallelism}",
+        *(["-s", from_savepoint] if from_savepoint else []),
         "-py", str(JOBS[job]), *(extra_args or []),
     ]
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -84,3 +86,27 @@ def job_detail(settings: Settings, job_id: str) -> dict[str, Any]:
     resp = requests.get(f"{settings.flink_rest}/jobs/{job_id}", timeout=10)
     resp.raise_for_status()
     return dict(resp.json())
+
+
+def savepoint(settings: Settings, job_id: str, cancel: bool = False, timeout: float = 300) -> str:
+    """Trigger a savepoint (and cancel the job with it if asked); returns the savepoint's location."""
+    resp = requests.post(
+        f"{settings.flink_rest}/jobs/{job_id}/savepoints", json={"cancel-job": cancel, "formatType": "CANONICAL"},
+        timeout=10,
+    )
+    if resp.status_code >= 400:
+        msg = f"savepoint of {job_id}: HTTP {resp.status_code}: {resp.text[:300]}"
+        raise JobError(msg)
+    trigger = resp.json()["request-id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = requests.get(f"{settings.flink_rest}/jobs/{job_id}/savepoints/{trigger}", timeout=10).json()
+        if status.get("status", {}).get("id") == "COMPLETED":
+            operation = status.get("operation", {})
+            if "location" in operation:
+                return str(operation["location"])
+            msg = f"savepoint of {job_id} failed: {str(operation.get('failure-cause', operation))[:2000]}"
+            raise JobError(msg)
+        time.sleep(0.5)
+    msg = f"savepoint of {job_id} did not complete in {timeout:.0f}s"
+    raise JobError(msg)

@@ -32,7 +32,10 @@ def test_tokens_come_from_files_or_env_and_stay_secret(tmp_path: Path, monkeypat
     assert "env-token-123" not in str(s2.to_env())
 
 
-def test_to_env_round_trips(tmp_path: Path) -> None:
-    s = load_settings(state_dir=tmp_path, kafka_port=12345, window_size_s=30)
-    again = load_settings(**{k[3:].lower(): v for k, v in s.to_env().items()})
+def test_to_env_round_trips_through_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(state_dir=tmp_path, kafka_port=12345, window_size_s=30, smtp_to=["ops@example.com", "b@x.org"])
+    for key, value in s.to_env().items():
+        monkeypatch.setenv(key, value)
+    again = load_settings()
     assert again.kafka_port == 12345 and again.window_size_s == 30 and again.state_dir == tmp_path
+    assert again.smtp_to == ["ops@example.com", "b@x.org"]

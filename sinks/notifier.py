@@ -1,0 +1,227 @@
+"""Notifications: alert transitions from Kafka to e-mail (SMTP) and a webhook, each sent once.
+
+A ledger (SQLite in the state dir) records every (alert id, state, channel) that was delivered;
+a restart, a replay of the topic or a duplicate from the job's at-least-once sink is skipped.
+Message-ID and the webhook's Idempotency-Key are deterministic, so a receiver can drop the one
+duplicate that remains possible: a crash between a delivery and its ledger entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import smtplib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+from kafka import KafkaConsumer
+
+from machinewatch import names
+from machinewatch.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, alert: dict[str, Any]) -> None: ...
+
+
+def describe(alert: dict[str, Any]) -> tuple[str, str]:
+    """Subject and body naming the device, the state, average/peak and duration."""
+    state = str(alert.get("state") or "fired").upper()
+    kind = str(alert.get("kind") or alert.get("rule_group") or "alert").replace("_", " ")
+    device = alert.get("device_id", "?")
+    parts = []
+    if alert.get("peak") is not None:
+        parts.append(f"peak {float(alert['peak']):.1f}")
+    if alert.get("avg") is not None:
+        parts.append(f"avg {float(alert['avg']):.1f}")
+    if alert.get("duration_ms") is not None:
+        parts.append(f"{int(alert['duration_ms']) // 1000} s")
+    if alert.get("label"):
+        parts.append(str(alert["label"]))
+    subject = f"[machinewatch] {state} {kind}: {device}" + (f" ({', '.join(parts)})" if parts else "")
+    when = alert.get("ts", alert.get("window_end_ms"))
+    lines = [
+        f"Device:   {device}",
+        f"State:    {state}",
+        f"Kind:     {kind}",
+        f"Severity: {alert.get('severity', '')}",
+        f"Event time (UTC): {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(int(when) / 1000)) if when else '?'}",
+    ]
+    for key in ("avg", "peak", "threshold", "duration_ms", "started_ms", "region", "site", "label", "values"):
+        if alert.get(key) not in (None, ""):
+            lines.append(f"{key}: {alert[key]}")
+    lines.append(f"Alert id: {alert.get('alert_id')}")
+    return subject, "\n".join(lines) + "\n"
+
+
+def alert_key(alert: dict[str, Any]) -> str:
+    return f"{alert.get('alert_id')}:{alert.get('state') or 'fired'}"
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.smtp_host or not settings.smtp_to:
+            msg = "e-mail needs MW_SMTP_HOST and MW_SMTP_TO"
+            raise ValueError(msg)
+        self.s = settings
+        self.host: str = settings.smtp_host
+
+    def send(self, alert: dict[str, Any]) -> None:
+        subject, body = describe(alert)
+        msg = EmailMessage()
+        msg["From"] = self.s.smtp_from
+        msg["To"] = ", ".join(self.s.smtp_to)
+        msg["Subject"] = subject
+        msg["Date"] = formatdate(usegmt=True)
+        msg["Message-ID"] = f"<{alert_key(alert).replace(':', '.')}@machinewatch>"
+        msg.set_content(body)
+        with smtplib.SMTP(self.host, self.s.smtp_port, timeout=30) as smtp:
+            if self.s.smtp_starttls:
+                smtp.starttls()
+            if self.s.smtp_user and self.s.smtp_password is not None:
+                smtp.login(self.s.smtp_user, self.s.smtp_password.get_secret_value())
+            smtp.send_message(msg)
+
+
+class WebhookChannel:
+    name = "webhook"
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.webhook_url:
+            msg = "the webhook needs MW_WEBHOOK_URL"
+            raise ValueError(msg)
+        self.url = settings.webhook_url
+
+    def send(self, alert: dict[str, Any]) -> None:
+        subject, _ = describe(alert)
+        resp = requests.post(
+            self.url, json={"summary": subject, "alert": alert},
+            headers={"Idempotency-Key": alert_key(alert)}, timeout=15,
+        )
+        if resp.status_code >= 300:
+            msg = f"webhook answered HTTP {resp.status_code}: {resp.text[:200]}"
+            raise RuntimeError(msg)
+
+
+class Ledger:
+    """What was delivered, per channel; survives restarts (SQLite, one row per delivery)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS sent (key TEXT, channel TEXT, sent_ms INTEGER, PRIMARY KEY (key, channel))"
+        )
+
+    def has(self, key: str, channel: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sent WHERE key=? AND channel=?", (key, channel)).fetchone() is not None
+
+    def add(self, key: str, channel: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?)", (key, channel, int(time.time() * 1000)))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Notifier:
+    """Consume alerts; deliver each (alert id, state) once per channel; commit after delivery."""
+
+    def __init__(self, settings: Settings, channels: list[Channel] | None = None, topic: str = names.TOPIC_ALERTS,
+                 group_id: str = "mw-notifier", ledger_path: Path | None = None) -> None:
+        self.s = settings
+        self.channels = channels if channels is not None else default_channels(settings)
+        self.kinds = set(settings.notify_kinds)
+        self.ledger = Ledger(ledger_path or settings.state_dir / "notifier" / "ledger.sqlite")
+        self.consumer = KafkaConsumer(
+            topic, bootstrap_servers=settings.kafka_servers, group_id=group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", client_id="machinewatch-notifier",
+        )
+        self.stop_event = threading.Event()
+        self.delivered = 0
+        self.skipped = 0
+
+    def wanted(self, alert: dict[str, Any]) -> bool:
+        return bool(alert.get("alert_id")) and str(alert.get("kind") or "threshold") in self.kinds
+
+    def handle(self, alerts: Iterable[dict[str, Any]]) -> None:
+        for alert in alerts:
+            if not self.wanted(alert):
+                continue
+            key = alert_key(alert)
+            for channel in self.channels:
+                if self.ledger.has(key, channel.name):
+                    self.skipped += 1
+                    continue
+                self._deliver(channel, alert)
+                self.ledger.add(key, channel.name)
+                self.delivered += 1
+                log.info("notified %s via %s", key, channel.name)
+
+    def _deliver(self, channel: Channel, alert: dict[str, Any]) -> None:
+        delay = 1.0
+        while True:
+            try:
+                channel.send(alert)
+                return
+            except Exception as exc:  # noqa: BLE001 - keep the alert; retry until the channel is back
+                if self.stop_event.is_set():
+                    raise
+                log.warning("%s delivery of %s failed (%s); retrying in %.0fs", channel.name, alert_key(alert), exc,
+                            delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 60.0)
+
+    def run(self, idle_exit_s: float | None = None) -> None:
+        last = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                batch = self.consumer.poll(timeout_ms=500)
+                if batch:
+                    for records in batch.values():
+                        docs = []
+                        for rec in records:
+                            try:
+                                docs.append(json.loads(rec.value))
+                            except (json.JSONDecodeError, UnicodeDecodeError):
+                                log.warning("skipping a non-JSON alert at %s/%d@%d", rec.topic, rec.partition,
+                                            rec.offset)
+                        self.handle(docs)
+                    self.consumer.commit()
+                    last = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+                    break
+        finally:
+            self.consumer.close()
+            self.ledger.close()
+
+
+def default_channels(settings: Settings) -> list[Channel]:
+    channels: list[Channel] = []
+    if settings.smtp_host and settings.smtp_to:
+        channels.append(EmailChannel(settings))
+    if settings.webhook_url:
+        channels.append(WebhookChannel(settings))
+    return channels
+
+
+def main(settings: Settings) -> None:
+    notifier = Notifier(settings)
+    if not notifier.channels:
+        log.warning("no channel configured (MW_SMTP_HOST + MW_SMTP_TO, or MW_WEBHOOK_URL): nothing will be sent")
+    signal.signal(signal.SIGTERM, lambda *_: notifier.stop_event.set())
+    notifier.run()

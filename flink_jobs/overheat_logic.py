@@ -8,7 +8,8 @@ SQL stage of ``flink_jobs.sustained_overheat`` computes them. Rules:
 - it resolves when the device has stayed below ``threshold - hysteresis`` (every reading) for
   ``clear_ms``;
 - if no bucket arrives for ``silence_ms`` of event time while it is open, it is reported *silent*
-  (not resolved); it stays active and goes on when data resumes.
+  (not resolved); it stays active and goes on when data resumes. Event time is moved by the other
+  devices' readings: when every device stops sending, the watermark (and so silence) stands still.
 Each transition is one record with a stable alert id (device + start of the hot run), so replays
 produce identical records.
 """

@@ -73,7 +73,11 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         deadline = time.monotonic() + args.duration.total_seconds() if args.duration else None
         last_report = time.monotonic()
-        for reading in sim.live(speed=args.speed):
+        periodic = None
+        if getattr(args, "overheat_every", None):
+            periodic = (args.overheat_device, 10_000, args.overheat_length * 1000, args.overheat_every * 1000,
+                        args.overheat_delta)
+        for reading in sim.live(speed=args.speed, periodic_overheat=periodic):
             pub.send(reading)
             if time.monotonic() - last_report >= 5:
                 pub.flush()
@@ -277,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disorder-ms", type=int, default=0, help="max out-of-order delay of a reading")
     p.add_argument("--speed", type=float, default=1.0, help="playback speed for live mode (default 1.0)")
     p.add_argument("--duration", type=_duration, help="stop live mode after this long, e.g. 2m")
+    p.add_argument("--overheat-every", type=int, metavar="SECONDS",
+                   help="temperature live mode: one device overheats every SECONDS (first time 10 s after start)")
+    p.add_argument("--overheat-length", type=int, default=150, metavar="SECONDS", help="length of each episode")
+    p.add_argument("--overheat-device", type=int, default=3, help="index of the device that overheats (default 3)")
+    p.add_argument("--overheat-delta", type=float, default=35.0, help="°C added during an episode (default 35)")
     p.add_argument("--count", type=int, default=0,
                    help="publish this many readings per device ending now, then exit (backfill mode)")
     # Source-format kinds (equipment, servers, datacenter): anomalies and where the lines go.
@@ -345,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=30, help="rows to print (default 30)")
     p.set_defaults(func=cmd_query)
 
-    p = sub.add_parser("demo", help="stack up, submit the job, simulate, and show the results")
-    p.add_argument("--duration", type=_duration, default=timedelta(seconds=60), help="simulation time (default 60s)")
+    p = sub.add_parser("demo", help="stack up, submit the jobs, start a live simulator with overheats, show results")
+    p.add_argument("--duration", type=_duration, default=timedelta(seconds=100),
+                   help="how long to watch before printing results (default 100s: long enough for the first alert)")
     p.add_argument("--devices", type=int, default=10)
     p.set_defaults(func=cmd_demo)
 

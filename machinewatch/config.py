@@ -10,6 +10,7 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,19 @@ class Settings(BaseSettings):
     kafka_heap: str = "512m"
     # Remote clusters: set bootstrap servers explicitly; otherwise the local broker is used.
     kafka_bootstrap: str | None = None
+    # SASL/SCRAM-SHA-256 (off by default): the local broker then accepts only authenticated clients and
+    # every client of ours logs in. The password comes from MW_KAFKA_SASL_PASSWORD or the 0600 file
+    # secrets/kafka_password (created by the stack). With MW_KAFKA_SSL_CAFILE clients use SASL_SSL.
+    kafka_sasl_scram: bool = False
+    kafka_sasl_username: str = "machinewatch"
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    # Readings stamped further ahead of the collector's clock are dead-lettered by the Publisher:
+    # one reading from "tomorrow" would push every event-time watermark a day ahead.
+    max_future_skew_s: float = 300.0
+    # A Publisher remembers this many recent event ids and dead-letters a repeat (0 = off): a source
+    # that sends the same event twice would otherwise count it twice in every window.
+    dedup_recent_ids: int = 100_000
 
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
@@ -137,6 +151,29 @@ class Settings(BaseSettings):
             # pydantic-settings reads lists from env as JSON
             env[f"MW_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
         return env
+
+    def kafka_password(self) -> str:
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        path = self.secrets_dir / "kafka_password"
+        if not path.exists():
+            msg = f"no Kafka password: set MW_KAFKA_SASL_PASSWORD or run 'machinewatch stack up' to create {path}"
+            raise RuntimeError(msg)
+        return path.read_text().strip()
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """kafka-python connection options (bootstrap servers and, when enabled, SASL/SCRAM login)."""
+        config: dict[str, Any] = {"bootstrap_servers": self.kafka_servers}
+        if self.kafka_sasl_scram:
+            config.update(
+                security_protocol="SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT",
+                sasl_mechanism="SCRAM-SHA-256",
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_password(),
+            )
+            if self.kafka_ssl_cafile:
+                config["ssl_cafile"] = self.kafka_ssl_cafile
+        return config
 
     def operator_token(self) -> str:
         return self._token(self.influx_token, "influx_token")

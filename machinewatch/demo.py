@@ -1,4 +1,9 @@
-"""The first slice as a demo: stack up, job submitted, writer running, readings simulated, results shown."""
+"""The demo: stack up, both jobs, the writer and a live simulator running; results read back.
+
+Everything is left running afterwards (``machinewatch stack down`` stops it), so the dashboard and
+Flux queries keep showing live data. Event times are the wall clock, so a second demo run is never
+late data for the jobs.
+"""
 
 from __future__ import annotations
 
@@ -6,50 +11,76 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from machinewatch import jobs, query
+from machinewatch import jobs, names, query
 from machinewatch.config import Settings
-from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from machinewatch.stack.provision import say
-from simulators.temperature import TemperatureSimulator
+
+JOBS = {"window-aggregates": "machinewatch-window-aggregates", "sustained-overheat": "machinewatch-sustained-overheat"}
 
 
-def ensure_pipeline(settings: Settings, stack: Stack) -> None:
-    """Window job on the cluster and the InfluxDB writer running; both left as they are if up."""
-    if jobs.running(settings, "machinewatch-window-aggregates"):
-        say("window-aggregates job already running")
-    else:
-        say(f"window-aggregates job submitted: {jobs.submit(settings, 'window-aggregates')}")
+def ensure_pipeline(settings: Settings, stack: Stack, job_names: tuple[str, ...] = ("window-aggregates",)) -> None:
+    """Jobs on the cluster and the InfluxDB writer running; left as they are if already up."""
+    for job in job_names:
+        if jobs.running(settings, JOBS[job]):
+            say(f"{job} job already running")
+        else:
+            say(f"{job} job submitted: {jobs.submit(settings, job)}")
     if stack.writer.pid() is None:
         stack.writer.start([sys.executable, "-m", "machinewatch", "sink", "influxdb"], env=settings.to_env())
     say(f"influx writer running (pid {stack.writer.pid()}, log {stack.writer.logfile})")
 
 
+def ensure_simulator(settings: Settings, stack: Stack, devices: int) -> None:
+    """A live temperature simulator in the background; sensor 3 overheats for 150 s every 10 minutes."""
+    if stack.simulator.pid() is None:
+        stack.simulator.start(
+            [sys.executable, "-m", "machinewatch", "simulate", "temperature", "--devices", str(devices),
+             "--seed", str(int(time.time())), "--site", "demo-line", "--disorder-ms", "500",
+             "--overheat-every", "600", "--overheat-length", "150", "--overheat-device", "3"],
+            env=settings.to_env(),
+        )
+        say(f"simulator started (pid {stack.simulator.pid()}): {devices} sensors, 1 reading/s each; "
+            "sensor-0003 overheats (+35 °C) for 150 s every 10 minutes, the first time 10 s from now")
+    else:
+        say(f"simulator already running (pid {stack.simulator.pid()})")
+
+
 def run(settings: Settings, duration: float, devices: int) -> int:
     stack = Stack(settings)
     stack.up()
-    ensure_pipeline(settings, stack)
+    ensure_pipeline(settings, stack, tuple(JOBS))
     started = datetime.now(tz=UTC)
-    sim = TemperatureSimulator(devices=devices, seed=int(started.timestamp()), max_disorder_ms=500,
-                               device_prefix="demo-sensor")
-    say(f"simulating {devices} sensors for {duration:.0f}s (1 reading/s each, up to 0.5s out of order)")
+    ensure_simulator(settings, stack, devices)
+    say(f"watching for {duration:.0f}s: windows every {settings.window_size_s}s; an overheat alert opens after "
+        f"{settings.overheat_duration_s}s above {settings.overheat_threshold_c:.0f} °C")
     deadline = time.monotonic() + duration
-    with Publisher(settings) as pub:
-        for reading in sim.live():
-            pub.send(reading)
-            if time.monotonic() >= deadline:
-                break
-        pub.flush()
-        say(f"published {pub.sent} readings, {pub.acked} acknowledged by Kafka")
-    # The last windows close once the watermark passes them: idle timeout plus one window.
-    wait = settings.window_size_s + (settings.source_idle_timeout_ms + settings.watermark_delay_ms) / 1000 + 5
-    say(f"waiting {wait:.0f}s for the last windows to close and reach InfluxDB")
-    time.sleep(wait)
-    frame = query.window_aggregates(settings, started - timedelta(minutes=1), device_prefix="demo-sensor")
-    if frame.empty:
+    alerts = query.run_flux(settings, _alerts_flux(started))
+    while time.monotonic() < deadline:
+        time.sleep(10)
+        windows = query.window_aggregates(settings, started - timedelta(minutes=1), site="demo-line",
+                                          window=f"{settings.window_size_s}s")
+        alerts = query.run_flux(settings, _alerts_flux(started))
+        say(f"{time.monotonic() - deadline + duration:4.0f}s: {len(windows)} window results, "
+            f"{len(alerts)} alert transitions in InfluxDB")
+    windows = query.window_aggregates(settings, started - timedelta(minutes=1), site="demo-line",
+                                      window=f"{settings.window_size_s}s")
+    if windows.empty:
         say("no results reached InfluxDB: see 'machinewatch stack logs' and the writer log")
         return 1
-    print(frame.tail(20).to_string(index=False))
-    say(f"{len(frame)} window results in InfluxDB bucket 'aggregates'. "
-        "Try: machinewatch query --last 15m --device demo-sensor")
+    print(windows.sort_values("_time").tail(12).to_string(index=False))
+    print()
+    print(alerts.to_string(index=False) if not alerts.empty else "no alert transition yet (wait a little longer)")
+    say("everything keeps running. Next: machinewatch query --last 15m --site demo-line; "
+        "machinewatch stack status; machinewatch stack down (stops it all)")
     return 0
+
+
+def _alerts_flux(since: datetime) -> str:
+    return f"""
+from(bucket: "{names.BUCKET_ALERTS}")
+  |> range(start: {(since - timedelta(minutes=1)).isoformat()})
+  |> filter(fn: (r) => r._measurement == "device_alert" and r.site == "demo-line")
+  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
+  |> group() |> sort(columns: ["_time"])
+  |> keep(columns: ["_time", "device_id", "state", "severity", "avg", "peak", "duration_ms"])"""

@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +33,7 @@ class Publisher:
     def __init__(self, settings: Settings, topic: str = names.TOPIC_READINGS, **overrides: Any) -> None:
         self.topic = topic
         config: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_servers,
+            **settings.kafka_client_config(),
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 20,
@@ -44,6 +45,9 @@ class Publisher:
         }
         config.update(overrides)
         self._producer = KafkaProducer(**config)
+        self.max_future_ms = round(settings.max_future_skew_s * 1000)
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._recent_max = settings.dedup_recent_ids
         self._lock = threading.Lock()
         self.sent = 0
         self.acked = 0
@@ -63,11 +67,40 @@ class Publisher:
         log.error("kafka send failed: %r", exc)
 
     def send(self, reading: Reading) -> Any:
-        """Queue one reading; returns the producer future (its metadata names the partition)."""
+        """Queue one reading; returns the producer future (its metadata names the partition).
+
+        A reading stamped more than ``max_future_skew_s`` ahead of this clock goes to the dead-letter
+        topic instead (the returned future is then the dead letter's): a clock that is wrong by a day
+        would otherwise move the jobs' watermarks a day ahead and make every correct reading late.
+        """
+        ahead_ms = reading.ts - time.time() * 1000
+        if ahead_ms > self.max_future_ms:
+            reason = (
+                f"event time {reading.time.isoformat()} is {ahead_ms / 1000:.0f} s in the future "
+                f"(max_future_skew_s={self.max_future_ms / 1000:g}); it would push the watermark ahead"
+            )
+            return self.dead_letter(reading.source, reading.to_json(), reason, reading.device_id)
+        if self._recent_max:
+            with self._lock:
+                repeat = reading.event_id in self._recent_ids
+                if not repeat:
+                    self._recent_ids[reading.event_id] = None
+                    if len(self._recent_ids) > self._recent_max:
+                        self._recent_ids.popitem(last=False)
+            if repeat:
+                reason = f"duplicate event_id {reading.event_id}: this collector already sent it"
+                return self.dead_letter(reading.source, reading.to_json(), reason, reading.device_id)
         future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json())
         future.add_callback(self._on_ok).add_errback(self._on_error)
+        if self._recent_max:
+            # A send that failed may be retried by the caller: it is not a duplicate then.
+            future.add_errback(lambda _exc, eid=reading.event_id: self._forget(eid))
         self.sent += 1
         return future
+
+    def _forget(self, event_id: str) -> None:
+        with self._lock:
+            self._recent_ids.pop(event_id, None)
 
     def send_many(self, readings: Iterable[Reading]) -> int:
         count = 0
@@ -86,8 +119,8 @@ class Publisher:
         self.sent += 1
         return future
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
-        """Send a payload that failed validation, with the reason, to the dead-letter topic."""
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> Any:
+        """Send a payload that failed validation, with the reason, to the dead-letter topic (returns its future)."""
         payload = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         doc = {
             "source": source, "origin": origin, "reason": reason,
@@ -99,6 +132,7 @@ class Publisher:
         self.sent += 1
         self.dead_lettered += 1
         log.warning("dead-lettered a %s record from %s: %s", source, origin or "?", reason)
+        return future
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every queued record; raise PublishError if any was not acknowledged."""

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from machinewatch.record import Reading, make_event_id
 
@@ -69,20 +69,36 @@ class TemperatureSimulator:
             if dev == idx and begin <= offset < begin + length
         )
 
-    def live(self, speed: float = 1.0) -> Iterator[Reading]:
-        """Endless readings paced by the wall clock (speed > 1 plays faster than real time)."""
-        start = datetime.now(tz=UTC)
-        chunk = 60
-        n = 0
+    def live(self, speed: float = 1.0, periodic_overheat: tuple[int, int, int, int, float] | None = None,
+             ) -> Iterator[Reading]:
+        """Endless readings stamped with the wall clock, paced in real time.
+
+        ``periodic_overheat`` = (device, first offset ms, length ms, period ms, added °C): that device
+        overheats for ``length`` every ``period`` from ``first offset`` after the start. Event time never
+        runs ahead of the clock, so a job's watermark is never pushed into the future; ``speed`` > 1
+        only shortens the pauses (catching up after a stall), it does not stamp future times.
+        """
+        rng = random.Random(self.seed)
+        temps = [self.base_c + rng.uniform(-5, 5) for _ in range(self.devices)]
+        start_ms = int(time.time() * 1000) // self.interval_ms * self.interval_ms
+        step = 0
         while True:
-            batch_start = datetime.fromtimestamp(
-                start.timestamp() + n * chunk * self.interval_ms / 1000, tz=UTC
-            )
-            sim = TemperatureSimulator(**{**self.__dict__, "seed": self.seed + n})
-            for reading in sim.readings(batch_start, chunk):
-                due = start.timestamp() + (reading.ts / 1000 - start.timestamp()) / speed
-                delay = due - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                yield reading
-            n += 1
+            ts = start_ms + step * self.interval_ms
+            delay = (ts - time.time() * 1000) / 1000 / max(speed, 1e-6)
+            if delay > 0:
+                time.sleep(delay)
+            offset = ts - start_ms
+            for idx in range(self.devices):
+                temps[idx] += rng.gauss(0, self.step_c) + (self.base_c - temps[idx]) * 0.05
+                value = temps[idx] + self._overheat(idx, offset)
+                if periodic_overheat and idx == periodic_overheat[0]:
+                    _, first, length, period, extra = periodic_overheat
+                    if offset >= first and (offset - first) % period < length:
+                        value += extra
+                device = self.device_id(idx)
+                yield Reading(
+                    source=SOURCE, region=self.region, site=self.site, device_id=device,
+                    metric="temperature", value=round(value, 3), unit="°C", ts=ts,
+                    event_id=make_event_id(SOURCE, device, ts),
+                )
+            step += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
 from kafka import KafkaConsumer
 
 from machinewatch import names
@@ -130,7 +132,7 @@ class InfluxWriter:
         self.routes = routes or ROUTES
         self.consumer = KafkaConsumer(
             *self.routes,
-            bootstrap_servers=settings.kafka_servers,
+            **settings.kafka_client_config(),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -151,18 +153,52 @@ class InfluxWriter:
         self.dead_letters.flush()
 
     def write(self, bucket: str, points: list[Point]) -> None:
-        """Write until InfluxDB accepts; back off on failure (the caller has not committed yet)."""
+        """Write until InfluxDB accepts; back off on outages (the caller has not committed yet).
+
+        Rejections of the data itself (400/422) are never retried as they are: they would block every
+        result behind them. A partial write already stored the rest; otherwise points are retried one
+        by one and only the rejected ones go to the dead-letter topic with InfluxDB's message.
+        """
         delay = 0.5
         while True:
             try:
                 self.write_api.write(bucket=bucket, record=points)
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure: keep the data and retry
-                if self.stop_event.is_set():
-                    raise
-                log.warning("InfluxDB write of %d points failed (%s); retrying in %.1fs", len(points), exc, delay)
-                self.stop_event.wait(delay)
-                delay = min(delay * 2, 30.0)
+            except ApiException as exc:
+                if exc.status in (400, 422):
+                    self._rejected_by_server(bucket, points, exc)
+                    return
+                if exc.status == 413 and len(points) > 1:
+                    half = len(points) // 2
+                    self.write(bucket, points[:half])
+                    self.write(bucket, points[half:])
+                    return
+                error: Exception = exc
+            except Exception as exc:  # noqa: BLE001 - connection errors and the like: keep the data, retry
+                error = exc
+            if self.stop_event.is_set():
+                raise error
+            log.warning("InfluxDB write of %d points failed (%s); retrying in %.1fs",
+                        len(points), str(error).splitlines()[0][:200], delay)
+            self.stop_event.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _rejected_by_server(self, bucket: str, points: list[Point], exc: ApiException) -> None:
+        body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
+        if "partial write" in body:
+            match = re.search(r"dropped (\d+) points", body)
+            dropped = int(match[1]) if match else 0
+            self.rejected += dropped
+            self._dead_letter(body.encode(), f"InfluxDB kept the batch but dropped {dropped} points: {body[:300]}",
+                              f"bucket {bucket}")
+            return
+        if len(points) == 1:
+            self.rejected += 1
+            self._dead_letter(points[0].to_line_protocol().encode(), f"InfluxDB rejected the point: {body[:300]}",
+                              f"bucket {bucket}")
+            return
+        for point in points:
+            self.write(bucket, [point])
 
     def handle(self, messages: Iterable[Any]) -> int:
         by_bucket: dict[str, list[Point]] = {}

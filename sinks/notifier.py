@@ -148,7 +148,7 @@ class Notifier:
         self.kinds = set(settings.notify_kinds)
         self.ledger = Ledger(ledger_path or settings.state_dir / "notifier" / "ledger.sqlite")
         self.consumer = KafkaConsumer(
-            topic, bootstrap_servers=settings.kafka_servers, group_id=group_id, enable_auto_commit=False,
+            topic, **settings.kafka_client_config(), group_id=group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", client_id="machinewatch-notifier",
         )
         self.stop_event = threading.Event()

@@ -110,6 +110,12 @@ class RowMapper:
         if _blank(device):
             out.rejects.append(Reject(raw, f"{m.name}: device field '{m.device_field}' is missing or empty"))
             return out
+        if isinstance(device, bool) or not isinstance(device, str | int):
+            # A type flip (object, list, number with a fraction...) must not become a device id.
+            out.rejects.append(Reject(
+                raw, f"{m.name}: device field '{m.device_field}' must be a string or an integer, got {device!r:.80}"
+            ))
+            return out
         stamp = _lookup(data, m.time_field)
         if _blank(stamp):
             out.rejects.append(Reject(raw, f"{m.name}: time field '{m.time_field}' is missing or empty"))

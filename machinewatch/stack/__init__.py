@@ -22,6 +22,8 @@ class Stack:
         self.flink = Flink(settings)
         # The Kafka -> InfluxDB result writer, when the demo or 'pipeline' started it.
         self.writer = ManagedProcess("influx-writer", settings.state_dir / "run", "sink influxdb")
+        # The demo's live simulator.
+        self.simulator = ManagedProcess("simulator", settings.state_dir / "run", "simulate temperature")
 
     @property
     def services(self) -> tuple[Kafka, InfluxDB, Flink]:
@@ -39,7 +41,7 @@ class Stack:
         provision.say(f"stack ready in {time.monotonic() - start:.0f}s (state in {self.settings.state_dir})")
 
     def down(self) -> list[str]:
-        stopped = [self.writer.name] if self.writer.stop() else []
+        stopped = [p.name for p in (self.simulator, self.writer) if p.stop()]
         stopped += self.flink.stop_all()
         for service in (self.influxdb, self.kafka):
             if service.proc.stop():
@@ -50,6 +52,8 @@ class Stack:
         return [service.status() for service in self.services]
 
     def logs(self, name: str | None, lines: int) -> str:
-        procs = [self.kafka.proc, self.influxdb.proc, self.flink.proc, self.flink.taskmanager, self.writer]
+        procs = [
+            self.kafka.proc, self.influxdb.proc, self.flink.proc, self.flink.taskmanager, self.writer, self.simulator,
+        ]
         chosen = [p for p in procs if name is None or name in p.name]
         return "\n".join(f"==> {p.name} ({p.logfile}) <==\n{p.tail(lines)}" for p in chosen)

@@ -161,9 +161,26 @@ class Kafka(Service):
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
         }
+        if self.s.kafka_sasl_scram:
+            # Clients (and the broker itself) must log in with SCRAM-SHA-256; the controller listener
+            # stays internal on the bind host. The JAAS password is a PASSWORD config: Kafka logs it hidden.
+            user, password = self.s.kafka_sasl_username, self._password()
+            props.update({
+                "listeners": f"SASL_PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+                "advertised.listeners": f"SASL_PLAINTEXT://{h}:{p}",
+                "inter.broker.listener.name": "SASL_PLAINTEXT",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+                "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
+                "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{user}" password="{password}";'
+                ),
+            })
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        # 0600: with SCRAM on, the file holds the broker's password.
+        _write_secret(path, "".join(f"{k}={v}\n" for k, v in props.items()).rstrip("\n"))
         (self.dir / "log4j2.properties").write_text(
             "status = warn\n"
             "appender.out.type = Console\nappender.out.name = OUT\n"
@@ -173,6 +190,17 @@ class Kafka(Service):
             "logger.state.name = state.change.logger\nlogger.state.level = WARN\n"
         )
         return path
+
+    def _password(self) -> str:
+        """The SCRAM password: given in settings, else the 0600 secrets file (created on first use)."""
+        if self.s.kafka_sasl_password is None and not (self.s.secrets_dir / "kafka_password").exists():
+            import secrets as pysecrets
+
+            _write_secret(self.s.secrets_dir / "kafka_password", pysecrets.token_urlsafe(24))
+        return self.s.kafka_password()
+
+    def _client(self) -> dict[str, Any]:
+        return {**self.s.kafka_client_config(), "bootstrap_servers": self.address()}
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [
@@ -187,8 +215,14 @@ class Kafka(Service):
         if not (self.dir / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             provision.say(f"kafka: formatting storage (cluster id {cluster_id})")
+            scram = []
+            if self.s.kafka_sasl_scram:
+                # The credential is stored in the cluster metadata at format time (KRaft has no ZooKeeper
+                # to add it later), so the broker can authenticate itself and our clients from the start.
+                scram = ["--add-scram",
+                         f"SCRAM-SHA-256=[name={self.s.kafka_sasl_username},password={self._password()}]"]
             out = subprocess.run(  # noqa: S603
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram),
                 capture_output=True, text=True, check=False,
             )
             if out.returncode != 0:
@@ -206,7 +240,7 @@ class Kafka(Service):
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.address(), request_timeout_ms=5000)
+            admin = KafkaAdminClient(**self._client(), request_timeout_ms=5000)
             try:
                 return bool(admin.describe_cluster().get("brokers"))
             finally:
@@ -222,7 +256,7 @@ class Kafka(Service):
         from kafka.admin import NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
-        admin = KafkaAdminClient(bootstrap_servers=self.address(), request_timeout_ms=10000)
+        admin = KafkaAdminClient(**self._client(), request_timeout_ms=10000)
         try:
             existing = set(admin.list_topics())
             wanted = [
@@ -289,6 +323,11 @@ class Flink(Service):
             "web.submit.enable": False,
             "web.cancel.enable": True,
             "execution.checkpointing.interval": "10 s",
+            # Stated, not left to the default: a lost TaskManager restarts the job from the last
+            # checkpoint, again and again, backing off to at most 30 s (tests/faults/).
+            "restart-strategy.type": "exponential-delay",
+            "restart-strategy.exponential-delay.initial-backoff": "1 s",
+            "restart-strategy.exponential-delay.max-backoff": "30 s",
             "execution.checkpointing.dir": (self.dir / "checkpoints").as_uri(),
             "execution.checkpointing.savepoint-dir": (self.dir / "savepoints").as_uri(),
             "state.backend.type": "hashmap",

@@ -53,3 +53,20 @@ def stack(settings: Settings) -> Iterator[Stack]:
     finally:
         if not (os.environ.get("MW_TEST_KEEP_STACK") or os.environ.get("MW_TEST_REUSE_STACK")):
             stack.down()
+
+
+def require_free_slot(settings: Settings, seconds: float = 60) -> None:
+    """Fail clearly (instead of timing out later) when no Flink task slot is free for a test's own job."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + seconds
+    available = 0
+    while time.monotonic() < deadline:
+        available = int(requests.get(f"{settings.flink_rest}/overview", timeout=10).json().get("slots-available", 0))
+        if available > 0:
+            return
+        time.sleep(1)
+    pytest.fail(f"no free Flink task slot for this test's job after {seconds:.0f}s: cancel other jobs "
+                "('machinewatch jobs list' / 'jobs cancel --job-id ...') or use a private stack")

@@ -26,6 +26,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
 from sinks.influxdb_writer import InfluxWriter, alert_point, to_point
+from tests.integration.conftest import require_free_slot
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +95,7 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
     assert len(df) == 28_800 * len(METRICS)
 
     job_name = f"mw-course-{run}"
+    require_free_slot(settings)
     jobs.submit(settings, "window-aggregates", [
         "--readings-topic", topics["readings"], "--aggregates-topic", topics["aggregates"],
         "--late-topic", topics["late"], "--alerts-topic", topics["alerts"],

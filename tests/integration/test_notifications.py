@@ -27,6 +27,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from sinks.notifier import Notifier
+from tests.integration.conftest import require_free_slot
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +121,7 @@ def test_each_transition_notified_once_across_savepoint_restore_and_replay(
             "--job-name", f"mw-notify-{run}"]
 
     notifier, thread = start_notifier(f"n1-{run}")
+    require_free_slot(settings)
     job_id = jobs.submit(settings, "sustained-overheat", args)
     restored = ""
     try:

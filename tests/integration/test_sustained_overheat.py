@@ -22,6 +22,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from sinks.influxdb_writer import InfluxWriter, alert_point
+from tests.integration.conftest import require_free_slot
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +63,15 @@ def test_overheat_lifecycle_matches_scenario(stack: Stack, settings: Settings) -
         ],
     )
     silent_from = t0 + 200_000
-    readings = [r for r in sim.readings(start, STEPS)
-                if not (r.device_id == sim.device_id(3) and r.ts >= silent_from)]
+    everything = [r for r in sim.readings(start, STEPS + 30)
+                  if not (r.device_id == sim.device_id(3) and r.ts >= silent_from)]
+    readings = [r for r in everything if r.ts < t0 + STEPS * 1000]
+    # Silence is noticed in event time: the other devices must keep the clock moving after the
+    # silent device's last bucket was seen. They send 30 s more once the other transitions are out.
+    trailer = [r for r in everything if r.ts >= t0 + STEPS * 1000]
 
     job_name = f"mw-overheat-{run}"
+    require_free_slot(settings)
     jobs.submit(settings, "sustained-overheat", [
         "--readings-topic", topics["readings"], "--alerts-topic", topics["alerts"],
         "--group-id", f"g-{run}", "--job-name", job_name,
@@ -82,8 +88,14 @@ def test_overheat_lifecycle_matches_scenario(stack: Stack, settings: Settings) -
         with Publisher(settings, topic=topics["readings"]) as pub:
             pub.send_many(readings)
         deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(got) < len(want) - 1:
+            got += [json.loads(m.value) for m in consumer]
+        with Publisher(settings, topic=topics["readings"]) as pub:
+            pub.send_many(trailer)
         while time.monotonic() < deadline and len(got) < len(want):
             got += [json.loads(m.value) for m in consumer]
+        time.sleep(3)
+        got += [json.loads(m.value) for m in consumer]  # a duplicate would show up now
     finally:
         consumer.close()
         for job in jobs.running(settings, job_name):

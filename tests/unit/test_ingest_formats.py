@@ -113,3 +113,11 @@ def test_full_real_sensor_file_parses() -> None:
     readings = [r for row in rows for r in mapper.map(row.data or {}, row.raw).readings]
     assert len(rows) == len(readings) == 10_000
     assert len({r.event_id for r in readings}) == 10_000
+
+
+@pytest.mark.parametrize("bad", [{"a": 1}, [1, 2], True, 1.5])
+def test_device_field_type_flips_are_rejected(bad: object) -> None:
+    mapper = RowMapper(load_mapping("servers"))
+    result = mapper.map({"ts": "20:53:00", "server_id": bad, "cpu_pct": "50.0"}, b"raw")
+    assert result.readings == []
+    assert "must be a string or an integer" in result.rejects[0].reason

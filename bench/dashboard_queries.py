@@ -1,0 +1,135 @@
+"""Benchmark: p50/p95 time of each dashboard panel query over 24 h of aggregates of 1,000 devices.
+
+    python -m bench.dashboard_queries [--devices 1000 --hours 24 --step-s 60 --repeat 20]
+
+Writes synthetic window aggregates into a throw-away bucket (operator token), runs the Streamlit app's
+panel queries (dashboards/streamlit/data.py, i.e. the Flux library) against it with the range set to
+the whole period, and deletes the bucket. Results go to stdout and, with --out, to a Markdown file.
+Goal: p95 <= 100 ms per panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from influxdb_client import BucketRetentionRules, InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from dashboards.streamlit import data
+from machinewatch.config import load_settings
+
+GOAL_MS = 100.0
+
+
+def lines(devices: int, start: datetime, hours: int, step_s: int) -> Iterator[str]:
+    """Line protocol of one temperature window per device and step (deterministic values)."""
+    first = int(start.timestamp())
+    for i in range(devices):
+        tags = (f"window_agg,device_id=bench-{i:04d},metric=temperature,region=r{i % 5},site=s{i % 20},"
+                f"source=src{i % 3},unit=°C,window={step_s}s")
+        base = 40 + (i % 37)
+        for k in range(hours * 3600 // step_s):
+            avg = base + (k % 60) / 10
+            yield (f"{tags} avg={avg},min={avg - 1.5},max={avg + 1.5},count={step_s}i "
+                   f"{first + (k + 1) * step_s}")
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
+    fn()  # warm-up: connection, Flux compile caches
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--hours", type=int, default=24)
+    parser.add_argument("--step-s", type=int, default=60, help="window length of the synthetic aggregates")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--out", type=Path, help="append the Markdown table here")
+    args = parser.parse_args()
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped: still delete the bucket
+    settings = load_settings()
+    token = settings.operator_token()  # creates and deletes its own bucket; the read token cannot
+    bucket_name = f"bench-dashboard-{uuid.uuid4().hex[:6]}"
+    stop = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+    start = stop - timedelta(hours=args.hours)
+    with InfluxDBClient(url=settings.influx, token=token, org=settings.influx_org, timeout=120_000) as client:
+        bucket = client.buckets_api().create_bucket(
+            bucket_name=bucket_name, org=settings.influx_org,
+            retention_rules=BucketRetentionRules(type="expire", every_seconds=3 * 86400))
+        try:
+            t0 = time.perf_counter()
+            write = client.write_api(write_options=SYNCHRONOUS)
+            batch: list[str] = []
+            points = 0
+            for line in lines(args.devices, start, args.hours, args.step_s):
+                batch.append(line)
+                if len(batch) == 50_000:
+                    write.write(bucket_name, record=batch, write_precision="s")
+                    points += len(batch)
+                    batch = []
+            if batch:
+                write.write(bucket_name, record=batch, write_precision="s")
+                points += len(batch)
+            load_s = time.perf_counter() - t0
+            print(f"wrote {points:,} windows ({args.devices} devices x {args.hours} h / {args.step_s} s) "
+                  f"in {load_s:.0f} s")
+
+            dash = data.Dashboard(url=settings.influx, token=token, org=settings.influx_org, timeout_ms=120_000,
+                                  aggregates_bucket=bucket_name)
+            f = data.Filters(start=start, stop=stop + timedelta(minutes=1), window=f"{args.step_s}s")
+            region = data.Filters(start=f.start, stop=f.stop, window=f.window, region="r1")
+            eight = tuple(f"bench-{i:04d}" for i in range(8))
+            panels: dict[str, Callable[[], Any]] = {
+                "KPI fleet summary, 4 metrics (4 x fleet_summary)": lambda: dash.fleet_summary(f),
+                "KPI fleet summary, 1 metric (fleet_summary)": lambda: dash.fleet_summary(f, (data.TEMPERATURE,)),
+                "KPI power now (latest_per_device)": lambda: dash.latest(f, (data.POWER,)),
+                "filter choices (latest_per_device, all metrics)": lambda: dash.choices(f),
+                "chart per region (chart_series)": lambda: dash.series(f, "region"),
+                "chart 8 devices (chart_series)": lambda: dash.series(f, "device_id", eight),
+                "hottest 10 (hottest_devices)": lambda: dash.hottest(f, n=10),
+                "histogram (latest + temperature_histogram)": lambda: dash.histogram(f),
+                "data volume (data_volume)": lambda: dash.data_volume(f),
+                "events/s per source (events_per_source)": lambda: dash.events_per_source(f),
+                "hottest 10, one region filtered": lambda: dash.hottest(region, n=10),
+            }
+            rows = []
+            for name, fn in panels.items():
+                ms = timed(fn, args.repeat)
+                rows.append((name, statistics.median(ms), p95(ms)))
+                print(f"{name:<50} p50 {rows[-1][1]:8.1f} ms   p95 {rows[-1][2]:8.1f} ms")
+            dash.close()
+        finally:
+            client.buckets_api().delete_bucket(bucket)
+    table = [
+        f"\n### {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC — {args.devices} devices, {args.hours} h of "
+        f"{args.step_s} s windows ({points:,} windows), {args.repeat} runs each\n",
+        "| panel query | p50 ms | p95 ms | goal p95 ≤ 100 ms |", "|---|---:|---:|---|",
+        *[f"| {n} | {a:.1f} | {b:.1f} | {'met' if b <= GOAL_MS else 'missed'} |" for n, a, b in rows],
+    ]
+    if args.out:
+        with args.out.open("a") as out:
+            out.write("\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()

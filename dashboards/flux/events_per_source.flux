@@ -1,0 +1,24 @@
+// How many readings per second does each source deliver? The window counts of tumbling windows
+// summed per source into `every` buckets and divided by the bucket length (pre-aggregated, no raw rows).
+// Inputs: bucket, start, stop, every (duration), window (the tumbling shape, e.g. "10s": sliding windows
+//   would count a reading several times), devicePrefix, region, site ("" = all).
+// Rows: _time (end of each bucket), source, readings (int), per_second (float).
+import "strings"
+
+// "" turns a filter off; a filter that is off is left out, so InfluxDB can push the rest down to storage.
+narrow = (tables=<-) => {
+    inRegion = if region == "" then tables else tables |> filter(fn: (r) => r.region == region)
+    inSite = if site == "" then inRegion else inRegion |> filter(fn: (r) => r.site == site)
+
+    return if devicePrefix == "" then inSite else inSite |> filter(fn: (r) => strings.hasPrefix(v: r.device_id, prefix: devicePrefix))
+}
+
+from(bucket: bucket)
+    |> range(start: start, stop: stop)
+    |> filter(fn: (r) => r._measurement == "window_agg" and r._field == "count" and r.window == window)
+    |> narrow()
+    |> group(columns: ["source"])
+    |> aggregateWindow(every: every, fn: sum, createEmpty: false)
+    |> map(fn: (r) => ({_time: r._time, source: r.source, readings: r._value, per_second: float(v: r._value) / (float(v: int(v: every)) / 1000000000.0)}))
+    |> group()
+    |> sort(columns: ["source", "_time"])

@@ -1,0 +1,175 @@
+"""The dashboard's pure transforms, the playback hand-off, the template builder and the CLI entry (no services)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dashboards.influxdb import build
+from dashboards.streamlit import data, playback
+from machinewatch.cli import build_parser
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("span", "series", "window_s", "expected_s"), [
+    (timedelta(hours=1), 1, 10, 10),        # 360 points: full resolution
+    (timedelta(hours=1), 8, 10, 20),        # 8 x 180 = 1440 points
+    (timedelta(hours=24), 8, 10, 350),      # 8 x 247 = 1976 points
+    (timedelta(hours=24), 1000, 10, 43200),  # bounded even for 1,000 lines
+    (timedelta(days=7), 8, 10, 2460),       # over 10 minutes: whole minutes
+])
+def test_chart_every_keeps_charts_under_the_point_budget(span: timedelta, series: int, window_s: int,
+                                                         expected_s: int) -> None:
+    every = data.chart_every(NOW - span, NOW, series, window_s)
+    assert every == timedelta(seconds=expected_s)
+    points = series * math.ceil(span / every)
+    assert points <= data.MAX_POINTS
+    assert every.total_seconds() % window_s == 0
+
+
+def test_window_seconds() -> None:
+    assert data.window_seconds("10s") == 10
+    assert data.window_seconds("30s@10s") == 10
+    assert data.window_seconds("") == 10
+
+
+def test_bins_from_cumulative_gives_per_bin_counts() -> None:
+    cumulative = pd.DataFrame({"le": [40.0, 45.0, 50.0, 55.0, math.inf], "devices": [0.0, 2.0, 2.0, 5.0, 6.0]})
+    bins = data.bins_from_cumulative(cumulative)
+    assert bins["devices"].tolist() == [2, 0, 3, 1]
+    assert bins["bin_start"].tolist() == [40.0, 45.0, 50.0, 55.0]
+    assert bins["bin_end"].tolist()[-1] == math.inf  # overflow kept: it holds a device
+    assert data.bins_from_cumulative(pd.DataFrame()).empty
+
+
+def test_histogram_bins_cover_the_span() -> None:
+    start, width = data.histogram_bins(41.3, 74.9, 12)
+    assert start == 41.0
+    assert start + 12 * width >= 74.9
+    assert width * 2 == int(width * 2)  # whole or half degrees
+
+
+def _states() -> pd.DataFrame:
+    ms = NOW.timestamp() * 1000
+    return pd.DataFrame([
+        {"alert_id": "a1", "device_id": "d1", "state": "escalated", "severity": "critical", "kind": "k",
+         "started_ms": ms - 1_200_000, "duration_ms": None, "fires_at_ms": None, "_time": NOW - timedelta(minutes=10)},
+        {"alert_id": "a2", "device_id": "d2", "state": "resolved", "severity": "warning", "kind": "k",
+         "started_ms": ms - 2_400_000, "duration_ms": 600_000.0, "fires_at_ms": None,
+         "_time": NOW - timedelta(minutes=30)},
+        {"alert_id": "a3", "device_id": "d3", "state": "pending", "severity": "warning", "kind": "k",
+         "started_ms": ms - 60_000, "duration_ms": None, "fires_at_ms": ms + 240_000, "_time": NOW},
+        {"alert_id": "a4", "device_id": "d1", "state": "silent", "severity": "warning", "kind": "k",
+         "started_ms": ms - 300_000, "duration_ms": None, "fires_at_ms": None, "_time": NOW},
+        {"alert_id": "a5", "device_id": "d4", "state": "resolved", "severity": "info", "kind": "k",
+         "started_ms": ms - 90_000, "duration_ms": None, "fires_at_ms": None, "_time": NOW - timedelta(seconds=30)},
+    ])
+
+
+def test_split_alerts_active_pending_resolved() -> None:
+    active, pending, resolved = data.split_alerts(_states(), NOW)
+    assert active["alert_id"].tolist() == ["a1", "a4"]  # critical first
+    assert active["open_for_s"].tolist() == [1200.0, 300.0]
+    assert pending["fires_in_s"].tolist() == [240.0]
+    by_id = resolved.set_index("alert_id")["duration_s"].to_dict()
+    assert by_id == {"a2": 600.0, "a5": 60.0}  # a5 has no duration_ms: resolution time minus start
+    per_device = data.alerts_by_device(active)
+    assert per_device.to_dict("records") == [{"device_id": "d1", "alerts": 2, "worst": "critical"}]
+
+
+def test_split_alerts_of_nothing() -> None:
+    active, pending, resolved = data.split_alerts(pd.DataFrame(), NOW)
+    assert active.empty and pending.empty and resolved.empty
+    assert data.alerts_by_device(active).empty
+
+
+def test_compute_kpis_counts_devices_and_sums_power() -> None:
+    summary = pd.DataFrame([
+        {"metric": "temperature", "unit": "°C", "devices": 3, "mean": 50.0},
+        {"metric": "cpu_pct", "unit": "%", "devices": 1, "mean": 90.0},
+        {"metric": "load", "unit": "%", "devices": 3, "mean": 50.0},
+    ])
+    power = pd.DataFrame([{"device_id": "a", "unit": "kW", "value": 0.3},
+                          {"device_id": "b", "unit": "kW", "value": 0.45}])
+    k = data.compute_kpis(summary, power, 12.5)
+    assert k.avg_temperature == 50.0 and k.temperature_devices == 3
+    assert k.avg_cpu == pytest.approx(60.0) and k.cpu_devices == 4  # (90 + 3 x 50) / 4
+    assert k.power_kw == pytest.approx(0.75) and k.power_devices == 2
+    empty = data.compute_kpis(pd.DataFrame(), pd.DataFrame(), 0.0)
+    assert empty.avg_temperature is None and empty.power_kw is None
+
+
+def test_ingest_rate() -> None:
+    volume = pd.DataFrame({"source": ["a", "b"], "readings": [3000, 600]})
+    assert data.ingest_rate(volume, NOW - timedelta(hours=1), NOW) == pytest.approx(1.0)
+    assert data.ingest_rate(pd.DataFrame(), NOW - timedelta(hours=1), NOW) == 0.0
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(4, "4s"), (65, "1m 5s"), (3725, "1h 2m"), (90000, "1d 1h"),
+                                               (-3, "0s")])
+def test_humanize_seconds(seconds: float, text: str) -> None:
+    assert data.humanize_seconds(seconds) == text
+
+
+def test_pivot_series() -> None:
+    t = pd.Timestamp(NOW)
+    frame = pd.DataFrame({"_time": [t, t, t + pd.Timedelta(seconds=10)], "series": ["a", "b", "a"],
+                          "value": [1.0, 2.0, 3.0]})
+    wide = data.pivot_series(frame)
+    assert list(wide.columns) == ["a", "b"] and wide.loc[t, "b"] == 2.0 and len(wide) == 2
+
+
+def test_filters_common_inputs() -> None:
+    f = data.last(timedelta(hours=1), now=NOW, region="in")
+    assert f.start == NOW - timedelta(hours=1) and f.stop > NOW
+    assert f.common()["region"] == "in" and f.common()["devicePrefix"] == ""
+
+
+def test_playback_speed_hand_off(tmp_path: Path) -> None:
+    assert playback.running_replay(tmp_path) is None
+    folder = playback.replay_dir(tmp_path)
+    folder.mkdir()
+    (folder / "replay.json").write_text(json.dumps({"speed": 60, "source": "servers.csv", "pid": 2 ** 22 + 7}))
+    assert playback.running_replay(tmp_path) is None  # that process does not exist
+    import os
+
+    (folder / "replay.json").write_text(json.dumps({"speed": 60, "source": "servers.csv", "pid": os.getpid()}))
+    status = playback.running_replay(tmp_path)
+    assert status is not None and status.speed == 60 and status.source == "servers.csv"
+    playback.request_speed(tmp_path, 10)
+    assert playback.requested_speed(tmp_path) == 10.0
+    assert playback.running_replay(tmp_path).speed == 10.0  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="> 0"):
+        playback.request_speed(tmp_path, 0)
+
+
+def test_template_file_is_generated_from_the_library() -> None:
+    assert json.loads(build.TEMPLATE.read_text()) == build.template(), "run python -m dashboards.influxdb.build"
+    kinds = [obj["kind"] for obj in build.template()]
+    assert kinds.count("Dashboard") == 1 and "Task" in kinds and "Bucket" in kinds
+    for cell in build.CELLS:
+        query = build.cell_query(cell)
+        # every library input the cell's file reads is bound, and the library text is inside unchanged
+        body = (build.FLUX_DIR / f"{cell.flux}.flux").read_text().split("import ")[-1].split("\n", 1)[1]
+        assert body.strip() in query
+        assert "v.timeRangeStart" in query or cell.flux == "alert_states"
+    assert build.task_query().rstrip().endswith(f'to(bucket: "{build.LONG_BUCKET}")')
+
+
+def test_every_library_file_documents_its_inputs() -> None:
+    for path in data.library_files():
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("// "), path.name
+        assert any(line.startswith("// Inputs") for line in lines), path.name
+
+
+def test_cli_dashboard_subcommand_defaults() -> None:
+    args = build_parser().parse_args(["dashboard"])
+    assert (args.host, args.port, args.func.__name__) == ("127.0.0.1", 8501, "cmd_dashboard")
+    assert build_parser().parse_args(["dashboard", "--port", "9000"]).port == 9000

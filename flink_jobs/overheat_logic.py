@@ -2,8 +2,9 @@
 
 Input: per-device temperature buckets in event-time order (start, end, min, max, sum, count), as the
 SQL stage of ``flink_jobs.sustained_overheat`` computes them. Rules:
-- a bucket is *hot* when every reading in it is above ``threshold``; a run of hot buckets with no
-  gap longer than ``max_gap_ms`` that spans at least ``duration_ms`` opens an alert;
+- a bucket is *hot* when every reading in it is above ``threshold``; the first hot bucket makes the
+  alert *pending* (with ``fires_at_ms``), a break in the run before it fires *cancels* it, and a run
+  of hot buckets with no gap longer than ``max_gap_ms`` that spans at least ``duration_ms`` opens it;
 - an open alert escalates once it has lasted ``escalate_factor`` x ``duration_ms``;
 - it resolves when the device has stayed below ``threshold - hysteresis`` (every reading) for
   ``clear_ms``;
@@ -54,7 +55,7 @@ class DeviceState:
 @dataclass
 class Transition:
     alert_id: str
-    state: str  # opened | escalated | resolved | silent
+    state: str  # pending | cancelled | opened | escalated | resolved | silent
     device_id: str
     ts: int
     started_ms: int
@@ -65,6 +66,7 @@ class Transition:
     severity: str
     region: str = ""
     site: str = ""
+    fires_at_ms: int | None = None
     kind: str = field(default="sustained_overheat")
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,12 +76,13 @@ class Transition:
 def _emit(st: DeviceState, rules: OverheatRules, device: str, state: str, ts: int) -> Transition:
     assert st.run_start is not None
     severity = "critical" if st.escalated else "warning"
-    if state == "resolved":
+    if state in ("resolved", "pending", "cancelled"):
         severity = "info"
     return Transition(
         alert_id=st.alert_id, state=state, device_id=device, ts=ts, started_ms=st.run_start,
         duration_ms=ts - st.run_start, avg=st.ep_sum / st.ep_count if st.ep_count else float("nan"),
         peak=st.ep_peak, threshold=rules.threshold, severity=severity, region=st.region, site=st.site,
+        fires_at_ms=st.run_start + rules.duration_ms if state == "pending" else None,
     )
 
 
@@ -89,26 +92,33 @@ def on_bucket(
 ) -> list[Transition]:
     """Advance the device's state by one bucket; returns the transitions it causes."""
     out: list[Transition] = []
+    hot = vmin > rules.threshold
+    cool = vmax < rules.threshold - rules.hysteresis
     if st.last_end is not None and start - st.last_end > rules.max_gap_ms:
         # No readings for too long: "continuously hot" (or cool) cannot be claimed across the gap.
-        if st.status == "normal":
+        if st.status == "normal" and st.run_start is not None:
+            out.append(_emit(st, rules, device, "cancelled", st.last_end))
             st.run_start = None
         st.cool_start = None
     st.last_end = end
-    hot = vmin > rules.threshold
-    cool = vmax < rules.threshold - rules.hysteresis
     if st.status == "normal":
         if not hot:
+            if st.run_start is not None:
+                out.append(_emit(st, rules, device, "cancelled", end))
             st.run_start = None
             return out
         if st.run_start is None:
             st.run_start, st.ep_sum, st.ep_count, st.ep_peak = start, 0.0, 0, float("-inf")
+            st.alert_id = make_event_id("sustained_overheat", device, start)
+            if end - start < rules.duration_ms:
+                st.ep_sum, st.ep_count, st.ep_peak = vsum, count, vmax
+                out.append(_emit(st, rules, device, "pending", end))
+                return out
         st.ep_sum += vsum
         st.ep_count += count
         st.ep_peak = max(st.ep_peak, vmax)
         if end - st.run_start >= rules.duration_ms:
             st.status = "open"
-            st.alert_id = make_event_id("sustained_overheat", device, st.run_start)
             out.append(_emit(st, rules, device, "opened", end))
         return out
     # open or silent: the episode goes on (data after a silence resumes it)

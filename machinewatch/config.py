@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     webhook_url: str | None = None
     notify_kinds: list[str] = ["sustained_overheat", "derived"]
+    # pending/cancelled are for dashboards, not for waking people up
+    notify_states: list[str] = ["opened", "escalated", "resolved", "silent"]
 
     # Sliding windows (0 disables): the course project's 30 s windows sliding by 10 s by default.
     hop_size_s: int = 30

@@ -146,6 +146,7 @@ class Notifier:
         self.s = settings
         self.channels = channels if channels is not None else default_channels(settings)
         self.kinds = set(settings.notify_kinds)
+        self.states = set(settings.notify_states)
         self.ledger = Ledger(ledger_path or settings.state_dir / "notifier" / "ledger.sqlite")
         self.consumer = KafkaConsumer(
             topic, **settings.kafka_client_config(), group_id=group_id, enable_auto_commit=False,
@@ -156,7 +157,9 @@ class Notifier:
         self.skipped = 0
 
     def wanted(self, alert: dict[str, Any]) -> bool:
-        return bool(alert.get("alert_id")) and str(alert.get("kind") or "threshold") in self.kinds
+        state = alert.get("state")
+        return (bool(alert.get("alert_id")) and str(alert.get("kind") or "threshold") in self.kinds
+                and (state is None or state in self.states))
 
     def handle(self, alerts: Iterable[dict[str, Any]]) -> None:
         for alert in alerts:

@@ -27,27 +27,30 @@ def states(out: list[Transition]) -> list[tuple[str, int]]:
 def test_opens_after_duration_escalates_and_resolves_with_hysteresis() -> None:
     # 25 s hot, then 3 s in the hysteresis band (neither hot nor cool), then 6 s cool
     out, _ = feed([90.0] * 25 + [78.0] * 3 + [70.0] * 6)
-    assert states(out) == [("opened", 10), ("escalated", 20), ("resolved", 33)]
-    assert out[0].alert_id == out[1].alert_id == out[2].alert_id
-    assert out[1].severity == "critical" and out[0].severity == "warning"
-    assert out[0].peak == 90.0 and out[0].avg == 90.0
+    assert states(out) == [("pending", 1), ("opened", 10), ("escalated", 20), ("resolved", 33)]
+    assert len({t.alert_id for t in out}) == 1
+    assert out[0].fires_at_ms == 10_000 and out[1].fires_at_ms is None
+    assert out[2].severity == "critical" and out[1].severity == "warning"
+    assert out[1].peak == 90.0 and out[1].avg == 90.0
 
 
 def test_a_dip_below_threshold_restarts_the_run() -> None:
     out, _ = feed([90.0] * 8 + [79.0] + [90.0] * 10)
-    assert states(out) == [("opened", 19)]
+    assert states(out) == [("pending", 1), ("cancelled", 9), ("pending", 10), ("opened", 19)]
+    assert out[0].alert_id == out[1].alert_id != out[2].alert_id == out[3].alert_id
 
 
 def test_a_gap_longer_than_max_gap_breaks_continuity() -> None:
     out, _ = feed([90.0] * 6 + [None] * 4 + [90.0] * 9)
-    assert out == []  # 6 s + 9 s with a 4 s hole: never 10 s continuous
+    # 6 s + 9 s with a 4 s hole: never 10 s continuous; the first run is cancelled at its last reading
+    assert states(out) == [("pending", 1), ("cancelled", 6), ("pending", 11)]
     out, _ = feed([90.0] * 6 + [None] * 2 + [90.0] * 9)
-    assert states(out) == [("opened", 10)]  # a 2 s hole is tolerated
+    assert states(out) == [("pending", 1), ("opened", 10)]  # a 2 s hole is tolerated
 
 
 def test_silence_is_not_recovery_and_data_resumes_the_same_alert() -> None:
     out, st = feed([90.0] * 12)
-    assert states(out) == [("opened", 10)]
+    assert states(out) == [("pending", 1), ("opened", 10)]
     silent = on_timer(st, RULES, "dev", 12_000 + RULES.silence_ms)
     assert states(silent) == [("silent", 32)] and st.status == "silent"
     assert on_timer(st, RULES, "dev", 40_000) == []  # reported once

@@ -129,8 +129,12 @@ def compile_condition(text: str, names: set[str], where: str = "rule") -> str:
     return " ".join(out)
 
 
-def group_sql(group: RuleGroup, source: str = "readings") -> str:
-    """SELECT of one alert row per (device, window) whose values match a rule (first match wins)."""
+def group_sql(group: RuleGroup, source: str = "readings", group_windows: bool = False) -> str:
+    """SELECT of one alert row per (device, window) whose values match a rule (first match wins).
+
+    ``group_windows`` uses GROUP BY HOP(...) instead of the HOP table function: only group windows
+    can fire again for late readings (the job's allowed lateness).
+    """
     aggs = ",\n    ".join(
         f"{spec.agg.upper()}(CASE WHEN metric = '{spec.metric}' THEN `value` END) AS v_{name}"
         for name, spec in group.values.items()
@@ -143,6 +147,14 @@ def group_sql(group: RuleGroup, source: str = "readings") -> str:
         f"WHEN {compile_condition(r.when, set(group.values))} THEN '{r.severity}'" for r in group.rule
     )
     values_json = ", ".join(f"KEY '{name}' VALUE v_{name}" for name in group.values)
+    intervals = f"INTERVAL '{group.slide_s}' SECOND, INTERVAL '{group.size_s}' SECOND"
+    if group_windows:
+        start, end = f"HOP_START(event_time, {intervals})", f"HOP_END(event_time, {intervals})"
+        source_expr, group_by = source, f"HOP(event_time, {intervals}), device_id"
+    else:
+        start, end = "window_start", "window_end"
+        source_expr = f"TABLE(HOP(TABLE {source}, DESCRIPTOR(event_time), {intervals}))"
+        group_by = "window_start, window_end, device_id"
     return f"""
 SELECT
   MD5(CONCAT_WS('|', '{group.name}', device_id, CAST(window_end_ms AS STRING))) AS alert_id,
@@ -158,13 +170,12 @@ FROM (
     END AS severity
   FROM (
     SELECT device_id, MAX(region) AS region, MAX(site) AS site,
-      1000 * UNIX_TIMESTAMP(CAST(window_start AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS') AS window_start_ms,
-      1000 * UNIX_TIMESTAMP(CAST(window_end AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS') AS window_end_ms,
+      1000 * UNIX_TIMESTAMP(CAST({start} AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS') AS window_start_ms,
+      1000 * UNIX_TIMESTAMP(CAST({end} AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS') AS window_end_ms,
     {aggs}
-    FROM TABLE(HOP(TABLE {source}, DESCRIPTOR(event_time), INTERVAL '{group.slide_s}' SECOND,
-                   INTERVAL '{group.size_s}' SECOND))
+    FROM {source_expr}
     WHERE metric IN ({metrics})
-    GROUP BY window_start, window_end, device_id
+    GROUP BY {group_by}
   )
 )
 WHERE label IS NOT NULL"""

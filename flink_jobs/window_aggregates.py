@@ -50,7 +50,25 @@ def render_sql(
 ) -> tuple[list[str], list[str]]:
     """(DDL statements, INSERT statements) with connector options filled in from settings."""
     topics = topics or Topics()
+    lateness_ms = int(settings.allowed_lateness_s) * 1000
+    if lateness_ms:
+        # Windows that fire again for late readings produce updates: an upsert sink keyed by window.
+        aggregates_key = (",\n  PRIMARY KEY (`device_id`, `metric`, `window_ms`, `slide_ms`, `window_end_ms`)"
+                          " NOT ENFORCED")
+        aggregates_sink = ("'connector' = 'upsert-kafka',\n  'key.format' = 'json',\n  'value.format' = 'json',\n"
+                           "  'value.fields-include' = 'ALL'")
+        alerts_key = ",\n  PRIMARY KEY (`alert_id`) NOT ENFORCED"
+        alerts_sink = aggregates_sink
+    else:
+        aggregates_key = alerts_key = ""
+        aggregates_sink = alerts_sink = (
+            "'connector' = 'kafka',\n  'key.format' = 'raw',\n  'key.fields' = 'device_id',\n"
+            "  'value.format' = 'json',\n  'value.fields-include' = 'ALL',\n"
+            "  'sink.delivery-guarantee' = 'at-least-once'"
+        )
     ddl = _strip_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
+        aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
+        alerts_key=alerts_key, alerts_sink=alerts_sink,
         reading_columns=flink_columns(),
         watermark_delay_s=f"{settings.watermark_delay_ms / 1000:.3f}",
         readings_topic=topics.readings,
@@ -62,26 +80,30 @@ def render_sql(
     )
     size = int(settings.window_size_s)
     inserts_text = (SQL_DIR / "window_inserts.sql").read_text()
-    aggregates_tpl, late_tpl = (_strip_comments(part) for part in inserts_text.split("-- @late"))
-    inserts = [
-        aggregates_tpl.format(
-            window_tvf=f"TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{size}' SECOND)",
-            window_s=size, slide_s=size,
-        )
-    ]
+    tvf_part, rest = inserts_text.split("-- @aggregates_with_lateness")
+    group_part, late_part = rest.split("-- @late")
+    aggregates_tpl, group_tpl, late_tpl = (_strip_comments(p) for p in (tvf_part, group_part, late_part))
+    shapes = [(size, size)]
     if settings.hop_size_s and settings.hop_slide_s:
-        inserts.append(
-            aggregates_tpl.format(
-                window_tvf=(
-                    f"HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{settings.hop_slide_s}' SECOND, "
-                    f"INTERVAL '{settings.hop_size_s}' SECOND)"
-                ),
-                window_s=settings.hop_size_s, slide_s=settings.hop_slide_s,
-            )
-        )
-    inserts.append(late_tpl.format(window_ms=size * 1000))
+        shapes.append((settings.hop_size_s, settings.hop_slide_s))
+    inserts = []
+    for window_s, slide_s in shapes:
+        tumbling = window_s == slide_s
+        if lateness_ms:
+            inserts.append(group_tpl.format(
+                group_fn="TUMBLE" if tumbling else "HOP",
+                group_args=(f"INTERVAL '{window_s}' SECOND" if tumbling
+                            else f"INTERVAL '{slide_s}' SECOND, INTERVAL '{window_s}' SECOND"),
+                window_s=window_s, slide_s=slide_s,
+            ))
+            continue
+        tvf = (f"TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{window_s}' SECOND)" if tumbling else
+               f"HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{slide_s}' SECOND, "
+               f"INTERVAL '{window_s}' SECOND)")
+        inserts.append(aggregates_tpl.format(window_tvf=tvf, window_s=window_s, slide_s=slide_s))
+    inserts.append(late_tpl.format(window_ms=size * 1000, lateness_ms=lateness_ms))
     for group in (rules or RuleSet()).group:
-        inserts.append("INSERT INTO threshold_alerts " + group_sql(group))
+        inserts.append("INSERT INTO threshold_alerts " + group_sql(group, group_windows=bool(lateness_ms)))
     return _statements(ddl), [stmt for text in inserts for stmt in _statements(text)]
 
 
@@ -95,6 +117,12 @@ def build(
     conf.set("pipeline.name", JOB_NAME)
     # Partitions with no data must not hold the watermark back forever.
     conf.set("table.exec.source.idle-timeout", f"{settings.source_idle_timeout_ms} ms")
+    if settings.allowed_lateness_s:
+        # Fire a window again for each late reading within the allowed lateness (an update of its
+        # result, which the upsert sink and InfluxDB's point identity turn into an overwrite).
+        conf.set("table.exec.emit.late-fire.enabled", "true")
+        conf.set("table.exec.emit.late-fire.delay", "0 s")
+        conf.set("table.exec.emit.allow-lateness", f"{settings.allowed_lateness_s} s")
     ddl, inserts = render_sql(settings, group_id, topics, rules)
     for stmt in ddl:
         t_env.execute_sql(stmt)

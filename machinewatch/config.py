@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     # Event-time windows of the first slice.
     window_size_s: int = 10
+    # Late readings within this much event time after their window fired update the window
+    # (0: they are only counted as late events).
+    allowed_lateness_s: int = 0
     # Sustained overheat (flink_jobs/sustained_overheat.py): above threshold for duration opens an
     # alert, below threshold - hysteresis for clear_s resolves it; no data for silence_s: silent.
     overheat_threshold_c: float = 80.0

@@ -203,6 +203,8 @@ class InfluxWriter:
     def handle(self, messages: Iterable[Any]) -> int:
         by_bucket: dict[str, list[Point]] = {}
         for msg in messages:
+            if msg.value is None:
+                continue  # a tombstone of an upsert topic: the point it replaced stays as written
             convert, bucket = self.routes[msg.topic]
             try:
                 by_bucket.setdefault(bucket, []).append(convert(parse(msg.value)))

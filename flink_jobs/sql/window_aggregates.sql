@@ -31,16 +31,11 @@ CREATE TABLE window_aggregates (
   `avg_value` DOUBLE,
   `min_value` DOUBLE,
   `max_value` DOUBLE,
-  `count` BIGINT
+  `count` BIGINT{aggregates_key}
 ) WITH (
-  'connector' = 'kafka',
   'topic' = '{aggregates_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-  'key.format' = 'raw',
-  'key.fields' = 'device_id',
-  'value.format' = 'json',
-  'value.fields-include' = 'ALL',
-  'sink.delivery-guarantee' = 'at-least-once'
+  {aggregates_sink}
 );
 
 CREATE TABLE late_events (
@@ -71,14 +66,9 @@ CREATE TABLE threshold_alerts (
   `site` STRING,
   `window_start_ms` BIGINT,
   `window_end_ms` BIGINT,
-  `values` STRING
+  `values` STRING{alerts_key}
 ) WITH (
-  'connector' = 'kafka',
   'topic' = '{alerts_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-  'key.format' = 'raw',
-  'key.fields' = 'device_id',
-  'value.format' = 'json',
-  'value.fields-include' = 'ALL',
-  'sink.delivery-guarantee' = 'at-least-once'
+  {alerts_sink}
 );

@@ -44,3 +44,17 @@ def test_rule_groups_become_alert_inserts() -> None:
     alert_sql = [i for i in inserts if i.startswith("INSERT INTO threshold_alerts")]
     assert len(alert_sql) == len(rules.group)
     assert any("'High CPU + Memory stress'" in sql for sql in alert_sql)
+
+
+def test_allowed_lateness_switches_to_group_windows_and_an_upsert_sink() -> None:
+    s = load_settings(allowed_lateness_s=20, window_size_s=10, hop_size_s=30, hop_slide_s=10)
+    ddl, inserts = render_sql(s)
+    sink = next(d for d in ddl if "CREATE TABLE window_aggregates" in d)
+    assert "'connector' = 'upsert-kafka'" in sink and "PRIMARY KEY" in sink
+    tumble, hop, late = inserts
+    assert "GROUP BY TUMBLE(event_time, INTERVAL '10' SECOND)" in tumble and "TUMBLE_END(event_time" in tumble
+    assert "GROUP BY HOP(event_time, INTERVAL '10' SECOND, INTERVAL '30' SECOND)" in hop
+    assert "10000 - 1 + 20000" in late  # late only once the allowed lateness has passed too
+    ddl0, inserts0 = render_sql(load_settings(allowed_lateness_s=0))
+    assert "'connector' = 'kafka'" in next(d for d in ddl0 if "CREATE TABLE window_aggregates" in d)
+    assert "10000 - 1 + 0" in inserts0[-1]

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboards.streamlit import data, playback
+from dashboards.streamlit import data
+from machinewatch import playback
 from machinewatch.config import Settings, load_settings
 from machinewatch.query import QueryError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from datetime import date
 from pathlib import Path
 
@@ -34,7 +35,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         msg = f"ingest replay: {exc}"
         raise RuntimeError(msg) from exc
-    with Publisher(settings) as pub:
-        report = Replayer(pub, mapping, speed=args.speed).run(args.file, limit_rows=args.limit_rows)
+    from machinewatch import playback
+
+    # Announce the replay so the dashboard shows its speed control; poll its choice twice a second.
+    announced = playback.announce(settings.state_dir, args.speed, f"{args.mapping}: {args.file}")
+    cache: dict[str, float] = {"at": 0.0}
+    last: list[float | None] = [None]
+
+    def requested() -> float | None:
+        now = time.monotonic()
+        if now - cache["at"] >= 0.5:
+            cache["at"] = now
+            last[0] = playback.requested_speed(settings.state_dir)
+        return last[0]
+
+    try:
+        with Publisher(settings) as pub:
+            report = Replayer(pub, mapping, speed=args.speed, speed_source=requested).run(
+                args.file, limit_rows=args.limit_rows)
+    finally:
+        announced.unlink(missing_ok=True)
     print(f"replayed {report.rows} rows: {report.readings} readings, {report.rejects} dead-lettered")
     return 0

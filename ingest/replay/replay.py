@@ -45,7 +45,8 @@ class Replayer:
     """Paces one file's readings by event time into a sink (the Publisher)."""
 
     def __init__(self, sink: Sink, mapping: Mapping, speed: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 speed_source: Callable[[], float | None] | None = None) -> None:
         if speed < 0:
             msg = f"speed must be >= 0 (0 = no pacing), got {speed}"
             raise ValueError(msg)
@@ -54,11 +55,13 @@ class Replayer:
         self.speed = speed
         self._sleep = sleep
         self._clock = clock
+        # Asked between rows (e.g. the dashboard's speed control); None = keep the current speed.
+        self._speed_source = speed_source
 
     def run(self, path: Path, limit_rows: int | None = None) -> ReplayReport:
         report = ReplayReport()
         mapper = RowMapper(self.mapping)
-        started = self._clock()
+        started = anchor = self._clock()
         first_ts: int | None = None
         last_flush = started
         for row in iter_rows(path, self.mapping.format, self.mapping.encoding):
@@ -71,10 +74,15 @@ class Replayer:
                 report.rejects += 1
                 continue
             result = mapper.map(row.data, row.raw)
+            wanted = self._speed_source() if self._speed_source else None
+            if wanted is not None and wanted > 0 and wanted != self.speed and result.readings:
+                # Re-anchor the pacing at this row, so the new speed applies from now on.
+                log.info("playback speed %s -> %s", self.speed, wanted)
+                self.speed, anchor, first_ts = wanted, self._clock(), result.readings[0].ts
             if result.readings and self.speed > 0:
                 ts = result.readings[0].ts
                 first_ts = ts if first_ts is None else first_ts
-                due = started + (ts - first_ts) / 1000 / self.speed
+                due = anchor + (ts - first_ts) / 1000 / self.speed
                 wait = due - self._clock()
                 if wait > 0:
                     self._sleep(wait)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from dashboards.influxdb import build
-from dashboards.streamlit import data, playback
+from dashboards.streamlit import data
+from machinewatch import playback
 from machinewatch.cli import build_parser
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

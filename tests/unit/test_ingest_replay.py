@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -48,3 +49,33 @@ def test_sample_conf_loads() -> None:
     sink = Sink()
     Replayer(sink, load_mapping(config.mapping), speed=0).run(ROOT / "ingest/replay/testdata/equipment-3.jsonl")
     assert len(sink.readings) == 3 and config.speed == 10.0
+
+
+def test_speed_requested_during_a_replay_applies_from_that_row(tmp_path: Path) -> None:
+    """The dashboard's speed control: a new speed re-anchors the pacing at the row where it is seen."""
+    from ingest.formats import load_mapping
+    from ingest.replay.replay import Replayer
+
+    lines = [json.dumps({"id_sensor": 1, "id_equipamento": 7, "sensor": "s",
+                         "data_evento": f"2024-01-01 00:00:{i * 10:02d}", "padrao": {"leitura": {"temperatura": 20}}})
+             for i in range(5)]
+    path = tmp_path / "e.txt"
+    path.write_text("\n".join(lines) + "\n")
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(round(s, 6))
+        now[0] += s
+
+    speeds = iter([None, None, 10.0, 10.0, 10.0])
+
+    class Sink:
+        def send(self, r: object) -> None: ...
+        def dead_letter(self, *a: object) -> None: ...
+        def flush(self) -> None: ...
+
+    Replayer(Sink(), load_mapping("equipment"), speed=1.0, sleep=sleep, clock=lambda: now[0],
+             speed_source=lambda: next(speeds)).run(path)
+    # rows 10 s apart: 10 s at speed 1, then the switch at row 3 (no wait), then 1 s each at speed 10
+    assert sleeps == [10.0, 1.0, 1.0]

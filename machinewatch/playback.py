@@ -1,4 +1,4 @@
-"""The playback-speed hand-off between the dashboard and a replay of recorded data.
+"""The playback-speed hand-off between the dashboard and a replay of recorded data (core: both stages use it).
 
 A replay that wants to be steered writes ``replay.json`` (``{"speed": 60, "source": "...", "pid": 123}``)
 into ``MW_STATE_DIR/replay/`` while it runs; the dashboard shows a speed control only then and writes
@@ -66,3 +66,15 @@ def request_speed(state_dir: Path, speed: float) -> None:
     tmp = folder / "speed.tmp"
     tmp.write_text(f"{speed}\n")
     tmp.replace(folder / "speed")
+
+
+def announce(state_dir: Path, speed: float, source: str) -> Path:
+    """Tell dashboards a steerable replay runs (this process); returns the file to remove at the end."""
+    folder = replay_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "speed").unlink(missing_ok=True)  # a previous replay's choice is not ours
+    path = folder / "replay.json"
+    tmp = folder / "replay.json.tmp"
+    tmp.write_text(json.dumps({"speed": speed, "source": source, "pid": os.getpid()}))
+    tmp.replace(path)
+    return path

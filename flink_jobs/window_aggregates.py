@@ -46,11 +46,19 @@ def _statements(text: str) -> list[str]:
 
 def render_sql(
     settings: Settings, group_id: str = "mw-window-aggregates", topics: Topics | None = None,
-    rules: RuleSet | None = None,
+    rules: RuleSet | None = None, batch: bool = False,
 ) -> tuple[list[str], list[str]]:
-    """(DDL statements, INSERT statements) with connector options filled in from settings."""
+    """(DDL statements, INSERT statements) with connector options filled in from settings.
+
+    ``batch`` reads the readings topic from the beginning to the offsets it has when the job starts
+    (a backfill over history); late events have no meaning there and are left out.
+    """
     topics = topics or Topics()
-    lateness_ms = int(settings.allowed_lateness_s) * 1000
+    lateness_ms = 0 if batch else int(settings.allowed_lateness_s) * 1000
+    scan_options = (
+        "'scan.startup.mode' = 'earliest-offset',\n  'scan.bounded.mode' = 'latest-offset'" if batch
+        else "'scan.startup.mode' = 'group-offsets'"
+    )
     if lateness_ms:
         # Windows that fire again for late readings produce updates: an upsert sink keyed by window.
         aggregates_key = (",\n  PRIMARY KEY (`device_id`, `metric`, `window_ms`, `slide_ms`, `window_end_ms`)"
@@ -68,7 +76,7 @@ def render_sql(
         )
     ddl = _strip_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
         aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
-        alerts_key=alerts_key, alerts_sink=alerts_sink,
+        alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
         reading_columns=flink_columns(),
         watermark_delay_s=f"{settings.watermark_delay_ms / 1000:.3f}",
         readings_topic=topics.readings,
@@ -101,7 +109,8 @@ def render_sql(
                f"HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{slide_s}' SECOND, "
                f"INTERVAL '{window_s}' SECOND)")
         inserts.append(aggregates_tpl.format(window_tvf=tvf, window_s=window_s, slide_s=slide_s))
-    inserts.append(late_tpl.format(window_ms=size * 1000, lateness_ms=lateness_ms))
+    if not batch:
+        inserts.append(late_tpl.format(window_ms=size * 1000, lateness_ms=lateness_ms))
     for group in (rules or RuleSet()).group:
         inserts.append("INSERT INTO threshold_alerts " + group_sql(group, group_windows=bool(lateness_ms)))
     return _statements(ddl), [stmt for text in inserts for stmt in _statements(text)]
@@ -109,7 +118,7 @@ def render_sql(
 
 def build(
     t_env: TableEnvironment, settings: Settings, group_id: str = "mw-window-aggregates",
-    topics: Topics | None = None, rules: RuleSet | None = None,
+    topics: Topics | None = None, rules: RuleSet | None = None, batch: bool = False,
 ) -> list[str]:
     """Register the tables on ``t_env`` and return the INSERT statements (not yet executed)."""
     conf = t_env.get_config()
@@ -117,13 +126,13 @@ def build(
     conf.set("pipeline.name", JOB_NAME)
     # Partitions with no data must not hold the watermark back forever.
     conf.set("table.exec.source.idle-timeout", f"{settings.source_idle_timeout_ms} ms")
-    if settings.allowed_lateness_s:
+    if settings.allowed_lateness_s and not batch:
         # Fire a window again for each late reading within the allowed lateness (an update of its
         # result, which the upsert sink and InfluxDB's point identity turn into an overwrite).
         conf.set("table.exec.emit.late-fire.enabled", "true")
         conf.set("table.exec.emit.late-fire.delay", "0 s")
         conf.set("table.exec.emit.allow-lateness", f"{settings.allowed_lateness_s} s")
-    ddl, inserts = render_sql(settings, group_id, topics, rules)
+    ddl, inserts = render_sql(settings, group_id, topics, rules, batch)
     for stmt in ddl:
         t_env.execute_sql(stmt)
     return inserts
@@ -138,12 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alerts-topic", default=names.TOPIC_ALERTS)
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="threshold rules (TOML)")
     parser.add_argument("--job-name", default=JOB_NAME)
+    parser.add_argument("--batch", action="store_true",
+                        help="backfill: run once, in batch mode, over the readings topic as it is now")
     args = parser.parse_args(argv)
     settings = load_settings()
     rules = load_rules(args.rules)  # checked before anything is submitted
     topics = Topics(args.readings_topic, args.aggregates_topic, args.late_topic, args.alerts_topic)
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    inserts = build(t_env, settings, args.group_id, topics, rules)
+    mode = EnvironmentSettings.in_batch_mode() if args.batch else EnvironmentSettings.in_streaming_mode()
+    t_env = TableEnvironment.create(mode)
+    inserts = build(t_env, settings, args.group_id, topics, rules, args.batch)
     t_env.get_config().set("pipeline.name", args.job_name)
     statements = t_env.create_statement_set()
     for stmt in inserts:

@@ -180,11 +180,12 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     from machinewatch import jobs
 
     if args.action == "submit":
-        existing = jobs.running(settings, "machinewatch-" + args.job)
+        existing = [] if args.batch else jobs.running(settings, "machinewatch-" + args.job)
         if existing and not args.force:
             print(f"{args.job} already running as {existing[0]['jid']} (use --force to submit another)")
             return 0
-        print(jobs.submit(settings, args.job, from_savepoint=args.from_savepoint))
+        extra = ["--batch", "--job-name", f"machinewatch-{args.job}-backfill"] if args.batch else []
+        print(jobs.submit(settings, args.job, extra, from_savepoint=args.from_savepoint))
         return 0
     if args.action == "list":
         for job in jobs.list_jobs(settings):
@@ -333,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-id", help="for cancel and savepoint: the Flink job id")
     p.add_argument("--force", action="store_true", help="submit even if the job already runs")
     p.add_argument("--from-savepoint", help="for submit: restore the job's state from this savepoint path")
+    p.add_argument("--batch", action="store_true",
+                   help="for submit window-aggregates: a backfill in batch mode over the readings topic as it is now")
     p.add_argument("--cancel", action="store_true", help="for savepoint: cancel the job once the savepoint is taken")
     p.set_defaults(func=cmd_jobs)
 

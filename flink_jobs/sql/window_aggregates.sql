@@ -11,7 +11,7 @@ CREATE TABLE readings (
   'properties.bootstrap.servers' = '{bootstrap}',
   'properties.group.id' = '{group_id}',
   'properties.auto.offset.reset' = 'earliest',
-  'scan.startup.mode' = 'group-offsets',
+  {scan_options},
   'format' = 'json',
   -- Malformed payloads are rejected by the collectors; the job skips what slips through.
   'json.ignore-parse-errors' = 'true'

@@ -58,3 +58,11 @@ def test_allowed_lateness_switches_to_group_windows_and_an_upsert_sink() -> None
     ddl0, inserts0 = render_sql(load_settings(allowed_lateness_s=0))
     assert "'connector' = 'kafka'" in next(d for d in ddl0 if "CREATE TABLE window_aggregates" in d)
     assert "10000 - 1 + 0" in inserts0[-1]
+
+
+def test_batch_backfill_is_bounded_and_has_no_late_path() -> None:
+    ddl, inserts = render_sql(load_settings(allowed_lateness_s=20), batch=True)
+    source = ddl[0]
+    assert "'scan.bounded.mode' = 'latest-offset'" in source and "'scan.startup.mode' = 'earliest-offset'" in source
+    assert not any("late_events" in i for i in inserts)
+    assert all("TUMBLE(TABLE" in i or "HOP(TABLE" in i for i in inserts)  # lateness does not apply in batch

@@ -202,9 +202,22 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    if args.target == "archive":
+        from sinks import archiver
+
+        archiver.main(settings, args.root or settings.state_dir / "archive", args.max_age)
+        return 0
     from sinks import influxdb_writer
 
     influxdb_writer.main(settings, idle_exit_s=args.idle_exit)
+    return 0
+
+
+def cmd_ingest_archive(args: argparse.Namespace, settings: Settings) -> int:
+    from machinewatch import archive, names
+
+    count = archive.replay_archive(settings, args.root, args.topic or names.TOPIC_READINGS)
+    print(f"replayed {count} readings from {args.root}")
     return 0
 
 
@@ -318,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka")
         p.add_subparsers(dest="collector", required=True, metavar="collector")
     ingest_sub = next(a for a in sub.choices["ingest"]._actions if isinstance(a, argparse._SubParsersAction))
+    p = ingest_sub.add_parser("archive", help="replay a Parquet archive (sink archive) with its original event ids")
+    p.add_argument("--root", type=Path, required=True, help="the archive's folder")
+    p.add_argument("--topic", default=None, help="target topic (default the readings topic)")
+    p.set_defaults(func=cmd_ingest_archive)
     from ingest.history import cli as history_cli
     from ingest.mtconnect import cli as mtconnect_cli
     from ingest.perfmon import cli as perfmon_cli
@@ -340,7 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("sink", help="write Flink results from Kafka into InfluxDB")
-    p.add_argument("target", choices=["influxdb"])
+    p.add_argument("target", choices=["influxdb", "archive"],
+                   help="influxdb: results into InfluxDB; archive: raw readings into hourly Parquet files (cold path)")
+    p.add_argument("--root", type=Path, help="archive: folder of the Parquet archive (default STATE_DIR/archive)")
+    p.add_argument("--max-age", type=float, default=60.0, help="archive: seconds before a batch is written")
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results")
     p.set_defaults(func=cmd_sink)
 

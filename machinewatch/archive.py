@@ -1,0 +1,56 @@
+"""The cold-path archive format, shared by its writer (sinks/archiver.py) and its replay (ingest archive).
+
+Hour-partitioned Parquet by event time (UTC): ``<root>/date=YYYY-MM-DD/hour=HH/part-*.parquet`` with
+the canonical reading's columns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from machinewatch import names
+from machinewatch.config import Settings
+from machinewatch.kafka_io import Publisher
+from machinewatch.record import READING_FIELDS, Reading
+
+_ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64()}
+SCHEMA = pa.schema([(name, _ARROW[kind]) for name, kind, _ in READING_FIELDS])
+
+
+def partition_dir(root: Path, ts_ms: int) -> Path:
+    t = time.gmtime(ts_ms / 1000)
+    return root / f"date={t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}" / f"hour={t.tm_hour:02d}"
+
+
+def write_file(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Parquet file via a temporary name + fsync + rename: it exists whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def read_archive(root: Path) -> Iterator[Reading]:
+    """Every reading of an archive, file by file in path order (partitions, then offsets)."""
+    for path in sorted(root.rglob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            yield Reading.from_dict(row)
+
+
+def replay_archive(settings: Settings, root: Path, topic: str = names.TOPIC_READINGS) -> int:
+    """Publish an archive again with its original event ids (downstream sees the same readings)."""
+    count = 0
+    with Publisher(settings, topic=topic) as pub:
+        for reading in read_archive(root):
+            pub.send(reading)
+            count += 1
+    return count

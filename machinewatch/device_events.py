@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from machinewatch.record import _MAX_TS_MS, _MIN_TS_MS, RecordError
+from machinewatch.record import RecordError, check_fields, json_object
 
 # What a device event can be; consumers switch on this field.
 KIND_OBSERVATION = "observation"  # one observation the device produced (EVENT, CONDITION, non-numeric SAMPLE)
@@ -85,40 +85,13 @@ class DeviceEvent:
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> DeviceEvent:
-        try:
-            data = json.loads(payload)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            msg = f"not JSON: {exc}"
-            raise RecordError(msg) from exc
-        if not isinstance(data, dict):
-            msg = f"expected a JSON object, got {type(data).__name__}"
-            raise RecordError(msg)
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(payload))
 
 
 def validate(data: dict[str, Any]) -> None:
     """Raise RecordError naming the first field that is missing or wrong."""
-    for name, kind in DEVICE_EVENT_FIELDS:
-        value = data.get(name)
-        if value is None:
-            if name in _OPTIONAL:
-                continue
-            msg = f"field '{name}' is missing"
-            raise RecordError(msg)
-        if kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                msg = f"field '{name}' must be an integer, got {value!r}"
-                raise RecordError(msg)
-        elif not isinstance(value, str):
-            msg = f"field '{name}' must be a string, got {value!r}"
-            raise RecordError(msg)
-        elif len(value) > (_MAX_VALUE if name in ("value", "detail") else _MAX_TEXT):
-            msg = f"field '{name}' is too long ({len(value)} characters)"
-            raise RecordError(msg)
-    for name in ("source", "device_id", "event_id"):
-        if not data[name]:
-            msg = f"field '{name}' is empty"
-            raise RecordError(msg)
+    check_fields(data, DEVICE_EVENT_FIELDS, _OPTIONAL, ("source", "device_id", "event_id"),
+                 max_text=lambda name: _MAX_VALUE if name in ("value", "detail") else _MAX_TEXT)
     if data["kind"] not in KINDS:
         msg = f"field 'kind' = {data['kind']!r} is not one of {', '.join(KINDS)}"
         raise RecordError(msg)
@@ -131,7 +104,4 @@ def validate(data: dict[str, Any]) -> None:
     if seq is not None and seq < 0:
         msg = f"field 'sequence' must not be negative, got {seq}"
         raise RecordError(msg)
-    ts = data["ts"]
-    if not _MIN_TS_MS <= ts < _MAX_TS_MS:
-        msg = f"field 'ts' = {ts} is outside 2000-01-01..2100-01-01 (epoch ms expected)"
-        raise RecordError(msg)
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,23 +89,32 @@ class Reading:
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> Reading:
-        try:
-            data = json.loads(payload)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            msg = f"not JSON: {exc}"
-            raise RecordError(msg) from exc
-        if not isinstance(data, dict):
-            msg = f"expected a JSON object, got {type(data).__name__}"
-            raise RecordError(msg)
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(payload))
 
 
-def validate(data: dict[str, Any]) -> None:
-    """Raise RecordError naming the first field that is missing or wrong."""
-    for name, kind, _ in READING_FIELDS:
+def json_object(payload: bytes | str) -> dict[str, Any]:
+    """A JSON object from a payload, or RecordError saying why not (shared by every record type)."""
+    try:
+        data = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        msg = f"not JSON: {exc}"
+        raise RecordError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"expected a JSON object, got {type(data).__name__}"
+        raise RecordError(msg)
+    return data
+
+
+def check_fields(
+    data: dict[str, Any], fields: Iterable[tuple[str, type]], optional: Iterable[str], non_empty: Iterable[str],
+    max_text: Callable[[str], int] = lambda _name: _MAX_TEXT,
+) -> None:
+    """Types, presence, text length and non-emptiness of a record's fields, and its event time range."""
+    optional = set(optional)
+    for name, kind in fields:
         value = data.get(name)
         if value is None:
-            if name in _OPTIONAL:
+            if name in optional:
                 continue
             msg = f"field '{name}' is missing"
             raise RecordError(msg)
@@ -122,10 +132,10 @@ def validate(data: dict[str, Any]) -> None:
         elif not isinstance(value, str):
             msg = f"field '{name}' must be a string, got {value!r}"
             raise RecordError(msg)
-        elif len(value) > _MAX_TEXT:
-            msg = f"field '{name}' is longer than {_MAX_TEXT} characters"
+        elif len(value) > max_text(name):
+            msg = f"field '{name}' is longer than {max_text(name)} characters"
             raise RecordError(msg)
-    for name in ("source", "device_id", "metric", "event_id"):
+    for name in non_empty:
         if not data[name]:
             msg = f"field '{name}' is empty"
             raise RecordError(msg)
@@ -133,6 +143,12 @@ def validate(data: dict[str, Any]) -> None:
     if not _MIN_TS_MS <= ts < _MAX_TS_MS:
         msg = f"field 'ts' = {ts} is outside 2000-01-01..2100-01-01 (epoch ms expected)"
         raise RecordError(msg)
+
+
+def validate(data: dict[str, Any]) -> None:
+    """Raise RecordError naming the first field that is missing or wrong."""
+    check_fields(data, ((name, kind) for name, kind, _ in READING_FIELDS), _OPTIONAL,
+                 ("source", "device_id", "metric", "event_id"))
 
 
 def flink_columns() -> str:

@@ -8,7 +8,6 @@ deliberately no "reuse" switch). Scenarios marked ``faults`` take minutes; they 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from machinewatch.config import Settings, load_settings
 from machinewatch.stack import Stack
+from tests.stack_support import free_ports
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,19 +30,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("faults") is not None:
             item.add_marker(skip)
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def private_settings(state: Path, **extra: object) -> Settings:

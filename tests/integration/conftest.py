@@ -9,7 +9,6 @@ then started if needed and left running. Tests keep to their own device ids, so 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,26 +16,14 @@ import pytest
 
 from machinewatch.config import Settings, load_settings
 from machinewatch.stack import Stack
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from tests.stack_support import free_ports
 
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     if os.environ.get("MW_TEST_REUSE_STACK"):
         return load_settings()
-    kafka, controller, rest, rpc, influx = _free_ports(5)
+    kafka, controller, rest, rpc, influx = free_ports(5)
     state = Path(tmp_path_factory.mktemp("mw-state"))
     return load_settings(
         state_dir=state, kafka_port=kafka, kafka_controller_port=controller, flink_rest_port=rest,

@@ -95,9 +95,11 @@ def build(env: StreamExecutionEnvironment, settings: Settings, group_id: str, re
         .process(OverheatFunction(rules_from(settings)), output_type=Types.STRING())
         .uid("sustained-overheat-lifecycle").name("sustained-overheat lifecycle")
     )
+    builder = KafkaSink.builder().set_bootstrap_servers(settings.kafka_servers)
+    for key, value in settings.flink_kafka_properties().items():
+        builder = builder.set_property(key, value)
     sink = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(settings.kafka_servers)
+        builder
         .set_record_serializer(
             KafkaRecordSerializationSchema.builder().set_topic(alerts_topic)
             .set_value_serialization_schema(SimpleStringSchema()).build()

@@ -13,6 +13,7 @@ topics to InfluxDB with deterministic timestamps, so replays overwrite.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def _strip_comments(text: str) -> str:
 
 
 def _statements(text: str) -> list[str]:
-    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+    # A statement ends with ';' at the end of a line: option values (a JAAS config) may hold ';' too.
+    return [stmt.strip() for stmt in re.split(r";[ \t]*(?:\n|$)", text) if stmt.strip()]
 
 
 def render_sql(
@@ -74,7 +76,13 @@ def render_sql(
             "  'value.format' = 'json',\n  'value.fields-include' = 'ALL',\n"
             "  'sink.delivery-guarantee' = 'at-least-once'"
         )
+    # SASL options (when Kafka requires a login) for every Kafka table; quotes doubled for SQL.
+    kafka_security = "".join(
+        f"  'properties.{key}' = '{value.replace(chr(39), chr(39) * 2)}',\n"
+        for key, value in settings.flink_kafka_properties().items()
+    )
     ddl = _strip_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
+        kafka_security=kafka_security,
         aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
         alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
         reading_columns=flink_columns(),

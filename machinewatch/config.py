@@ -180,6 +180,27 @@ class Settings(BaseSettings):
                 config["ssl_cafile"] = self.kafka_ssl_cafile
         return config
 
+    def flink_kafka_properties(self) -> dict[str, str]:
+        """The same Kafka login for Flink's Kafka connector (its clients are shaded, hence the class name).
+
+        Read by the job's client process from settings/the 0600 file: never passed on a command line.
+        """
+        if not self.kafka_sasl_scram:
+            return {}
+        user = self.kafka_sasl_username.replace("\\", "\\\\").replace('"', '\\"')
+        password = self.kafka_password().replace("\\", "\\\\").replace('"', '\\"')
+        props = {
+            "security.protocol": "SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.jaas.config": (
+                "org.apache.flink.kafka.shaded.org.apache.kafka.common.security.scram.ScramLoginModule "
+                f'required username="{user}" password="{password}";'
+            ),
+        }
+        if self.kafka_ssl_cafile:
+            props.update({"ssl.truststore.type": "PEM", "ssl.truststore.location": self.kafka_ssl_cafile})
+        return props
+
     def operator_token(self) -> str:
         return self._token(self.influx_token, "influx_token")
 

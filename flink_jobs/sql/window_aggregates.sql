@@ -9,7 +9,7 @@ CREATE TABLE readings (
   'connector' = 'kafka',
   'topic' = '{readings_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-  'properties.group.id' = '{group_id}',
+{kafka_security}  'properties.group.id' = '{group_id}',
   'properties.auto.offset.reset' = 'earliest',
   {scan_options},
   'format' = 'json',
@@ -35,7 +35,7 @@ CREATE TABLE window_aggregates (
 ) WITH (
   'topic' = '{aggregates_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-  {aggregates_sink}
+{kafka_security}  {aggregates_sink}
 );
 
 CREATE TABLE late_events (
@@ -49,7 +49,7 @@ CREATE TABLE late_events (
   'connector' = 'kafka',
   'topic' = '{late_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-  'key.format' = 'raw',
+{kafka_security}  'key.format' = 'raw',
   'key.fields' = 'device_id',
   'value.format' = 'json',
   'value.fields-include' = 'ALL',
@@ -70,5 +70,5 @@ CREATE TABLE threshold_alerts (
 ) WITH (
   'topic' = '{alerts_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-  {alerts_sink}
+{kafka_security}  {alerts_sink}
 );

@@ -66,3 +66,12 @@ def test_batch_backfill_is_bounded_and_has_no_late_path() -> None:
     assert "'scan.bounded.mode' = 'latest-offset'" in source and "'scan.startup.mode' = 'earliest-offset'" in source
     assert not any("late_events" in i for i in inserts)
     assert all("TUMBLE(TABLE" in i or "HOP(TABLE" in i for i in inserts)  # lateness does not apply in batch
+
+
+def test_kafka_login_reaches_every_kafka_table_intact() -> None:
+    s = load_settings(kafka_sasl_scram=True, kafka_sasl_password="pa;ss'wo\"rd")
+    ddl, inserts = render_sql(s)
+    assert len(ddl) == 4 and len(inserts) >= 3  # the ';' inside the JAAS value splits nothing
+    for table in ddl:
+        assert "'properties.sasl.mechanism' = 'SCRAM-SHA-256'" in table
+        assert 'password="pa;ss\'\'wo\\"rd";' in table  # SQL-quoted ' and JAAS-escaped "

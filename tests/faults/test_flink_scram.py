@@ -1,0 +1,50 @@
+"""The Flink jobs log in to a SCRAM-only Kafka like every other client: a private stack with
+MW_KAFKA_SASL_SCRAM on, the window job consuming and producing through it, nothing readable without
+the password. (Not marked `faults`: it runs with ./run test.)"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from machinewatch import jobs, names
+from machinewatch.kafka_io import Publisher
+from machinewatch.stack import Stack
+from simulators.temperature import TemperatureSimulator
+from tests.faults.conftest import private_settings
+
+
+def test_window_job_reads_and_writes_through_a_scram_only_broker(tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings = private_settings(Path(tmp_path_factory.mktemp("mw-scram")), kafka_sasl_scram=True)
+    stack = Stack(settings)
+    try:
+        stack.up(timeout=300)
+        job = jobs.submit(settings, "window-aggregates", ["--job-name", f"mw-scram-{uuid.uuid4().hex[:6]}"])
+        start = datetime.now(tz=UTC) - timedelta(seconds=60)
+        with Publisher(settings) as pub:
+            pub.send_many(TemperatureSimulator(devices=3, seed=2, device_prefix="scram").readings(start, 50))
+        consumer = KafkaConsumer(names.TOPIC_AGGREGATES, **settings.kafka_client_config(),
+                                 auto_offset_reset="earliest", consumer_timeout_ms=2000)
+        windows: list[dict[str, object]] = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(windows) < 3 * 4:
+            windows += [json.loads(m.value) for m in consumer]
+        consumer.close()
+        assert jobs.job_detail(settings, job)["state"] == "RUNNING"
+        assert len(windows) >= 3 * 4, f"only {len(windows)} windows came out of the SCRAM-only broker"
+        assert {w["device_id"] for w in windows} == {f"scram-{i:04d}" for i in range(3)}
+
+        # Without the login the same broker gives nothing away.
+        anonymous = {"bootstrap_servers": settings.kafka_servers, "request_timeout_ms": 8000,
+                     "api_version_auto_timeout_ms": 8000}
+        with pytest.raises(KafkaError):
+            KafkaConsumer(names.TOPIC_AGGREGATES, **anonymous, consumer_timeout_ms=3000).topics()
+    finally:
+        stack.down()

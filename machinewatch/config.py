@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -209,6 +210,31 @@ class Settings(BaseSettings):
 
     def read_token(self) -> str:
         return self._token(self.influx_read_token, "influx_read_token")
+
+
+def read_toml_table(path: Path, table: str, label: str, error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """The ``[table]`` of a TOML config file, or ``error`` naming the file and what is wrong with it."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"cannot read {label} config {path}: {exc}"
+        raise error(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{label} config {path} is not valid TOML: {exc}"
+        raise error(msg) from exc
+    found = doc.get(table)
+    if not isinstance(found, dict):
+        msg = f"{label} config {path} has no [{table}] table"
+        raise error(msg)
+    return found
+
+
+def validation_problems(exc: ValidationError, table: str) -> str:
+    """Every invalid key of a config table with the value given and why it was refused."""
+    return "; ".join(
+        f"{table}.{'.'.join(str(p) for p in err['loc']) or '(table)'} = {err.get('input')!r}: {err['msg']}"
+        for err in exc.errors()
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

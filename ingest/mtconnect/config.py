@@ -6,7 +6,6 @@ and what is allowed.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from machinewatch import names
+from machinewatch.config import read_toml_table, validation_problems
 
 
 class ConfigError(ValueError):
@@ -81,18 +81,7 @@ class MTConnectSettings(BaseModel):
 def load_config(path: Path | str, **overrides: object) -> MTConnectSettings:
     """Read ``[mtconnect]`` from a TOML file; ``overrides`` replace keys (tests, CLI)."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        msg = f"cannot read MTConnect config {path}: {exc}"
-        raise ConfigError(msg) from exc
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"{path} is not valid TOML: {exc}"
-        raise ConfigError(msg) from exc
-    table = doc.get("mtconnect")
-    if not isinstance(table, dict):
-        msg = f"{path} has no [mtconnect] table"
-        raise ConfigError(msg)
+    table = read_toml_table(path, "mtconnect", "MTConnect", ConfigError)
     data = {**table, **overrides}
     state = data.get("state_path")
     if isinstance(state, str) and not Path(state).expanduser().is_absolute():
@@ -107,10 +96,5 @@ def settings_from_dict(data: dict[str, object], origin: str = "config") -> MTCon
     try:
         return MTConnectSettings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(table)"
-            given = err.get("input")
-            problems.append(f"mtconnect.{key} = {given!r}: {err['msg']}")
-        msg = f"invalid MTConnect config in {origin}: " + "; ".join(problems)
+        msg = f"invalid MTConnect config in {origin}: {validation_problems(exc, 'mtconnect')}"
         raise ConfigError(msg) from exc

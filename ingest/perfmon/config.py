@@ -7,10 +7,11 @@ this file only says which folder to watch and how to treat its files.
 from __future__ import annotations
 
 import codecs
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from machinewatch.config import read_toml_table, validation_problems
 
 
 class ConfigError(ValueError):
@@ -68,26 +69,11 @@ class PerfmonConfig(BaseModel):
 def load_config(path: Path | str) -> PerfmonConfig:
     """Read and validate the ``[perfmon]`` table; ConfigError says which key is wrong and why."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        msg = f"cannot read PerfMon config {path}: {exc}"
-        raise ConfigError(msg) from exc
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"PerfMon config {path} is not valid TOML: {exc}"
-        raise ConfigError(msg) from exc
-    table = doc.get("perfmon")
-    if not isinstance(table, dict):
-        msg = f"PerfMon config {path} has no [perfmon] table"
-        raise ConfigError(msg)
+    table = read_toml_table(path, "perfmon", "PerfMon", ConfigError)
     try:
         config = PerfmonConfig(**table)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"perfmon.{'.'.join(str(p) for p in err['loc'])} = {err.get('input')!r}: {err['msg']}"
-            for err in exc.errors()
-        )
-        msg = f"invalid PerfMon config {path}: {problems}"
+        msg = f"invalid PerfMon config {path}: {validation_problems(exc, 'perfmon')}"
         raise ConfigError(msg) from exc
     # Relative folders are relative to the config file, not to wherever the service was started.
     base = path.resolve().parent

@@ -154,3 +154,23 @@ class Publisher:
                 self.flush()
         finally:
             self.close()
+
+
+class DeadLetters:
+    """Dead-lettering for consumers that rarely need it: the producer is made on first use, and each
+    dead letter is flushed at once, so it is acknowledged before the consumer commits past it."""
+
+    def __init__(self, settings: Settings, source: str) -> None:
+        self.settings = settings
+        self.source = source
+        self._publisher: Publisher | None = None
+
+    def send(self, raw: bytes | str, reason: str, origin: str) -> None:
+        if self._publisher is None:
+            self._publisher = Publisher(self.settings, topic=names.TOPIC_DEAD_LETTER)
+        self._publisher.dead_letter(self.source, raw, reason, origin)
+        self._publisher.flush()
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()

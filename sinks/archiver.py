@@ -23,7 +23,7 @@ from kafka import KafkaConsumer
 from machinewatch import names
 from machinewatch.archive import partition_dir, write_file
 from machinewatch.config import Settings
-from machinewatch.kafka_io import Publisher
+from machinewatch.kafka_io import DeadLetters
 from machinewatch.record import Reading, RecordError
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,10 @@ class Archiver:
         self.archived = 0
         self.rejected = 0
         self.files: list[Path] = []
-        self._dead_letters: Publisher | None = None
+        self._dead_letters = DeadLetters(settings, "archiver")
 
     def _reject(self, raw: bytes, reason: str, origin: str) -> None:
-        if self._dead_letters is None:
-            self._dead_letters = Publisher(self.s, topic=names.TOPIC_DEAD_LETTER)
-        self._dead_letters.dead_letter("archiver", raw, reason, origin)
-        self._dead_letters.flush()
+        self._dead_letters.send(raw, reason, origin)
         self.rejected += 1
 
     def _flush(self, buffer: dict[int, list[tuple[int, dict[str, Any]]]]) -> None:
@@ -95,8 +92,7 @@ class Archiver:
                 self._flush(buffer)
         finally:
             self.consumer.close()
-            if self._dead_letters is not None:
-                self._dead_letters.close()
+            self._dead_letters.close()
 
 
 def main(settings: Settings, root: Path, max_age_s: float) -> None:

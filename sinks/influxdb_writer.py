@@ -24,7 +24,7 @@ from kafka import KafkaConsumer
 
 from machinewatch import names
 from machinewatch.config import Settings
-from machinewatch.kafka_io import Publisher
+from machinewatch.kafka_io import DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -141,16 +141,13 @@ class InfluxWriter:
         )
         self.client = InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org)
         self.write_api = self.client.write_api(write_options=SYNCHRONOUS)
-        self.dead_letters: Publisher | None = None
+        self.dead_letters = DeadLetters(settings, "influx-writer")
         self.stop_event = threading.Event()
         self.written = 0
         self.rejected = 0
 
     def _dead_letter(self, raw: bytes, reason: str, origin: str) -> None:
-        if self.dead_letters is None:
-            self.dead_letters = Publisher(self.s, topic=names.TOPIC_DEAD_LETTER)
-        self.dead_letters.dead_letter("influx-writer", raw, reason, origin)
-        self.dead_letters.flush()
+        self.dead_letters.send(raw, reason, origin)
 
     def write(self, bucket: str, points: list[Point]) -> None:
         """Write until InfluxDB accepts; back off on outages (the caller has not committed yet).
@@ -240,8 +237,7 @@ class InfluxWriter:
     def close(self) -> None:
         self.consumer.close()
         self.client.close()
-        if self.dead_letters is not None:
-            self.dead_letters.close()
+        self.dead_letters.close()
 
 
 def main(settings: Settings, idle_exit_s: float | None = None) -> None:

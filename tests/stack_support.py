@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+
+from machinewatch.config import Settings
 
 
 def free_ports(count: int) -> list[int]:
@@ -16,3 +22,12 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def create_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """A test's own topics, so its event times never meet another test's watermark."""
+    admin = KafkaAdminClient(**settings.kafka_client_config())
+    try:
+        admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics])
+    finally:
+        admin.close()

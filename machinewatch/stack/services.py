@@ -363,18 +363,19 @@ class Flink(Service):
         self.home()
         self.write_config()
 
-    def start(self) -> None:
-        bin_dir = self.home() / "bin"
+    def _script(self, name: str) -> list[str]:
         # start-foreground ends in 'exec java', so the pid we record is the JVM itself.
-        self.proc.start(["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], env=self.env())
-        self.taskmanager.start(["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env=self.env())
+        return ["bash", str(self.home() / "bin" / name), "start-foreground"]
+
+    def start(self) -> None:
+        self.proc.start(self._script("jobmanager.sh"), env=self.env())
+        self.taskmanager.start(self._script("taskmanager.sh"), env=self.env())
 
     def up(self, timeout: float = 180) -> None:
         if self.proc.pid() is not None and self.taskmanager.pid() is None:
             provision.say("flink: taskmanager is not running; starting it")
             self.write_config()
-            bin_dir = self.home() / "bin"
-            self.taskmanager.start(["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env=self.env())
+            self.taskmanager.start(self._script("taskmanager.sh"), env=self.env())
         super().up(timeout)
 
     def overview(self) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer
 
 from machinewatch.archive import read_archive, replay_archive
 from machinewatch.config import Settings
@@ -19,6 +18,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from sinks.archiver import Archiver
+from tests.stack_support import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +26,7 @@ pytestmark = pytest.mark.integration
 def test_archive_holds_every_reading_by_hour_and_replays_them(stack: Stack, settings: Settings, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
     topics = {"in": f"mw.test-{run}.in", "replay": f"mw.test-{run}.replay"}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
-    admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics.values()])
-    admin.close()
+    create_topics(settings, topics.values())
     # 3 devices, one reading every 20 s over 3 hours: crosses hour boundaries
     start = (datetime.now(tz=UTC) - timedelta(hours=4)).replace(minute=30, second=0, microsecond=0)
     readings = TemperatureSimulator(devices=3, seed=4, interval_ms=20_000, device_prefix=f"ar{run}").readings(

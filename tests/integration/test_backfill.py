@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer
 
 from machinewatch import jobs
 from machinewatch.config import Settings
@@ -18,6 +17,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from tests.integration.conftest import require_free_slot
+from tests.stack_support import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,7 @@ def test_batch_backfill_equals_the_streaming_run(stack: Stack, settings: Setting
     run = uuid.uuid4().hex[:8]
     names_ = ["readings", "agg_stream", "agg_batch", "late", "alerts_stream", "alerts_batch"]
     topics = {k: f"mw.test-{run}.{k}" for k in names_}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
-    admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics.values()])
-    admin.close()
+    create_topics(settings, topics.values())
     start = datetime.now(tz=UTC) - timedelta(seconds=150)
     sim = TemperatureSimulator(devices=8, seed=9, device_prefix=f"bf{run}", max_disorder_ms=1500)
     with Publisher(settings, topic=topics["readings"]) as pub:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer
 
 from machinewatch import jobs, names, query
 from machinewatch.config import Settings
@@ -27,6 +26,7 @@ from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
 from sinks.influxdb_writer import InfluxWriter, alert_point, to_point
 from tests.integration.conftest import require_free_slot
+from tests.stack_support import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +84,7 @@ def expected_alerts(windows: pd.DataFrame) -> pd.DataFrame:
 def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: Settings) -> None:
     run = uuid.uuid4().hex[:8]
     topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
-    admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics.values()])
-    admin.close()
+    create_topics(settings, topics.values())
 
     base = (datetime.now(tz=UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
     df = course_readings(base)

@@ -11,8 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 
 from machinewatch import jobs, names, query
 from machinewatch.config import Settings
@@ -21,6 +19,7 @@ from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
 from sinks.influxdb_writer import InfluxWriter, late_point, to_point
 from tests.integration.conftest import require_free_slot
+from tests.stack_support import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +34,7 @@ def reading(device: str, ts: int, value: float, tag: str = "") -> Reading:
 def test_allowed_lateness_updates_windows_and_later_readings_are_counted(stack: Stack, settings: Settings) -> None:
     run = uuid.uuid4().hex[:8]
     topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
-    admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics.values()])
-    admin.close()
+    create_topics(settings, topics.values())
     job_settings = settings.model_copy(update={"allowed_lateness_s": LATENESS_S, "hop_size_s": 0})
     size_ms = settings.window_size_s * 1000
     t0 = (int((datetime.now(tz=UTC) - timedelta(minutes=3)).timestamp() * 1000) // size_ms) * size_ms

@@ -18,8 +18,6 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 
 from machinewatch import jobs
 from machinewatch.config import Settings
@@ -28,6 +26,7 @@ from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from sinks.notifier import Notifier
 from tests.integration.conftest import require_free_slot
+from tests.stack_support import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -96,9 +95,7 @@ def test_each_transition_notified_once_across_savepoint_restore_and_replay(
     hooks, hook_url = webhook
     run = uuid.uuid4().hex[:8]
     topics = {"readings": f"mw.test-{run}.readings", "alerts": f"mw.test-{run}.alerts"}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
-    admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics.values()])
-    admin.close()
+    create_topics(settings, topics.values())
     notify_settings = settings.model_copy(update={
         "smtp_host": "127.0.0.1", "smtp_port": smtp_port, "smtp_to": ["ops@plant.example"], "webhook_url": hook_url,
     })

@@ -13,8 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer
 
 from machinewatch import jobs, names, query
 from machinewatch.config import Settings
@@ -23,6 +22,7 @@ from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from sinks.influxdb_writer import InfluxWriter, alert_point
 from tests.integration.conftest import require_free_slot
+from tests.stack_support import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +49,7 @@ def test_overheat_lifecycle_matches_scenario(stack: Stack, settings: Settings) -
     assert settings.overheat_threshold_c == 80.0 and settings.overheat_duration_s == 60, "scenario assumes defaults"
     run = uuid.uuid4().hex[:8]
     topics = {"readings": f"mw.test-{run}.readings", "alerts": f"mw.test-{run}.alerts"}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
-    admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics.values()])
-    admin.close()
+    create_topics(settings, topics.values())
 
     start = (datetime.now(tz=UTC) - timedelta(seconds=STEPS + 30)).replace(microsecond=0)
     t0 = int(start.timestamp() * 1000)

@@ -33,6 +33,12 @@ class OverheatRules:
     max_gap_ms: int = 10_000
     silence_ms: int = 60_000
 
+    def __post_init__(self) -> None:
+        # A negative hysteresis would make a bucket both hot and cool; the SQL prefilter relies on it too.
+        if self.hysteresis < 0:
+            msg = f"hysteresis must be >= 0, got {self.hysteresis}"
+            raise ValueError(msg)
+
 
 @dataclass
 class DeviceState:
@@ -147,3 +153,35 @@ def on_timer(st: DeviceState, rules: OverheatRules, device: str, now: int) -> li
         st.status = "silent"
         return [_emit(st, rules, device, "silent", now)]
     return []
+
+
+def keep_window_ms(rules: OverheatRules, bucket_ms: int) -> int:
+    """How far back a not-cool or after-gap bucket keeps a device's buckets relevant (see below)."""
+    return rules.clear_ms + 2 * rules.max_gap_ms + 2 * bucket_ms
+
+
+def relevant_buckets(
+    buckets: list[tuple[int, int, float]], rules: OverheatRules, bucket_ms: int,
+) -> list[bool]:
+    """Which of one device's buckets (start, end, vmax), in order, can change its state.
+
+    The reference for flink_jobs/sql/overheat_prefilter.sql. A bucket is a *marker* when it is not
+    cool or follows a gap longer than ``max_gap_ms`` (a device's first bucket follows none); a bucket
+    is relevant when a marker ended within ``keep_window_ms`` before it (itself included). Why that is
+    exact: a cool bucket with no episode pending or open only moves ``last_end``, which nothing reads
+    outside an episode; and inside one, the episode resolves within clear + max gap + bucket of the
+    first cool bucket after the last marker, which starts at most max gap after that marker ends.
+    tests/unit/test_overheat_logic.py checks that the kept buckets give the same transitions as all.
+    """
+    keep = keep_window_ms(rules, bucket_ms)
+    near = rules.max_gap_ms + bucket_ms
+    markers: list[int] = []
+    out = []
+    prev_end: int | None = None
+    for _start, end, vmax in buckets:
+        after_gap = prev_end is not None and end - prev_end > near
+        if vmax >= rules.threshold - rules.hysteresis or after_gap:
+            markers.append(end)
+        out.append(bool(markers) and end - markers[-1] <= keep)
+        prev_end = end
+    return out

@@ -170,8 +170,8 @@ FROM (
     END AS severity
   FROM (
     SELECT device_id, MAX(region) AS region, MAX(site) AS site,
-      1000 * UNIX_TIMESTAMP(CAST({start} AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS') AS window_start_ms,
-      1000 * UNIX_TIMESTAMP(CAST({end} AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS') AS window_end_ms,
+      1000 * EXTRACT(EPOCH FROM {start}) AS window_start_ms,
+      1000 * EXTRACT(EPOCH FROM {end}) AS window_end_ms,
     {aggs}
     FROM {source_expr}
     WHERE metric IN ({metrics})

@@ -1,9 +1,11 @@
 """PyFlink job: sustained-overheat alerts (opened / escalated / resolved / silent) per device.
 
-Flink SQL buckets temperature readings per device (event time, JVM); a keyed process function with
-event-time timers runs the alert lifecycle of ``flink_jobs.overheat_logic`` on those buckets and
-writes one JSON record per state change to the alerts topic. Python runs once per device-bucket,
-not per event: MATCH_RECOGNIZE cannot express the lifecycle (several emissions per episode, silence).
+Flink SQL buckets temperature readings per device (event time, JVM) and drops the buckets that cannot
+change an alert (``sql/overheat_prefilter.sql``: cool devices with no episode near); a keyed process
+function with event-time timers runs the alert lifecycle of ``flink_jobs.overheat_logic`` on the rest
+and writes one JSON record per state change to the alerts topic. Python runs once per relevant
+device-bucket, not per event: MATCH_RECOGNIZE cannot express the lifecycle (several emissions per
+episode, silence).
 Submit with ``machinewatch jobs submit sustained-overheat``.
 """
 
@@ -23,7 +25,7 @@ from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, 
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
-from flink_jobs.overheat_logic import DeviceState, OverheatRules, on_bucket, on_timer
+from flink_jobs.overheat_logic import DeviceState, OverheatRules, keep_window_ms, on_bucket, on_timer
 from flink_jobs.window_aggregates import Topics, render_sql
 from machinewatch import names
 from machinewatch.config import Settings, load_settings
@@ -41,6 +43,24 @@ def rules_from(settings: Settings) -> OverheatRules:
         escalate_factor=settings.overheat_escalate_factor,
         max_gap_ms=settings.overheat_max_gap_s * 1000,
         silence_ms=settings.overheat_silence_s * 1000,
+    )
+
+
+def _sql(name: str) -> str:
+    text = (SQL_DIR / name).read_text()
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+def bucket_sql(settings: Settings, metric: str = "temperature") -> str:
+    """The SQL stage: per-device buckets, without the ones that cannot change an alert (unless disabled)."""
+    sql = _sql("overheat_buckets.sql").format(bucket_s=settings.overheat_bucket_s, metric=metric)
+    if not settings.overheat_prefilter:
+        return sql
+    rules = rules_from(settings)
+    return _sql("overheat_prefilter.sql").format(
+        buckets=sql, cool_below=repr(rules.threshold - rules.hysteresis),
+        keep_ms=keep_window_ms(rules, settings.overheat_bucket_s * 1000),
+        near_ms=rules.max_gap_ms + settings.overheat_bucket_s * 1000,
     )
 
 
@@ -83,12 +103,19 @@ def build(env: StreamExecutionEnvironment, settings: Settings, group_id: str, re
     conf = t_env.get_config()
     conf.set("table.local-time-zone", "UTC")
     conf.set("table.exec.source.idle-timeout", f"{settings.source_idle_timeout_ms} ms")
+    # Alerts are the latency-critical path: flush network buffers after 10 ms instead of 100 ms (at
+    # high rates buffers fill first anyway); watermarks every 50 ms, not 200, so a bucket closes (and
+    # an alert fires) that much sooner; Python bundles end within 100 ms (few rows reach Python after
+    # the prefilter, so small bundles cost little). bench/RESULTS.md has the latency this buys.
+    conf.set("execution.buffer-timeout.interval", "10 ms")
+    conf.set("pipeline.auto-watermark-interval", "50 ms")
+    conf.set("python.fn-execution.bundle.time", "100")
+    # Keyed state read through the Python worker's cache: room for every device in an episode at once.
+    conf.set("python.state.cache-size", "20000")
     # The same readings table as the window job, rendered by the same code.
     ddl, _ = render_sql(settings, group_id, Topics(readings=readings_topic))
     t_env.execute_sql(next(stmt for stmt in ddl if "CREATE TABLE readings" in stmt))
-    sql = (SQL_DIR / "overheat_buckets.sql").read_text()
-    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    buckets = t_env.sql_query(sql.format(bucket_s=settings.overheat_bucket_s, metric=metric))
+    buckets = t_env.sql_query(bucket_sql(settings, metric))
     stream = t_env.to_data_stream(buckets)
     alerts = (
         stream.key_by(lambda row: row["device_id"], key_type=Types.STRING())

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     overheat_bucket_s: int = 1
     overheat_max_gap_s: int = 10
     overheat_silence_s: int = 60
+    # Drop, in SQL, the buckets that cannot change an alert (cool devices with no episode near):
+    # the Python lifecycle then runs for few devices. Off only to compare (bench) or to debug.
+    overheat_prefilter: bool = True
 
     # Notifications (sinks/notifier.py): e-mail when MW_SMTP_HOST and MW_SMTP_TO are set, a webhook
     # when MW_WEBHOOK_URL is; which alert kinds are notified (threshold window labels are not, by default).

@@ -9,8 +9,8 @@ SELECT
   device_id, metric, source, COALESCE(region, ''), COALESCE(site, ''), unit,
   CAST({window_s} AS BIGINT) * 1000,
   CAST({slide_s} AS BIGINT) * 1000,
-  1000 * UNIX_TIMESTAMP(CAST(window_start AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS'),
-  1000 * UNIX_TIMESTAMP(CAST(window_end AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS'),
+  1000 * EXTRACT(EPOCH FROM window_start),
+  1000 * EXTRACT(EPOCH FROM window_end),
   AVG(`value`), MIN(`value`), MAX(`value`), COUNT(*)
 FROM TABLE({window_tvf})
 GROUP BY window_start, window_end, device_id, metric, source, region, site, unit;
@@ -21,8 +21,8 @@ SELECT
   device_id, metric, source, COALESCE(region, ''), COALESCE(site, ''), unit,
   CAST({window_s} AS BIGINT) * 1000,
   CAST({slide_s} AS BIGINT) * 1000,
-  1000 * UNIX_TIMESTAMP(CAST({group_fn}_START(event_time, {group_args}) AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS'),
-  1000 * UNIX_TIMESTAMP(CAST({group_fn}_END(event_time, {group_args}) AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS'),
+  1000 * EXTRACT(EPOCH FROM {group_fn}_START(event_time, {group_args})),
+  1000 * EXTRACT(EPOCH FROM {group_fn}_END(event_time, {group_args})),
   AVG(`value`), MIN(`value`), MAX(`value`), COUNT(*)
 FROM readings
 GROUP BY {group_fn}(event_time, {group_args}), device_id, metric, source, region, site, unit;

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from flink_jobs.overheat_logic import DeviceState, OverheatRules, Transition, on_bucket, on_timer
+import math
+import random
+
+import pytest
+
+from flink_jobs.overheat_logic import (
+    DeviceState,
+    OverheatRules,
+    Transition,
+    on_bucket,
+    on_timer,
+    relevant_buckets,
+)
 
 RULES = OverheatRules(threshold=80, duration_ms=10_000, hysteresis=5, clear_ms=5_000, escalate_factor=2,
                       max_gap_ms=3_000, silence_ms=20_000)
@@ -64,3 +76,67 @@ def test_replay_gives_identical_transitions() -> None:
     first, _ = feed(temps)
     second, _ = feed(temps)
     assert [t.to_dict() for t in first] == [t.to_dict() for t in second]
+
+
+def run_device(buckets: list[tuple[int, int, float, float]], rules: OverheatRules, horizon: int,
+               kept: list[bool] | None = None) -> list[dict[str, object]]:
+    """As the keyed process function runs one device: buckets in order, silence timers fired as event time
+    (moved by other devices, one tick per second) passes them; ``kept`` drops buckets as the prefilter does."""
+    st, timers, out = DeviceState(), set(), []
+    todo = [b for i, b in enumerate(buckets) if kept is None or kept[i]]
+    by_end = {b[1]: b for b in todo}
+    for now in range(0, horizon + 1000, 1000):
+        for ts in sorted(t for t in timers if t <= now):
+            timers.discard(ts)
+            out += on_timer(st, rules, "dev", ts)
+        if now in by_end:
+            start, end, vmin, vmax = by_end[now]
+            out += on_bucket(st, rules, "dev", start, end, vmin, vmax, (vmin + vmax) / 2, 2)
+            if st.status == "open":
+                timers.add(end + rules.silence_ms)
+    return [{k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in t.to_dict().items()}
+            for t in out]
+
+
+def random_buckets(rng: random.Random, seconds: int) -> list[tuple[int, int, float, float]]:
+    """Runs of hot / hysteresis-band / cool seconds with short and long gaps, the cases the prefilter must keep."""
+    out, t = [], 0
+    while t < seconds:
+        level = rng.choice([95.0, 95.0, 82.0, 78.0, 77.0, 70.0, 60.0, 60.0])
+        for _ in range(rng.randint(1, 120 if level < 75 else 40)):
+            if rng.random() < 0.08:
+                t += rng.choice([2, 3, 4, 5, 12, 30, 90])  # gaps within and beyond max_gap, and silences
+            vmin = level + rng.uniform(-4, 1)
+            out.append((t * 1000, t * 1000 + 1000, vmin, max(vmin, level + rng.uniform(-1, 4))))
+            t += 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_prefilter_keeps_every_bucket_that_matters(seed: int) -> None:
+    rng = random.Random(seed)
+    rules = OverheatRules(threshold=80, duration_ms=rng.choice([3_000, 10_000, 20_000]), hysteresis=rng.choice([0, 5]),
+                          clear_ms=rng.choice([2_000, 5_000, 30_000]), escalate_factor=2,
+                          max_gap_ms=rng.choice([2_000, 3_000, 10_000]), silence_ms=rng.choice([4_000, 20_000]))
+    buckets = random_buckets(rng, 4000)
+    kept = relevant_buckets([(s, e, vmax) for s, e, _vmin, vmax in buckets], rules, 1000)
+    horizon = buckets[-1][1] + 2 * rules.silence_ms
+    full = run_device(buckets, rules, horizon)
+    assert full, "the random walk should produce episodes"
+    assert run_device(buckets, rules, horizon, kept) == full
+    assert sum(kept) < len(kept), "and some buckets should be dropped"
+
+
+def test_prefilter_drops_a_cool_device_and_keeps_an_episode() -> None:
+    cool = [(i * 1000, i * 1000 + 1000, 60.0) for i in range(100)]
+    assert not any(relevant_buckets(cool, RULES, 1000))
+    gap = [*cool[:10], *cool[20:]]  # a gap is kept with the keep window after it (an episode may go on)
+    assert sum(relevant_buckets(gap, RULES, 1000)) == 1 + (5_000 + 2 * 3_000 + 2 * 1000) // 1000
+    hot_then_cool = [(i * 1000, i * 1000 + 1000, 90.0 if i < 30 else 60.0) for i in range(100)]
+    kept = relevant_buckets(hot_then_cool, RULES, 1000)
+    assert all(kept[:30]) and not any(kept[70:])
+
+
+def test_negative_hysteresis_is_refused() -> None:
+    with pytest.raises(ValueError, match="hysteresis"):
+        OverheatRules(hysteresis=-1)

@@ -184,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) == 2:
         ratio = rate[names[1]] / rate[names[0]]
         lines += ["", f"**Ratio confluent-kafka / kafka-python: {ratio:.1f}×** (wall-clock events/s).",
-                  f"Goal kafka-python ≥ 50,000 events/s on one core: "
-                  f"{'met' if rate[names[0]] >= 50_000 else 'NOT met'} ({rate[names[0]]:,.0f} events/s)."]
+                  # Per core = events per CPU-second of the publishing process (issue 8's definition); the wall
+                  # rate on a shared machine also counts time the process was waiting for a core.
+                  f"Goal kafka-python ≥ 50,000 events/s per core: "
+                  f"{'met' if cpu_rate[names[0]] >= 50_000 else 'NOT met'} "
+                  f"({cpu_rate[names[0]]:,.0f} events per CPU-second)."]
     lines += ["", "CPU-seconds count this Python process only (librdkafka's threads are included, the broker is "
               "not). The machine is shared with the broker and other work, so numbers vary between runs."]
     args.output.parent.mkdir(parents=True, exist_ok=True)

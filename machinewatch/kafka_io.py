@@ -6,6 +6,8 @@ raised by ``flush()``, never dropped silently.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import threading
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from machinewatch import names
 from machinewatch.config import Settings
@@ -25,6 +28,40 @@ log = logging.getLogger(__name__)
 
 class PublishError(RuntimeError):
     """At least one record was not acknowledged by the broker after the producer's retries."""
+
+
+class KeyHashCachePartitioner(DefaultPartitioner):
+    """kafka-python's default partitioner (murmur2 of the key, as the Java client and Flink do), with each key's
+    hash remembered: a publisher sends few distinct device ids many times, and the pure-Python murmur2 was a tenth
+    of the CPU per record.
+
+    Only the hash is cached, never the partition: the partition is taken from the producer's current metadata on
+    every call, exactly as the default partitioner does, so a change in the partition count is followed at once.
+    """
+
+    def __init__(self, max_keys: int = 65_536) -> None:
+        super().__init__()
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+        self._layouts: dict[str, tuple[set[int], list[int]]] = {}
+
+    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
+                  serialized_value: bytes | None, cluster: Any) -> int:
+        partitions = cluster.partitions_for_topic(topic)
+        if serialized_key is None or not partitions:
+            # Keyless records and unknown topics: the default's own behaviour (random choice, or its error).
+            return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+        hashed = self._hashes.get(serialized_key)
+        if hashed is None:
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()  # bounded memory; hashes are cheap to recompute
+            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
+        layout = self._layouts.get(topic)
+        if layout is None or layout[0] != partitions:
+            # One tuple per topic, replaced whole, so another thread never sees a set and list that disagree.
+            layout = self._layouts[topic] = (partitions, sorted(partitions))
+        ordered = layout[1]
+        return ordered[hashed % len(ordered)]
 
 
 class Publisher:
@@ -42,6 +79,7 @@ class Publisher:
             "retries": 2**31 - 1,
             "delivery_timeout_ms": 120_000,
             "client_id": "machinewatch-publisher",
+            "partitioner": KeyHashCachePartitioner(),
         }
         config.update(overrides)
         self._producer = KafkaProducer(**config)
@@ -50,14 +88,24 @@ class Publisher:
         self._recent_max = settings.dedup_recent_ids
         self._lock = threading.Lock()
         self.sent = 0
-        self.acked = 0
         self.failed = 0
         self.dead_lettered = 0
         self._errors: list[str] = []
+        # Acks are counted by a C-level callback, next(count, metadata), atomic under the GIL: a Python callback
+        # taking a lock, run by the producer's I/O thread for every record, cost about a tenth of the CPU per record.
+        self._acks = itertools.count()
+        self._ack_reads = 0
+        self._on_ok = functools.partial(next, self._acks)
+        self._on_error_forget_cb = self._on_error_forget  # bound once, not per record
 
-    def _on_ok(self, _meta: Any) -> None:
+    @property
+    def acked(self) -> int:
+        """Records the broker has acknowledged so far."""
         with self._lock:
-            self.acked += 1
+            # Reading the count advances it as well: take the earlier reads off.
+            value = next(self._acks) - self._ack_reads
+            self._ack_reads += 1
+        return value
 
     def _on_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -65,6 +113,11 @@ class Publisher:
             if len(self._errors) < 10:
                 self._errors.append(repr(exc))
         log.error("kafka send failed: %r", exc)
+
+    def _on_error_forget(self, event_id: str, exc: BaseException) -> None:
+        # kafka's Future binds errback arguments before the exception (functools.partial).
+        self._forget(event_id)
+        self._on_error(exc)
 
     def send(self, reading: Reading) -> Any:
         """Queue one reading; returns the producer future (its metadata names the partition).
@@ -90,11 +143,19 @@ class Publisher:
             if repeat:
                 reason = f"duplicate event_id {reading.event_id}: this collector already sent it"
                 return self.dead_letter(reading.source, reading.to_json(), reason, reading.device_id)
-        future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json())
-        future.add_callback(self._on_ok).add_errback(self._on_error)
+        try:
+            future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json())
+        except BaseException:
+            # Not queued at all (e.g. no metadata within max_block_ms): the caller's retry is not a duplicate.
+            self._forget(reading.event_id)
+            raise
+        # One errback per record that both counts the failure and forgets the id (a send that failed may be
+        # retried by the caller: it is not a duplicate then); the id rides as the errback's argument, no closure.
+        future.add_callback(self._on_ok)
         if self._recent_max:
-            # A send that failed may be retried by the caller: it is not a duplicate then.
-            future.add_errback(lambda _exc, eid=reading.event_id: self._forget(eid))
+            future.add_errback(self._on_error_forget_cb, reading.event_id)
+        else:
+            future.add_errback(self._on_error)
         self.sent += 1
         return future
 

@@ -8,33 +8,27 @@ import time
 from typing import Any
 
 import pytest
+from kafka.future import Future
 
 from machinewatch import kafka_io, names
 from machinewatch.config import Settings
 from machinewatch.record import Reading, make_event_id
 
 
-class FakeFuture:
-    def __init__(self) -> None:
-        self.errbacks: list[Any] = []
-
-    def add_callback(self, fn: Any) -> FakeFuture:
-        return self
-
-    def add_errback(self, fn: Any) -> FakeFuture:
-        self.errbacks.append(fn)
-        return self
-
-
 class FakeProducer:
     def __init__(self, **config: Any) -> None:
         self.config = config
         self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.futures: list[FakeFuture] = []
+        self.futures: list[Future] = []
+        self.fail_next = False
 
-    def send(self, topic: str, key: bytes, value: bytes) -> FakeFuture:
+    def send(self, topic: str, key: bytes, value: bytes) -> Future:
+        if self.fail_next:
+            self.fail_next = False
+            msg = "no metadata within max_block_ms"
+            raise TimeoutError(msg)
         self.sent.append((topic, json.loads(value)))
-        self.futures.append(FakeFuture())
+        self.futures.append(Future())
         return self.futures[-1]
 
 
@@ -68,8 +62,7 @@ def test_a_repeated_event_id_is_dead_lettered_unless_the_first_send_failed(publi
     assert [t for t, _ in producer.sent] == [names.TOPIC_READINGS, names.TOPIC_DEAD_LETTER]
     assert "duplicate event_id" in producer.sent[1][1]["reason"]
     # The first send fails: the caller may send it again and it is published, not dead-lettered.
-    for errback in producer.futures[0].errbacks:
-        errback(RuntimeError("broker gone"))
+    producer.futures[0].failure(RuntimeError("broker gone"))
     publisher.send(reading(now))
     assert producer.sent[-1][0] == names.TOPIC_READINGS
     # The memory is bounded: an id older than the last N is forgotten.
@@ -77,3 +70,31 @@ def test_a_repeated_event_id_is_dead_lettered_unless_the_first_send_failed(publi
         publisher.send(reading(now + i))
     publisher.send(reading(now))
     assert producer.sent[-1][0] == names.TOPIC_READINGS
+
+
+def test_a_failed_send_is_counted_raised_by_flush_and_may_be_retried(publisher: kafka_io.Publisher) -> None:
+    now = int(time.time() * 1000) - 60_000
+    producer: FakeProducer = publisher._producer
+    producer.flush = lambda timeout=None: None  # type: ignore[attr-defined]
+    publisher.send(reading(now, "d1"))
+    publisher.send(reading(now, "d2"))
+    producer.futures[1].failure(RuntimeError("not enough replicas"))
+    producer.futures[0].success(None)
+    assert (publisher.acked, publisher.failed) == (1, 1)
+    assert publisher.acked == 1  # reading the count does not change it
+    with pytest.raises(kafka_io.PublishError, match="1 of 2 records"):
+        publisher.flush()
+    publisher.send(reading(now, "d2"))
+    publisher.send(reading(now, "d1"))
+    assert [t for t, _ in producer.sent] == [names.TOPIC_READINGS] * 3 + [names.TOPIC_DEAD_LETTER]
+
+
+def test_a_send_the_producer_refused_is_not_taken_for_a_duplicate(publisher: kafka_io.Publisher) -> None:
+    now = int(time.time() * 1000) - 60_000
+    producer: FakeProducer = publisher._producer
+    producer.fail_next = True
+    with pytest.raises(TimeoutError):
+        publisher.send(reading(now))
+    publisher.send(reading(now))
+    assert [t for t, _ in producer.sent] == [names.TOPIC_READINGS]
+    assert publisher.sent == 1

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from influxdb_client import Point, WritePrecision
 from influxdb_client.rest import ApiException
 
-from sinks.influxdb_writer import BadResult, InfluxWriter, parse, to_point
+from sinks import influxdb_writer
+from sinks.influxdb_writer import (
+    BadResult,
+    InfluxWriter,
+    alert_line,
+    alert_point,
+    late_line,
+    late_point,
+    parse,
+    to_point,
+    window_line,
+)
 
 RESULT = {
     "device_id": "sensor-1", "metric": "temperature", "source": "sim", "region": "plant-1", "site": "",
@@ -40,16 +55,76 @@ def test_incomplete_or_broken_results_are_rejected() -> None:
         parse(b"[]")
 
 
-class _FakeWriteApi:
-    """Answers like InfluxDB: a scripted exception per call, then success; records what was stored."""
+# Results that exercise every rule of the line protocol Point writes: escaping in tags and field keys,
+# empty / falsy / non-string tags, None and non-finite fields, ints given as floats and floats as ints.
+_ODD = "a b,c=d\\"
+WINDOWS: list[dict[str, Any]] = [
+    RESULT,
+    {**RESULT, "device_id": "press 7,line=2", "unit": "kg/m³", "region": "x\\", "site": "s\nt\tu\rv"},
+    {**RESULT, "avg_value": float("nan"), "min_value": float("inf"), "max_value": -float("inf")},
+    {**RESULT, "avg_value": 55, "min_value": "50.5", "max_value": 1e16, "count": 4.0, "slide_ms": 5000},
+    {**RESULT, "avg_value": -0.0, "min_value": 1e-7, "max_value": 123456789.125, "window_end_ms": "17"},
+    {**RESULT, "source": None, "region": 0, "site": False, "unit": 1.5, "metric": True, "window_ms": 60000},
+    {**RESULT, "device_id": 42, "region": ["r", 1], "slide_ms": 0, "window_ms": 999},
+    {k: v for k, v in RESULT.items() if k not in ("source", "region", "site", "unit")},
+]
+LATES: list[dict[str, Any]] = [
+    {"source": "sim", "device_id": "d 1", "metric": "t=1", "ts": 1_795_000_000_123, "event_id": "e1",
+     "watermark": 1_795_000_000_000},
+    {"source": "", "device_id": _ODD, "metric": "t", "ts": 5, "event_id": 'say "hi" \\o/', "watermark": None},
+]
+ALERTS: list[dict[str, Any]] = [
+    {"device_id": "d1", "rule_group": "overheat", "severity": "critical", "kind": "threshold", "state": "open",
+     "window_end_ms": 1_795_000_010_000, "avg_value": 91.5, "threshold": 90, "count": 3, "message": 'a "b"'},
+    {"device_id": _ODD, "ts": 7, "kind": "offline", "site": "", "open": True, "closed": False, "gap_ms": 1e300,
+     "nan": float("nan"), "detail": {"b": [1, 2], "a": None}, "with space": "x", "k,=": 1.25, "none": None},
+    {"device_id": "d2", "ts": 8, "region": 3, "source": "opc ua", "n": -0.5},
+]
+
+
+@pytest.mark.parametrize(("line", "point", "docs"), [
+    (window_line, to_point, WINDOWS), (late_line, late_point, LATES), (alert_line, alert_point, ALERTS),
+], ids=["window", "late", "alert"])
+def test_line_builders_write_exactly_what_points_wrote(
+    line: Callable[[dict[str, Any]], str], point: Callable[[dict[str, Any]], Point], docs: list[dict[str, Any]],
+) -> None:
+    for doc in docs:
+        expected = point(doc).to_line_protocol(precision=WritePrecision.MS)
+        assert line(dict(doc)) == expected, doc
+        assert line(dict(doc)) == expected, doc  # the second time from the cache of window series
+
+
+def test_line_builders_spot_checks() -> None:
+    assert window_line(WINDOWS[1]).startswith(
+        "window_agg,device_id=press\\ 7\\,line\\=2,metric=temperature,region=x\\ ,site=s\\nt\\tu\\rv,")
+    assert " avg=55,count=4i,max=1e+16,min=50.5 " in window_line(WINDOWS[3])
+    assert " count=4i 1795000010000" in window_line(WINDOWS[2])  # NaN and inf are left out
+    odd = alert_line(ALERTS[1])
+    assert 'detail="{\\"a\\": null, \\"b\\": [1, 2]}"' in odd and "k\\,\\==1.25" in odd and "nan" not in odd
+
+
+def test_incomplete_results_are_rejected_by_the_line_builders_too() -> None:
+    with pytest.raises(BadResult, match="lacks avg_value, count"):
+        window_line({k: v for k, v in RESULT.items() if k not in ("count", "avg_value")})
+    with pytest.raises(BadResult, match="lacks ts"):
+        late_line({**LATES[0], "ts": None})
+    with pytest.raises(BadResult, match="lacks device_id"):
+        alert_line({"ts": 1})
+
+
+class _FakeWriteService:
+    """Answers like InfluxDB's write endpoint: a scripted exception per call, then success."""
 
     def __init__(self, failures: list[Exception], bad_marker: str = "") -> None:
         self.failures = failures
         self.bad_marker = bad_marker
         self.stored: list[str] = []
+        self.requests = 0
 
-    def write(self, bucket: str, record: list[Point]) -> None:
-        lines = [p.to_line_protocol() for p in record]
+    def post_write(self, org: str, bucket: str, body: bytes, **kwargs: Any) -> None:
+        assert kwargs["precision"] == WritePrecision.MS and kwargs["content_encoding"] == "gzip"
+        lines = gzip.decompress(body).decode().split("\n")
+        self.requests += 1
         if self.failures:
             raise self.failures.pop(0)
         if self.bad_marker and any(self.bad_marker in line for line in lines):
@@ -63,22 +138,28 @@ def _api_error(status: int, message: str) -> ApiException:
     return exc
 
 
-def _writer(api: _FakeWriteApi) -> tuple[InfluxWriter, list[tuple[bytes, str]]]:
+def _writer(api: _FakeWriteService) -> tuple[InfluxWriter, list[tuple[bytes, str]]]:
     writer = InfluxWriter.__new__(InfluxWriter)  # no Kafka, no InfluxDB: only the write path
-    writer.write_api = api
+    writer.write_service = api  # type: ignore[assignment]
+    writer.org = "o"
     writer.stop_event = threading.Event()
     writer.rejected = 0
+    writer.written = 0
     letters: list[tuple[bytes, str]] = []
     writer._dead_letter = lambda raw, reason, origin: letters.append((raw, reason))  # type: ignore[method-assign]
     return writer, letters
 
 
-def _points(n: int) -> list[Point]:
-    return [to_point({**RESULT, "device_id": f"d{i}"}) for i in range(n)]
+def _points(n: int) -> list[str]:
+    return [window_line({**RESULT, "device_id": f"d{i:03d}"}) for i in range(n)]  # all of one length
 
 
-def test_partial_write_is_not_retried_and_is_dead_lettered() -> None:
-    api = _FakeWriteApi([_api_error(422, "partial write: dropped 2 points outside retention policy")])
+@pytest.mark.parametrize("message", [
+    "partial write: dropped 2 points outside retention policy",
+    'partial write: field type conflict: input field "count" is type float, already exists as type integer dropped=2',
+])
+def test_partial_write_is_not_retried_and_is_dead_lettered(message: str) -> None:
+    api = _FakeWriteService([_api_error(422, message)])
     writer, letters = _writer(api)
     writer.write("b", _points(5))
     assert writer.rejected == 2 and len(letters) == 1 and "dropped 2 points" in letters[0][1]
@@ -86,15 +167,59 @@ def test_partial_write_is_not_retried_and_is_dead_lettered() -> None:
 
 
 def test_a_bad_point_is_isolated_and_the_rest_is_written() -> None:
-    api = _FakeWriteApi([], bad_marker="device_id=d3")
+    api = _FakeWriteService([], bad_marker="device_id=d003,")
     writer, letters = _writer(api)
-    writer.write("b", _points(6))
-    assert len(api.stored) == 5 and not any("d3" in line for line in api.stored)
-    assert len(letters) == 1 and b"device_id=d3" in letters[0][0] and "unable to parse" in letters[0][1]
+    writer.write("b", _points(64))
+    assert api.stored == [line for line in _points(64) if "device_id=d003," not in line]
+    assert len(letters) == 1 and b"device_id=d003," in letters[0][0] and "unable to parse" in letters[0][1]
+    assert api.requests <= 2 * math.log2(64) + 1  # halving, not one request per point
 
 
 def test_outages_are_retried_until_the_server_is_back() -> None:
-    api = _FakeWriteApi([_api_error(503, "unavailable"), ConnectionError("refused")])
+    api = _FakeWriteService([_api_error(503, "unavailable"), ConnectionError("refused")])
     writer, letters = _writer(api)
+    writer.stop_event.wait = lambda timeout=None: False  # type: ignore[method-assign]  # no real back-off
     writer.write("b", _points(3))
-    assert len(api.stored) == 3 and letters == []
+    assert api.stored == _points(3) and letters == []
+
+
+def test_a_too_large_request_is_split() -> None:
+    api = _FakeWriteService([_api_error(413, "request too large")])
+    writer, letters = _writer(api)
+    writer.write("b", _points(7))
+    assert api.stored == _points(7) and letters == [] and api.requests == 3
+
+
+def test_requests_are_limited_by_size_and_keep_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _points(50)
+    monkeypatch.setattr(influxdb_writer, "_MAX_BODY", 10 * (len(lines[0]) + 1))
+    api = _FakeWriteService([])
+    writer, _ = _writer(api)
+    writer.write("b", lines)
+    assert api.stored == lines and api.requests == 5
+
+
+def test_points_are_accepted_as_their_ms_line_and_empty_ones_dropped() -> None:
+    api = _FakeWriteService([])
+    writer, _ = _writer(api)
+    writer.write("b", [to_point(RESULT), "", window_line(RESULT)])
+    assert api.stored == [window_line(RESULT)] * 2
+    with pytest.raises(ValueError, match="ms timestamps"):
+        writer.write("b", [Point("m").field("f", 1).time(1, WritePrecision.NS)])
+
+
+class _Msg:
+    def __init__(self, topic: str, value: bytes | None, offset: int = 0) -> None:
+        self.topic, self.value, self.partition, self.offset = topic, value, 0, offset
+
+
+def test_handle_routes_results_and_dead_letters_broken_ones() -> None:
+    api = _FakeWriteService([])
+    writer, letters = _writer(api)
+    writer.routes = influxdb_writer.ROUTES
+    topics = list(writer.routes)
+    msgs = [_Msg(topics[0], json.dumps(RESULT).encode()), _Msg(topics[0], b"{"), _Msg(topics[0], None),
+            _Msg(topics[0], json.dumps({**ALERTS[0], "gap": 10**400}).encode()),
+            _Msg(topics[2], json.dumps({**ALERTS[2], "big": 10**400}).encode())]
+    assert writer.handle(msgs) == 1
+    assert api.stored == [window_line(RESULT)] and len(letters) == 3

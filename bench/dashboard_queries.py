@@ -15,31 +15,50 @@ import signal
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from influxdb_client import BucketRetentionRules, InfluxDBClient
+from influxdb_client import BucketRetentionRules, InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from dashboards.streamlit import data
 from machinewatch.config import load_settings
 
 GOAL_MS = 100.0
+# influxdb-client types the precision as its WritePrecision class, whose members are plain strings
+SECONDS = cast("WritePrecision", WritePrecision.S)
 
 
-def lines(devices: int, start: datetime, hours: int, step_s: int) -> Iterator[str]:
+def lines(devices: int, start: datetime, hours: int, step_s: int, prefix: str = "bench") -> Iterator[str]:
     """Line protocol of one temperature window per device and step (deterministic values)."""
     first = int(start.timestamp())
     for i in range(devices):
-        tags = (f"window_agg,device_id=bench-{i:04d},metric=temperature,region=r{i % 5},site=s{i % 20},"
+        tags = (f"window_agg,device_id={prefix}-{i:04d},metric=temperature,region=r{i % 5},site=s{i % 20},"
                 f"source=src{i % 3},unit=°C,window={step_s}s")
         base = 40 + (i % 37)
         for k in range(hours * 3600 // step_s):
             avg = base + (k % 60) / 10
             yield (f"{tags} avg={avg},min={avg - 1.5},max={avg + 1.5},count={step_s}i "
                    f"{first + (k + 1) * step_s}")
+
+
+def load(client: InfluxDBClient, bucket: str, records: Iterable[str]) -> int:
+    """Write the line protocol in batches of 50,000; returns the number of points."""
+    write = client.write_api(write_options=SYNCHRONOUS)
+    batch: list[str] = []
+    points = 0
+    for line in records:
+        batch.append(line)
+        if len(batch) == 50_000:
+            write.write(bucket, record=batch, write_precision=SECONDS)
+            points += len(batch)
+            batch = []
+    if batch:
+        write.write(bucket, record=batch, write_precision=SECONDS)
+        points += len(batch)
+    return points
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
@@ -78,18 +97,7 @@ def main() -> None:
             retention_rules=BucketRetentionRules(type="expire", every_seconds=3 * 86400))
         try:
             t0 = time.perf_counter()
-            write = client.write_api(write_options=SYNCHRONOUS)
-            batch: list[str] = []
-            points = 0
-            for line in lines(args.devices, start, args.hours, args.step_s):
-                batch.append(line)
-                if len(batch) == 50_000:
-                    write.write(bucket_name, record=batch, write_precision="s")
-                    points += len(batch)
-                    batch = []
-            if batch:
-                write.write(bucket_name, record=batch, write_precision="s")
-                points += len(batch)
+            points = load(client, bucket_name, lines(args.devices, start, args.hours, args.step_s))
             load_s = time.perf_counter() - t0
             print(f"wrote {points:,} windows ({args.devices} devices x {args.hours} h / {args.step_s} s) "
                   f"in {load_s:.0f} s")

@@ -10,12 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import re
-import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +27,7 @@ import requests
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from dashboards.streamlit import data
+from dashboards.streamlit import data, headless
 from machinewatch import names
 from machinewatch.config import Settings
 from machinewatch.stack import Stack
@@ -354,111 +350,17 @@ def _with_v(flux: str, v: str) -> str:
 # --- the Streamlit app in headless Chromium ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    msg = f"{url} did not answer within {timeout:.0f}s"
-    raise AssertionError(msg)
-
-
 @pytest.fixture(scope="module")
 def app_url(known: Known, settings: Settings) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, **settings.to_env(), "MW_INFLUX_READ_TOKEN": settings.read_token()}
-    log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "machinewatch.cli", "dashboard", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60)
-        yield f"http://127.0.0.1:{port}/?range=1h&device_prefix={known.prefix}&refresh=off"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-class Chromium:
-    """Headless Debian chromium driven over the DevTools protocol (Streamlit renders client-side over a
-    websocket, which --dump-dom's virtual time does not wait for)."""
-
-    def __init__(self, profile: str, timeout: float = 30) -> None:
-        exe = shutil.which("chromium") or shutil.which("chromium-browser")
-        if exe is None:
-            pytest.fail("Debian's chromium is not installed (./run installs it; apt-get install chromium)")
-        self.proc = subprocess.Popen(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,2000",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.next_id = 0
-        deadline = time.monotonic() + timeout
-        port = None
-        assert self.proc.stderr is not None
-        while port is None and time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line and self.proc.poll() is not None:
-                break
-            found = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            port = int(found[1]) if found else None
-        if port is None:
-            self.close()
-            pytest.fail("chromium did not open its DevTools port")
-        pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-        ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-        from websockets.sync.client import connect  # streamlit's own dependency
-
-        self.ws = connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=10)
-
-    def call(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    err = f"{method}: {msg['error']}"
-                    raise AssertionError(err)
-                return dict(msg.get("result", {}))
-
-    def evaluate(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def close(self) -> None:
-        if hasattr(self, "ws"):
-            self.ws.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+    with headless.dashboard(settings) as base:
+        yield f"{base}?range=1h&device_prefix={known.prefix}&refresh=off"
 
 
 def _load(url: str, ready_text: str, timeout: float = 90) -> tuple[str, str, bytes]:
     """(page text, DOM, PNG) once ``ready_text`` shows and Streamlit is no longer running the script."""
     # chromium may still flush its profile while exiting: cleanup errors are not test failures
     with tempfile.TemporaryDirectory(prefix="mw-chromium-", ignore_cleanup_errors=True) as profile:
-        browser = Chromium(profile)
+        browser = headless.Chromium(profile)
         try:
             browser.call("Page.enable")
             browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=2000, deviceScaleFactor=1,

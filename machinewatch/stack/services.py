@@ -125,6 +125,18 @@ class Service:
         return ServiceStatus(self.name, self.address(), pid, ready, version, detail)
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of a UUID) that does not start with '-'.
+
+    Kafka's own generator skips those too: the storage tool would read "-abc..." as an option and fail
+    ("argument --cluster-id/-t: expected one argument"), about one stack in 64.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     """Apache Kafka 4.x, one KRaft node acting as broker and controller."""
 
@@ -213,7 +225,7 @@ class Kafka(Service):
         provision.require("java")
         config = self._config()
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             provision.say(f"kafka: formatting storage (cluster id {cluster_id})")
             scram = []
             if self.s.kafka_sasl_scram:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from machinewatch.stack.procs import ManagedProcess
 
 
@@ -34,3 +36,14 @@ def test_dead_process_clears_pid_file(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert proc.pid() is None
     assert "hello" in proc.tail()
+
+
+def test_kafka_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from machinewatch.stack import services
+
+    # 0xf8 base64-encodes to a leading "-": the first UUID drawn must be skipped.
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(services.uuid, "uuid4", lambda: next(drawn))
+    assert services.new_cluster_id() == "AQEBAQEBAQEBAQEBAQEBAQ"

@@ -249,25 +249,65 @@ def mvn_jars(settings: Settings, profile: str, name: str) -> Path:
 
 def bench_venv(settings: Settings) -> Path:
     venv = settings.cache_dir / "bench-venv"
-    if not (venv / f".ready-pyspark-{SPARK_VERSION}").exists():
-        say(f"creating {venv} with pyspark=={SPARK_VERSION} (separate from the project venv)")
+    # The [sql] extra (pandas, pyarrow) and protobuf are what transformWithStateInPandas needs (spark_overheat.py).
+    ready = venv / f".ready-pyspark-{SPARK_VERSION}-sql"
+    if not ready.exists():
+        say(f"creating {venv} with pyspark[sql]=={SPARK_VERSION} (separate from the project venv)")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"pyspark=={SPARK_VERSION}"], check=True)
-        (venv / f".ready-pyspark-{SPARK_VERSION}").write_text("")
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"pyspark[sql]=={SPARK_VERSION}", "protobuf"],
+                       check=True)
+        ready.write_text("")
     return venv
 
 
+def spark_kafka_jars(settings: Settings, venv: Path) -> list[str]:
+    """The Kafka connector and its dependencies, minus the jars pyspark already ships (no duplicate classes)."""
+    jars_dir = mvn_jars(settings, "spark-kafka", f"spark-kafka-{SPARK_VERSION}")
+    spark_jars = next((venv / "lib").glob("python*/site-packages/pyspark/jars"))
+    have = {j.name.rsplit("-", 1)[0] for j in spark_jars.glob("*.jar")}
+    return [str(j) for j in sorted(jars_dir.glob("*.jar")) if j.name.rsplit("-", 1)[0] not in have]
+
+
 def influx_cli(settings: Settings) -> tuple[Path | None, str]:
+    """The InfluxDB 2.x ``influx`` CLI, or None and why not.
+
+    Looked for in order: ``$MW_BENCH_INFLUX_CLI``, ``influx`` on PATH, ``$MW_CACHE_DIR/bench/bin/influx``,
+    then ``go install`` into that directory (the Go proxy currently refuses influx-cli with 403, so a
+    binary built by hand from the upstream sources can be dropped there or named by the variable).
+    """
+
+    def v2_cli(exe: Path) -> str:
+        # An InfluxDB 1.x `influx` is a different program (no `write`); `influx version` tells them apart.
+        try:
+            res = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=20,  # noqa: S603
+                                 stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{exe}: {exc}"
+        return "" if res.returncode == 0 and res.stdout.startswith("Influx CLI 2") else (
+            f"{exe} is not the InfluxDB 2.x CLI: {' '.join((res.stdout + res.stderr).split())[:200]}")
+
     gobin = settings.cache_dir / "bench" / "bin"
     exe = gobin / "influx"
-    if exe.exists():
-        return exe, ""
+    named = os.environ.get("MW_BENCH_INFLUX_CLI")
+    # An explicit choice that does not work is reported, not silently replaced by another binary.
+    candidates = [Path(named).expanduser()] if named else [Path(p) for p in (shutil.which("influx"),) if p]
+    if not named and exe.exists():
+        candidates.append(exe)
+    whys = []
+    for candidate in candidates:
+        why = v2_cli(candidate)
+        if not why:
+            return candidate, ""
+        whys.append(why)
+    if named:
+        return None, f"MW_BENCH_INFLUX_CLI: {whys[0]}"
     if shutil.which("go") is None:
-        return None, "go is not installed"
+        return None, "; ".join([*whys, "go is not installed"])
     out = subprocess.run(["go", "install", INFLUX_CLI], env={**os.environ, "GOBIN": str(gobin)},  # noqa: S607
                          capture_output=True, text=True, check=False)
     if out.returncode != 0 or not exe.exists():
-        return None, " ".join(out.stderr.split())[-400:] or f"exit {out.returncode}"
+        failed = " ".join(out.stderr.split())[-400:] or f"go install: exit {out.returncode}"
+        return None, "; ".join([*whys, failed, f"set MW_BENCH_INFLUX_CLI or place the binary at {exe}"])
     return exe, ""
 
 
@@ -341,6 +381,72 @@ def run_job_on_backlog(
         wait_slots_free(settings)
 
 
+def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampler: RssSampler,
+                            timeout: float = 900) -> dict[str, Any]:
+    """Both jobs (window-aggregates and sustained-overheat) at once on ``topic``, one slot each, as deployed.
+
+    events/s = backlog size / time from the first record either job read until both have read it all.
+    """
+    sampler.phase = "pipeline backlog"
+    tag = f"pipe{time.time_ns() % 10**8}"
+    out_topics = {"--alerts-topic": f"mw.bench.alerts.{tag}", "--aggregates-topic": f"mw.bench.aggregates.{tag}",
+                  "--late-topic": f"mw.bench.late.{tag}"}
+    for name in out_topics.values():
+        create_topic(settings, name, settings.kafka_partitions)
+    ids: dict[str, str] = {}
+    failed: list[BaseException] = []
+
+    def submit(job: str) -> None:
+        args = ["--readings-topic", topic, "--group-id", f"bench-{tag}-{job}", "--job-name", f"bench-{tag}-{job}",
+                "--alerts-topic", out_topics["--alerts-topic"]]
+        if job == "window-aggregates":
+            args += ["--aggregates-topic", out_topics["--aggregates-topic"], "--late-topic", out_topics["--late-topic"]]
+        try:
+            ids[job] = jobs.submit(settings, job, args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the polling loop
+            failed.append(exc)
+
+    # Submitted side by side and polled from the start: `flink run` takes seconds, and the first job would
+    # otherwise read much of the backlog before the clock starts.
+    t_submit = time.monotonic()
+    submitters = [threading.Thread(target=submit, args=(job,), daemon=True)
+                  for job in ("window-aggregates", "sustained-overheat")]
+    for t in submitters:
+        t.start()
+    try:
+        first: float | None = None
+        done: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(done) < len(submitters):
+            if failed:
+                raise failed[0]
+            for job, job_id in list(ids.items()):
+                fail_if_restarting(settings, job_id)
+                if job in done:
+                    continue
+                with contextlib.suppress(requests.RequestException, KeyError, ValueError):
+                    count = source_count(settings, job_id)
+                    if count > 0 and first is None:
+                        first = time.monotonic()
+                    if count >= expected:
+                        done[job] = time.monotonic()
+            time.sleep(0.5)
+        if len(done) < len(submitters) or first is None:
+            msg = f"the pipeline did not read {expected} events in {timeout:.0f}s (done: {sorted(done)})"
+            raise RuntimeError(msg)
+        end = max(done.values())
+        return {"events": expected, "events_per_s": expected / max(end - first, 1e-6),
+                "events_per_s_incl_startup": expected / (end - t_submit),
+                "per_job_s": {job: t - first for job, t in done.items()}}
+    finally:
+        for t in submitters:
+            t.join(120)
+        for job_id in ids.values():
+            with contextlib.suppress(Exception):
+                jobs.cancel(settings, job_id)
+        wait_slots_free(settings)
+
+
 def fail_if_restarting(settings: Settings, job_id: str) -> None:
     """A failing job restarts forever (exponential-delay strategy): stop waiting and say why."""
     with contextlib.suppress(requests.RequestException, ValueError):
@@ -388,10 +494,7 @@ def bench_raw_consume(settings: Settings, topic: str, events: int, runs: int) ->
 
 def bench_spark(settings: Settings, topic: str, tag: str, sampler: RssSampler, tmp: Path) -> dict[str, Any]:
     venv = bench_venv(settings)
-    jars_dir = mvn_jars(settings, "spark-kafka", f"spark-kafka-{SPARK_VERSION}")
-    spark_jars = next((venv / "lib").glob("python*/site-packages/pyspark/jars"))
-    have = {j.name.rsplit("-", 1)[0] for j in spark_jars.glob("*.jar")}
-    jars = [str(j) for j in sorted(jars_dir.glob("*.jar")) if j.name.rsplit("-", 1)[0] not in have]
+    jars = spark_kafka_jars(settings, venv)
     result = tmp / f"spark-{tag}.json"
     cmd = [str(venv / "bin" / "python"), str(REPO / "bench" / "spark_job.py"), "--bootstrap", settings.kafka_servers,
            "--topic", topic, "--out-topic", f"mw.bench.spark.{tag}", "--checkpoint", str(tmp / f"spark-ckpt-{tag}"),
@@ -420,6 +523,179 @@ def bench_spark(settings: Settings, topic: str, tag: str, sampler: RssSampler, t
     return data
 
 
+def spark_overheat_cmd(settings: Settings, venv: Path, readings: str, alerts: str, checkpoint: Path) -> list[str]:
+    """bench/spark_overheat.py with the bench venv, the Kafka jars and the rules the Flink job would use."""
+    from dataclasses import asdict
+
+    from flink_jobs.sustained_overheat import rules_from  # the project venv has pyflink; the bench venv does not
+
+    return [str(venv / "bin" / "python"), str(REPO / "bench" / "spark_overheat.py"),
+            "--bootstrap", settings.kafka_servers, "--topic", readings, "--out-topic", alerts,
+            "--checkpoint", str(checkpoint), "--jars", ",".join(spark_kafka_jars(settings, venv)),
+            "--cores", str(os.cpu_count() or 2), "--watermark-ms", str(settings.watermark_delay_ms),
+            "--bucket-s", str(settings.overheat_bucket_s), "--rules", json.dumps(asdict(rules_from(settings)))]
+
+
+def spark_env() -> dict[str, str]:
+    # The driver and its Python workers import flink_jobs.overheat_logic from the repo (pure Python, stdlib only).
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def read_alerts(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    """Every record of ``topic`` (JSON), from the start to the end offsets at call time."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_servers, "group.id": f"bench-read-{time.time_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        docs: list[dict[str, Any]] = []
+        done = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + 60
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            docs.append(json.loads(msg.value() or b"{}"))
+            if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
+                done.add(msg.partition())
+        return docs
+    finally:
+        consumer.close()
+
+
+def opened_summary(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Distinct transitions (replays give identical records, so (alert_id, state) identifies one) and opens."""
+    distinct = {(d.get("alert_id"), d.get("state")): d for d in docs}
+    opened: dict[str, int] = {}
+    states: dict[str, int] = {}
+    for (_, state), d in distinct.items():
+        states[str(state)] = states.get(str(state), 0) + 1
+        if state == "opened":
+            opened[d["device_id"]] = opened.get(d["device_id"], 0) + 1
+    return {"transitions": len(docs), "distinct": len(distinct), "by_state": states,
+            "opened_devices": sorted(opened), "devices_opened_more_than_once": sorted(k for k, v in opened.items()
+                                                                                     if v > 1)}
+
+
+def bench_spark_overheat(
+    settings: Settings, topic: str, tag: str, sampler: RssSampler, tmp: Path, runs: int = 2,
+) -> dict[str, Any]:
+    """bench/spark_overheat.py with ``--available-now`` on the backlog ``topic``: like bench_spark().
+
+    Each run reads the whole topic with a fresh checkpoint into the same alerts topic, so every distinct
+    transition is written ``runs`` times; ``alerts`` summarises the distinct ones (see opened_summary()).
+    """
+    venv = bench_venv(settings)
+    alerts = f"mw.bench.spark.alerts.{tag}"
+    create_topic(settings, alerts, 1)
+    result = tmp / f"spark-overheat-{tag}.json"
+    cmd = [*spark_overheat_cmd(settings, venv, topic, alerts, tmp / f"spark-overheat-ckpt-{tag}"), "--available-now",
+           "--runs", str(runs), "--result", str(result)]
+    sampler.phase = f"pyspark overheat backlog {tag}"
+    log = tmp / f"spark-overheat-{tag}.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,  # noqa: S603
+                                env=spark_env())
+        spark_peak = 0
+        deadline = time.monotonic() + 1200
+        while proc.poll() is None and time.monotonic() < deadline:
+            spark_peak = max(spark_peak, tree_rss(proc.pid))
+            time.sleep(0.5)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            msg = "PySpark overheat job did not finish in 20 min"
+            raise RuntimeError(msg)
+    if proc.returncode != 0 or not result.exists():
+        msg = f"PySpark overheat job failed (exit {proc.returncode}): {log.read_text()[-2000:]}"
+        raise RuntimeError(msg)
+    data: dict[str, Any] = json.loads(result.read_text())
+    data["events_per_s"] = data["rows_in"] / data["wall_s"]
+    data["peak_rss"] = spark_peak
+    data["alerts"] = opened_summary(read_alerts(settings, alerts))
+    return data
+
+
+# A job under test for bench_latency(): started on (readings topic, alerts topic, tag), running and consuming
+# when the context is entered, stopped when it exits; it may put notes (engine, peak RSS...) in the dict it yields.
+JobUnderTest = Callable[[Settings, str, str, str], contextlib.AbstractContextManager[dict[str, Any]]]
+
+
+@contextlib.contextmanager
+def flink_overheat_job(settings: Settings, readings: str, alerts: str, tag: str) -> Iterator[dict[str, Any]]:
+    """Our sustained-overheat Flink job."""
+    job_id = jobs.submit(settings, "sustained-overheat", ["--readings-topic", readings, "--alerts-topic", alerts,
+                                                           "--group-id", f"bench-{tag}", "--job-name", f"bench-{tag}"])
+    try:
+        # Wait for the job to run before the clock starts: startup is not alert latency.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            detail = jobs.job_detail(settings, job_id)
+            if detail.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in detail["vertices"]):
+                break
+            fail_if_restarting(settings, job_id)
+            time.sleep(0.5)
+        yield {"engine": "flink", "job_id": job_id}
+    finally:
+        with contextlib.suppress(Exception):
+            jobs.cancel(settings, job_id)
+        wait_slots_free(settings)
+
+
+@contextlib.contextmanager
+def spark_overheat_job(settings: Settings, readings: str, alerts: str, tag: str) -> Iterator[dict[str, Any]]:
+    """bench/spark_overheat.py, continuous (default trigger: each micro-batch starts when the previous ends)."""
+    venv = bench_venv(settings)
+    work = Path(tempfile.mkdtemp(prefix=f"mw-spark-{tag}-"))
+    ready = work / "ready"
+    cmd = [*spark_overheat_cmd(settings, venv, readings, alerts, work / "checkpoint"), "--ready", str(ready)]
+    info: dict[str, Any] = {"engine": "pyspark", "trigger": "default (micro-batch as soon as the previous ends)"}
+    log = work / "spark.log"  # kept (with its PROGRESS lines per micro-batch); the checkpoint is removed
+    info["log"] = str(log)
+    fh = log.open("w")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,  # noqa: S603
+                            env=spark_env())
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        while not stop.wait(0.5):
+            info["peak_rss"] = max(info.get("peak_rss", 0), tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    try:
+        # The query's first micro-batch has completed (session, planning, Python workers up) before the clock.
+        t0 = time.monotonic()
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() - t0 > 300:
+                msg = f"PySpark overheat job did not start (exit {proc.poll()}): {log.read_text()[-2000:]}"
+                raise RuntimeError(msg)
+            time.sleep(0.2)
+        info["start_s"] = time.monotonic() - t0
+        yield info
+        if proc.poll() is not None:
+            msg = f"PySpark overheat job died (exit {proc.returncode}): {log.read_text()[-2000:]}"
+            raise RuntimeError(msg)
+    finally:
+        stop.set()
+        sampler.join(2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(10)
+        fh.close()
+        shutil.rmtree(work / "checkpoint", ignore_errors=True)
+        batches = [json.loads(ln.split(" ", 1)[1]) for ln in log.read_text().splitlines()
+                   if ln.startswith("PROGRESS ")]
+        info["micro_batches"] = len(batches)
+        info["batch_ms"] = sorted(b["ms"] for b in batches if b["ms"] is not None)
+
+
 def tree_rss(root: int) -> int:
     total = 0
     for entry in os.scandir("/proc"):
@@ -434,12 +710,15 @@ def tree_rss(root: int) -> int:
 
 def bench_latency(
     settings: Settings, rate: int, devices: int, seconds: int, hot: int, sampler: RssSampler, with_influx: bool,
+    job: JobUnderTest = flink_overheat_job, drain_s: float = 15,
 ) -> dict[str, Any]:
     """Steady ``rate`` readings/s stamped with the wall clock; ``hot`` devices overheat at staggered times.
 
     Latency of each 'opened' alert = arrival in Kafka (and in InfluxDB) minus the publish time of the
     device's last reading before the alert's ``ts`` (the event that completed the sustained condition);
     also from the alert's ``ts`` itself (the instant the sustained duration was complete in event time).
+    ``job`` is the job under test: ours (default) or spark_overheat_job; after the load, alerts still
+    missing are waited for up to ``drain_s``.
     """
     from confluent_kafka import Consumer
 
@@ -448,9 +727,8 @@ def bench_latency(
     create_topic(settings, readings, settings.kafka_partitions)
     create_topic(settings, alerts, 1)
     sampler.phase = f"latency {rate}/s"
-    job_id = jobs.submit(settings, "sustained-overheat", ["--readings-topic", readings, "--alerts-topic", alerts,
-                                                           "--group-id", f"bench-{tag}", "--job-name", f"bench-{tag}"])
     arrivals: dict[str, tuple[float, dict[str, Any]]] = {}
+    opens: dict[str, int] = {}
     influx_seen: dict[str, float] = {}
     stop = threading.Event()
 
@@ -465,8 +743,9 @@ def bench_latency(
                     continue
                 now = time.time()
                 doc = json.loads(msg.value() or b"{}")
-                if doc.get("state") == "opened" and doc["device_id"] not in arrivals:
-                    arrivals[doc["device_id"]] = (now, doc)
+                if doc.get("state") == "opened":
+                    opens[doc["device_id"]] = opens.get(doc["device_id"], 0) + 1
+                    arrivals.setdefault(doc["device_id"], (now, doc))
         finally:
             consumer.close()
 
@@ -480,56 +759,46 @@ def bench_latency(
         threads.append(threading.Thread(target=poll_influx, args=(settings, stop, influx_seen), daemon=True))
     for t in threads:
         t.start()
+    published: dict[str, list[tuple[int, float]]] = {f"dev-{i:06d}": [] for i in range(hot)}
     try:
-        # Wait for the job to run before the clock starts: startup is not alert latency.
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            detail = jobs.job_detail(settings, job_id)
-            if detail.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in detail["vertices"]):
-                break
-            fail_if_restarting(settings, job_id)
-            time.sleep(0.5)
-        prod = producer(settings, linger_ms=5)
-        rng = random.Random(3)
-        temps = [55 + rng.uniform(-5, 5) for _ in range(devices)]
-        duration_ms = settings.overheat_duration_s * 1000
-        t_start = time.time()
-        warmup = 10.0
-        spread = max(1.0, (seconds - warmup - settings.overheat_duration_s - 8) / max(hot, 1))
-        hot_from = {i: t_start + warmup + i * spread for i in range(hot)}
-        published: dict[str, list[tuple[int, float]]] = {f"dev-{i:06d}": [] for i in range(hot)}
-        sent, i = 0, 0
-        end = t_start + seconds
-        while (now := time.time()) < end:
-            due = int((now - t_start) * rate)
-            while sent < due:
-                idx = i % devices
-                i += 1
-                temps[idx] += rng.gauss(0, 0.5) + (55 - temps[idx]) * 0.05
-                device = f"dev-{idx:06d}"
-                hot_now = idx < hot and now >= hot_from[idx]
-                ts = int(time.time() * 1000)
-                produce(prod, readings, device.encode(), reading_json(device, round(temps[idx] + 40 * hot_now, 3), ts))
-                if hot_now:
-                    published[device].append((ts, time.time()))
-                sent += 1
-            prod.poll(0)
-            time.sleep(0.002)
-        prod.flush(30)
-        achieved = sent / (time.time() - t_start)
-        # Let the last alerts (and their InfluxDB writes) arrive.
-        wait_until = time.monotonic() + 15
-        while time.monotonic() < wait_until and (len(arrivals) < hot or (with_influx and len(influx_seen) < hot)):
-            time.sleep(0.2)
+        with job(settings, readings, alerts, tag) as job_info:
+            prod = producer(settings, linger_ms=5)
+            rng = random.Random(3)
+            temps = [55 + rng.uniform(-5, 5) for _ in range(devices)]
+            t_start = time.time()
+            warmup = 10.0
+            spread = max(1.0, (seconds - warmup - settings.overheat_duration_s - 8) / max(hot, 1))
+            hot_from = {i: t_start + warmup + i * spread for i in range(hot)}
+            sent, i = 0, 0
+            end = t_start + seconds
+            while (now := time.time()) < end:
+                due = int((now - t_start) * rate)
+                while sent < due:
+                    idx = i % devices
+                    i += 1
+                    temps[idx] += rng.gauss(0, 0.5) + (55 - temps[idx]) * 0.05
+                    device = f"dev-{idx:06d}"
+                    hot_now = idx < hot and now >= hot_from[idx]
+                    ts = int(time.time() * 1000)
+                    produce(prod, readings, device.encode(),
+                            reading_json(device, round(temps[idx] + 40 * hot_now, 3), ts))
+                    if hot_now:
+                        published[device].append((ts, time.time()))
+                    sent += 1
+                prod.poll(0)
+                time.sleep(0.002)
+            prod.flush(30)
+            achieved = sent / (time.time() - t_start)
+            # Let the last alerts (and their InfluxDB writes) arrive.
+            wait_until = time.monotonic() + drain_s
+            while time.monotonic() < wait_until and (len(arrivals) < hot or (with_influx and len(influx_seen) < hot)):
+                time.sleep(0.2)
     finally:
         stop.set()
         if writer is not None:
             writer.stop_event.set()
         for t in threads:
             t.join(10)
-        with contextlib.suppress(Exception):
-            jobs.cancel(settings, job_id)
-        wait_slots_free(settings)
     kafka_lat, kafka_from_ts, influx_lat = [], [], []
     for device, (arrived, doc) in arrivals.items():
         before = [(ts, wall) for ts, wall in published.get(device, []) if ts < doc["ts"]]
@@ -545,7 +814,10 @@ def bench_latency(
             "kafka_ms": [round(x * 1000) for x in sorted(kafka_lat)],
             "kafka_from_alert_ts_ms": [round(x * 1000) for x in sorted(kafka_from_ts)],
             "influx_ms": [round(x * 1000) for x in sorted(influx_lat)], "expected_opened": hot,
-            "duration_ms": duration_ms}
+            "duration_ms": settings.overheat_duration_s * 1000, "job": job_info,
+            # Every hot device should open exactly once and no other device at all.
+            "opened_not_hot": sorted(d for d in opens if d not in published),
+            "opened_more_than_once": sorted(d for d, n in opens.items() if n > 1)}
 
 
 def poll_influx(settings: Settings, stop: threading.Event, seen: dict[str, float]) -> None:
@@ -586,10 +858,11 @@ def bench_ingest(settings: Settings, events: int) -> dict[str, Any]:
 
 
 def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str, Any]:
-    """Our InfluxWriter.write (influxdb-client, batches of 5,000) vs `influx write` (or raw HTTP) on the same lines."""
+    """Our writer (its window converter + InfluxWriter.write, per poll of <= 5,000 records) vs `influx write` (or raw
+    HTTP) on the same line protocol (the converter's lines equal influxdb-client's Point lines: unit-tested)."""
     from influxdb_client import BucketRetentionRules, InfluxDBClient
 
-    from sinks.influxdb_writer import InfluxWriter, to_point
+    from sinks.influxdb_writer import InfluxWriter, to_point, window_line
 
     docs = [{"device_id": f"dev-{i % 10000:06d}", "metric": "temperature", "source": "bench", "region": "r1",
              "site": "line-a", "unit": "°C", "window_ms": 10000, "slide_ms": 10000,
@@ -611,34 +884,63 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
             writer = InfluxWriter(operator, group_id="bench-unused", routes={})
             t0 = time.perf_counter()
             for k in range(0, points, 5000):  # the writer's batch is whatever one poll returned (<= 5000)
-                writer.write(made["writer"].name, [to_point(d) for d in docs[k:k + 5000]])
+                writer.write(made["writer"].name, [window_line(d) for d in docs[k:k + 5000]])
             out["writer_s"] = time.perf_counter() - t0
             writer.close()
             exe, why = influx_cli(settings)
+            # Token, host and org by environment (not argv, where `ps` shows them); a private configs path so a
+            # user's ~/.influxdbv2 active config cannot change the target.
             env = {**os.environ, "INFLUX_HOST": settings.influx, "INFLUX_TOKEN": settings.operator_token(),
-                   "INFLUX_ORG": settings.influx_org}
+                   "INFLUX_ORG": settings.influx_org, "INFLUX_CONFIGS_PATH": str(tmp / "influx-configs")}
             if exe is not None:
+                version = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=20,  # noqa: S603
+                                         stdin=subprocess.DEVNULL, check=False).stdout.strip()
+                # The same file and precision as the writer. `influx write` always gzips its request bodies and
+                # sends them one at a time in 500 kB batches (neither is a flag; --compression is about the
+                # input file, --rate-limit only throttles and is off by default).
                 t0 = time.perf_counter()
-                subprocess.run([str(exe), "write", "--bucket", made["cli"].name, "--precision", "ms",  # noqa: S603
-                                "--file", str(lp)], env=env, check=True, capture_output=True)
+                res = subprocess.run([str(exe), "write", "--bucket", made["cli"].name, "--precision", "ms",  # noqa: S603
+                                      "--format", "lp", "--file", str(lp)], env=env, capture_output=True, text=True,
+                                     check=False)
                 out["cli_s"] = time.perf_counter() - t0
-                out["baseline"] = "influx write CLI"
-            else:
+                out["cli_version"] = version
+                out["baseline"] = f"`influx write` ({version.split(' (')[0]}; gzip, 500 kB batches)"
+                if res.returncode != 0:
+                    # Report it and still give a baseline: the raw HTTP writes below.
+                    why = f"`influx write` failed (exit {res.returncode}): {' '.join(res.stderr.split())[-300:]}"
+                    exe = None
+            if exe is None:
                 out["cli_unavailable"] = why
-                # What `influx write` does: POST /api/v2/write with 5,000-line gzip batches, precision ms.
+                # What `influx write` does (see above): POST /api/v2/write, gzip, ~500 kB batches, precision ms.
                 import gzip
 
                 session = requests.Session()
                 headers = {"Authorization": f"Token {settings.operator_token()}", "Content-Encoding": "gzip"}
                 t0 = time.perf_counter()
-                for k in range(0, points, 5000):
-                    body = gzip.compress(("\n".join(lines[k:k + 5000])).encode())
-                    resp = session.post(f"{settings.influx}/api/v2/write", headers=headers, data=body, timeout=120,
+                batch: list[str] = []
+                size = 0
+                for i, line in enumerate(lines):
+                    batch.append(line)
+                    size += len(line.encode()) + 1
+                    if size < 500_000 and i < len(lines) - 1:
+                        continue
+                    resp = session.post(f"{settings.influx}/api/v2/write", headers=headers, timeout=120,
+                                        data=gzip.compress("\n".join(batch).encode()),
                                         params={"org": settings.influx_org, "bucket": made["cli"].name,
                                                 "precision": "ms"})
                     resp.raise_for_status()
+                    batch, size = [], 0
                 out["cli_s"] = time.perf_counter() - t0
-                out["baseline"] = "raw HTTP POST of the same line protocol (gzip, 5,000-line batches)"
+                out["baseline"] = "raw HTTP POST of the same line protocol (gzip, 500 kB batches)"
+            # Both sides must have stored every point, or the rates compare different work.
+            for name, bucket in made.items():
+                flux = (f'from(bucket: "{bucket.name}") |> range(start: 0) |> filter(fn: (r) => r._field == "avg")'
+                        " |> group() |> count()")
+                stored = sum(int(r.get_value()) for t in admin.query_api().query(flux) for r in t.records)
+                out[f"{name}_points_stored"] = stored
+                if stored != points:
+                    msg = f"{name}: InfluxDB holds {stored:,} of the {points:,} points written"
+                    raise RuntimeError(msg)
         finally:
             for bucket in made.values():
                 with contextlib.suppress(Exception):
@@ -721,8 +1023,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                         help="devices in the latency run (the overheat job's Python stage runs once per device "
                              "per 1 s bucket, so its cost grows with devices, not events; default 1000)")
     parser.add_argument("--latency-seconds", type=int, help="length of the latency run (default 90; quick 45)")
-    parser.add_argument("--skip", default="", help="comma list of: raw,window,overheat,spark,latency,latency-wm,"
-                                                   "ingest,influx,dashboard,scale")
+    parser.add_argument("--skip", default="", help="comma list of: raw,window,overheat,pipeline,spark,spark-overheat,"
+                                                   "latency,latency-wm,latency-spark,ingest,influx,dashboard,scale")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     argv_used = argv if argv is not None else sys.argv[1:]
@@ -787,8 +1089,25 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                                        max_read_s=60 if args.quick else 120)
                 report.raw["overheat_job"] = r
                 part = "" if r["complete"] else f"; stopped after reading {r['events']:,} of {events:,}"
-                report.add("1 throughput", "our sustained-overheat job (SQL buckets + Python lifecycle), events/s",
-                           f"{r['events_per_s']:,.0f}", f"{r['events_per_s_incl_startup']:,.0f} incl. job start{part}")
+                report.add("1 throughput", "our sustained-overheat job (SQL buckets + prefilter + Python lifecycle), "
+                           "events/s", f"{r['events_per_s']:,.0f}",
+                           f"{r['events_per_s_incl_startup']:,.0f} incl. job start{part}")
+                # The same job with its SQL prefilter off (every device-bucket through Python): what it buys.
+                off = settings.model_copy(update={"overheat_prefilter": False})
+                r = run_job_on_backlog(off, "sustained-overheat", topic, events, "oh0", sampler,
+                                       max_read_s=30 if args.quick else 60)
+                report.raw["overheat_job_no_prefilter"] = r
+                part = "" if r["complete"] else f"; stopped after reading {r['events']:,} of {events:,}"
+                report.add("1 throughput", "same job, MW_OVERHEAT_PREFILTER=false (Python runs per device-second), "
+                           "events/s", f"{r['events_per_s']:,.0f}", f"for comparison{part}")
+
+            def pipeline() -> None:
+                r = run_pipeline_on_backlog(settings, topic, events, sampler)
+                report.raw["pipeline"] = r
+                report.add("1 throughput", "the pipeline: window-aggregates + sustained-overheat jobs together on the "
+                           "backlog (one slot each), events/s", f"{r['events_per_s']:,.0f}",
+                           "until both read all; per job: " + ", ".join(f"{k} {v:.0f} s"
+                                                                       for k, v in r["per_job_s"].items()))
 
             def spark() -> None:
                 r = bench_spark(settings, topic, "thr", sampler, tmp)
@@ -801,10 +1120,22 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                            f"/s); availableNow, {r['batches']} micro-batches, session start {r['session_s']:.0f} s "
                            f"excluded; peak RSS {gib(r['peak_rss'])}")
 
+            def spark_overheat() -> None:
+                r = bench_spark_overheat(settings, topic, "thr", sampler, tmp)
+                report.raw["pyspark_overheat"] = r
+                cold = r["runs"][0]["rows_in"] / r["runs"][0]["wall_s"]
+                report.add("1 throughput", f"PySpark {r['spark']} sustained-overheat twin (1 s buckets in Spark SQL + "
+                           "transformWithStateInPandas running the same overheat_logic), events/s",
+                           f"{r['events_per_s']:,.0f}",
+                           f"2nd run (1st, cold: {cold:,.0f}/s); {r['batches']} micro-batches; "
+                           f"{len(r['alerts']['opened_devices'])} devices opened; peak RSS {gib(r['peak_rss'])}")
+
             phase("raw", raw)
             phase("window", window)
             phase("overheat", overheat)
+            phase("pipeline", pipeline)
             phase("spark", spark)
+            phase("spark-overheat", spark_overheat)
 
             def latency() -> None:
                 r = bench_latency(settings, args.rate, args.latency_devices, lat_seconds, 10, sampler, with_influx=True)
@@ -833,6 +1164,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
 
             phase("latency-wm", latency_small_watermark)
 
+            def latency_spark() -> None:
+                r = bench_latency(settings, args.rate, args.latency_devices, lat_seconds, 10, sampler,
+                                  with_influx=False, job=spark_overheat_job, drain_s=60)
+                report.raw["latency_pyspark"] = r
+                batch = r["job"].get("batch_ms") or []
+                report.add("2 latency", "PySpark twin: completing event -> alert in Kafka, p50 / p99 ms",
+                           f"{pct(r['kafka_ms'], 0.5):,.0f} / {pct(r['kafka_ms'], 0.99):,.0f}",
+                           f"achieved {r['rate_achieved']:,.0f}/s, {r['alerts']}/{r['hot']} alerts opened (60 s "
+                           f"drain); micro-batch median {pct(batch, 0.5):,.0f} ms")
+
+            phase("latency-spark", latency_spark)
+
             def ingest() -> None:
                 r = bench_ingest(settings, 50_000 if args.quick else 200_000)
                 report.raw["ingest"] = r
@@ -853,6 +1196,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                 report.raw["dashboard"] = r
                 report.add("5 dashboard", "panel queries, median / worst p95 ms (100 devices x 6 h)",
                            f"{r['median_p95_ms']:,.0f} / {r['worst_p95_ms']:,.0f}", "bench/dashboard_queries.py")
+                from bench import dashboard_render
+
+                hours = 1 if args.quick else 6
+                d = dashboard_render.measure(settings, devices=100, hours=hours, runs=3)
+                report.raw["dashboard_render"] = d
+                for kind in ("cold", "warm"):
+                    v = d[kind]
+                    report.add("5 dashboard", f"Streamlit first render in headless Chromium, {kind} (new profile"
+                               f"{'' if kind == 'cold' else ', then reload'}), median / p95 ms (100 devices x "
+                               f"{hours} h of 10 s windows)", f"{v['median_ms']:,.0f} / {v['p95_ms']:,.0f}",
+                               "every chart drawn; bench/dashboard_render.py"
+                               + (f"; {v['errors']} loads showed an error: {v['error']}" if v.get("errors") else ""))
 
             phase("ingest", ingest)
             phase("influx", influx)
@@ -903,16 +1258,37 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
     raw = report.raw
     raw_best = max((r["msg_per_s"] for r in raw.get("raw_consume", [])), default=None)
     win = raw.get("window_job", {}).get("events_per_s")
+    oh = raw.get("overheat_job", {}).get("events_per_s")
+    pipe = raw.get("pipeline", {}).get("events_per_s")
     spark = raw.get("pyspark", {}).get("events_per_s")
+    spark_oh = raw.get("pyspark_overheat", {}).get("events_per_s")
+
+    def at_least(a: float | None, b: float | None, k: float) -> bool:
+        return bool(a and b and a / b >= k)
+
     goals = [
-        ("throughput ≥ 0.5 × raw consume", ratio(win, raw_best), win and raw_best and win / raw_best >= 0.5),
-        ("throughput ≥ 3 × PySpark", ratio(win, spark), win and spark and win / spark >= 3),
+        ("throughput ≥ 0.5 × raw consume: both jobs together", ratio(pipe, raw_best), at_least(pipe, raw_best, 0.5)),
+        ("… window job alone", ratio(win, raw_best), at_least(win, raw_best, 0.5)),
+        ("… sustained-overheat job alone", ratio(oh, raw_best), at_least(oh, raw_best, 0.5)),
+        ("throughput ≥ 3 × PySpark: window job vs its PySpark twin", ratio(win, spark), at_least(win, spark, 3)),
+        ("… sustained-overheat job vs its PySpark twin", ratio(oh, spark_oh), at_least(oh, spark_oh, 3)),
     ]
     lat = raw.get("latency")
     if lat:
         p99 = pct(lat["kafka_ms"], 0.99)
-        goals.append((f"alert latency p99 ≤ 500 ms beyond the sustained duration (at {lat['rate_achieved']:,.0f}/s)",
-                      f"{p99:,.0f} ms", p99 <= 500))
+        goals.append((f"alert latency p99 ≤ 500 ms beyond the sustained duration (at {lat['rate_achieved']:,.0f}/s, "
+                      "watermark delay 2,000 ms)", f"{p99:,.0f} ms", p99 <= 500))
+        fast = raw.get("latency_watermark_200ms")
+        if fast:
+            p99f = pct(fast["kafka_ms"], 0.99)
+            goals.append(("… with a 200 ms watermark delay", f"{p99f:,.0f} ms", p99f <= 500))
+        lat_spark = raw.get("latency_pyspark")
+        if lat_spark:
+            p99s = pct(lat_spark["kafka_ms"], 0.99)
+            # Alerts PySpark never delivered would only raise its p99: with some missing, the ratio is an upper bound.
+            goals.append((f"alert latency p99 ≤ 0.1 × PySpark's (same rate and delay; PySpark delivered "
+                          f"{lat_spark['alerts']}/{lat_spark['hot']} alerts)", ratio(p99, p99s),
+                          bool(p99s == p99s and p99 / p99s <= 0.1)))
     ing = raw.get("ingest", {}).get("kafka-python")
     if ing:
         goals.append(("kafka-python publisher ≥ 50,000 events/s per core", f"{ing['events_per_cpu_s']:,.0f}/CPU-s",
@@ -951,39 +1327,47 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         "- **Throughput**: a job is submitted with a fresh consumer group on the pre-loaded topic; events/s = records "
         "its Kafka source emitted (Flink REST, `numRecordsOut` of the source operator, summed over subtasks) from the "
         "first record until all were read, sampled every 0.5 s (so ±0.5 s on the end; the private JobManager's REST "
-        "metric cache is set to 500 ms for this, instead of 10 s). Our job does more per event than the PySpark "
-        "twin (sliding windows, late-event check and rules besides the tumbling windows), so the PySpark ratio is "
-        "not like for like in our favour. The value including job "
-        "start-up is in the notes. Raw consume is Kafka's `kafka.tools.ConsumerPerformance` (kafka-tools "
-        f"{KAFKA_VERSION}); its nMsg/s includes the group join, `fetch-only` excludes it. PySpark runs the same "
-        "10 s tumbling avg/min/max/count per device+metric from the same topic to a Kafka topic "
-        "(`bench/spark_job.py`, `trigger(availableNow=True)`); its time is from `start()` to termination, so it "
-        "excludes the SparkSession start but includes query planning. The overheat job has no PySpark twin here: "
-        "its lifecycle (pending/opened/escalated/resolved/silent per device) would need "
-        "`applyInPandasWithState`; that is not written, so no PySpark latency or overheat ratio is reported.",
-        "- **Alert latency**: the sustained-overheat job runs alone on a fresh topic; a publisher (confluent-kafka, "
+        "metric cache is set to 500 ms for this, instead of 10 s). The value including job start-up is in the notes. "
+        "*The pipeline* row runs both jobs at once, one slot each, as they are deployed. Raw consume is Kafka's "
+        f"`kafka.tools.ConsumerPerformance` (kafka-tools {KAFKA_VERSION}); its nMsg/s includes the group join, "
+        "`fetch-only` excludes it. The PySpark twins read the same topic with `trigger(availableNow=True)` and are "
+        "timed from `start()` to termination (SparkSession start excluded, query planning included): "
+        "`bench/spark_job.py` does the 10 s tumbling avg/min/max/count only (our window job does more per event: "
+        "sliding windows, late-event check, rules, so that ratio is not like for like in our favour); "
+        "`bench/spark_overheat.py` does the same 1 s buckets and runs the same `flink_jobs/overheat_logic.py` per "
+        "device in `transformWithStateInPandas` (Spark refuses `applyInPandasWithState` after an aggregation), "
+        "without our SQL prefilter. The overheat job's prefilter drops, in SQL, the buckets that cannot change an "
+        "alert; on this backlog only the 20 hot devices' buckets reach Python, so its figure is the cost of the "
+        "SQL stage, and the row with the prefilter off shows the Python lifecycle's cost per device-second.",
+        "- **Alert latency**: the job under test runs alone on a fresh topic; a publisher (confluent-kafka, "
         "linger 5 ms) sends readings stamped with the wall clock at a steady rate, and 10 devices start overheating "
         "at staggered times. Latency = arrival of the `opened` alert (Kafka consumer; InfluxDB: our writer thread "
         "plus a Flux poll every 100 ms) minus the publish time of that device's last reading before the alert's "
-        "`ts`. The sustained duration is set to 10 s for the run (it only shifts when alerts fire). The job "
-        "closes a 1 s bucket only when the watermark (max event time − MW_WATERMARK_DELAY_MS = 2,000 ms) passes "
-        "its end, so ~2 s of the latency is the configured out-of-orderness bound, not processing; a second run with "
-        "a 200 ms bound shows the rest. Most of that rest is probably PyFlink's Python bundling "
-        "(`python.fn-execution.bundle.time`, 1 s by default, before the Python lifecycle stage emits), not verified "
-        "by a run with a smaller bundle time.",
+        "`ts`. The sustained duration is set to 10 s for the run (it only shifts when alerts fire). A 1 s bucket "
+        "closes only when the watermark (max event time − MW_WATERMARK_DELAY_MS = 2,000 ms) passes its end, so "
+        "~2 s of the latency is the configured out-of-orderness bound, not processing; the run with a 200 ms bound "
+        "shows the rest (the job flushes network buffers every 10 ms and emits watermarks every 50 ms). PySpark's "
+        "twin runs with the default trigger (each micro-batch starts when the previous ends); its watermark moves "
+        "between micro-batches, so an alert waits for two or three of them.",
         "- **Memory**: RSS of each server's process tree (Kafka, Flink JobManager, TaskManager with its Python "
         "workers, InfluxDB), summed every 0.5 s; the peak of the sum. PySpark's own peak is in its notes.",
-        "- **InfluxDB writes**: the same window points, 5,000 per request, into fresh buckets.",
+        "- **InfluxDB writes**: the same window points into fresh buckets: our writer converts the records and "
+        "writes them per poll (≤ 5,000, gzip); the baseline is `influx write` (Influx CLI 2.x) on a file of the same "
+        "line protocol. The CLI is not installable here from the Go proxy (403 for github.com/influxdata/influx-cli);"
+        " set MW_BENCH_INFLUX_CLI to a binary (built from its source, outside the repo) or the run falls back to "
+        "raw HTTP writes and says so.",
+        "- **Dashboard**: panel queries by `bench/dashboard_queries.py`; first render by `bench/dashboard_render.py`:"
+        " the Streamlit app against the private InfluxDB, Chromium headless over the DevTools protocol; a load is "
+        "complete when Streamlit's script run has ended and every chart has drawn its marks (time from navigation "
+        "start, measured in the page).",
         "- **Scale**: the window job on backlogs of other device counts, and with parallelism 2 on the 2 task slots "
         "(the p=1 figure above is the 1-slot point).",
         "",
         "## Not measured (yet)",
         "",
-        "- PySpark alert latency and a PySpark sustained-overheat job (so no latency ratio to PySpark), and the "
-        "overheat + window jobs running together on one backlog (each is timed alone).",
-        "- Dashboard first render in Chromium (only the panel queries, via `bench/dashboard_queries.py`, on a small "
-        "data set: 100 devices × 6 h of 60 s windows).",
         "- Latency at 1,000 / 100,000 devices and at 2 slots (scale covers throughput only).",
+        "- The overheat job on a backlog where many devices run warm at once (the prefilter then passes more "
+        "buckets to Python; its worst case is the prefilter-off row).",
         "",
     ]
     if report.notes:

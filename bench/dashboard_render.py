@@ -137,9 +137,6 @@ def browser_session(url: str, reloads: int, timeout: float) -> list[dict[str, An
     with tempfile.TemporaryDirectory(prefix="mw-chromium-", ignore_cleanup_errors=True) as profile:
         browser = headless.Chromium(profile)
         try:
-            browser.call("Page.enable")
-            browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=2000, deviceScaleFactor=1,
-                         mobile=False)
             browser.call("Page.addScriptToEvaluateOnNewDocument", source=DETECTOR % {"charts": CHARTS})
             browser.call("Page.navigate", url=url)
             out = [_wait_render(browser, timeout)]

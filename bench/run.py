@@ -50,6 +50,7 @@ KAFKA_VERSION = "4.1.1"
 SPARK_VERSION = "4.1.1"
 INFLUX_CLI = "github.com/influxdata/influx-cli/v2/cmd/influx@v2.7.5"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def say(msg: str) -> None:
@@ -150,6 +151,48 @@ class RssSampler:
             total += tree
         self.peak_total = max(self.peak_total, total)
         self.phase_peak[self.phase] = max(self.phase_peak.get(self.phase, 0), total)
+
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system, incl. reaped children) used so far by each server's process tree."""
+        children: dict[int, list[int]] = {}
+        cpu: dict[int, float] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            cpu[pid] = sum(int(x) for x in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+        out = {}
+        for name, root in self.roots().items():
+            todo, total = [root] if root is not None else [], 0.0
+            while todo:
+                pid = todo.pop()
+                total += cpu.get(pid, 0.0)
+                todo.extend(children.get(pid, []))
+            out[name] = total
+        return out
+
+
+def cpu_use(before: dict[str, float], after: dict[str, float], seconds: float, events: int) -> dict[str, Any]:
+    """Average cores each tree used between two cpu_seconds() readings, and CPU-s per million events."""
+    used = {k: after.get(k, 0.0) - v for k, v in before.items()}
+    total = sum(used.values())
+    return {"cores": {k: round(v / seconds, 2) for k, v in used.items()}, "cores_total": round(total / seconds, 2),
+            "cpu_s_per_million_events": round(total / max(events, 1) * 1e6, 1)}
+
+
+def cpu_note(r: dict[str, Any]) -> str:
+    c = r.get("cpu")
+    if not c:
+        return ""
+    tm, kafka = c["cores"].get("flink-taskmanager", 0), c["cores"].get("kafka", 0)
+    return (f"; CPU {c['cores_total']:.2f} cores (TaskManager incl. Python {tm:.2f}, Kafka {kafka:.2f}), "
+            f"{c['cpu_s_per_million_events']:.0f} CPU-s per million events")
 
 
 def gib(n: int) -> str:
@@ -362,6 +405,7 @@ def run_job_on_backlog(
             samples.append((now - t_submit, count))
             if count > 0 and first is None:
                 first = (now, count)
+                cpu0 = sampler.cpu_seconds()
             if count >= expected or (first is not None and max_read_s and now - first[0] >= max_read_s):
                 break
             time.sleep(0.5)
@@ -371,7 +415,8 @@ def run_job_on_backlog(
             raise RuntimeError(msg)
         assert first is not None
         steady = (count - first[1]) / max(done - first[0], 1e-6)
-        return {"job_id": job_id, "events": count, "submit_to_done_s": done - t_submit,
+        cpu = cpu_use(cpu0, sampler.cpu_seconds(), max(done - first[0], 1e-6), count - first[1])
+        return {"job_id": job_id, "events": count, "cpu": cpu, "submit_to_done_s": done - t_submit,
                 "first_record_s": first[0] - t_submit, "events_per_s": steady,
                 "events_per_s_incl_startup": count / (done - t_submit), "complete": count >= expected,
                 "samples": samples[::4]}
@@ -428,6 +473,7 @@ def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampl
                     count = source_count(settings, job_id)
                     if count > 0 and first is None:
                         first = time.monotonic()
+                        cpu0 = sampler.cpu_seconds()
                     if count >= expected:
                         done[job] = time.monotonic()
             time.sleep(0.5)
@@ -435,7 +481,8 @@ def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampl
             msg = f"the pipeline did not read {expected} events in {timeout:.0f}s (done: {sorted(done)})"
             raise RuntimeError(msg)
         end = max(done.values())
-        return {"events": expected, "events_per_s": expected / max(end - first, 1e-6),
+        cpu = cpu_use(cpu0, sampler.cpu_seconds(), max(end - first, 1e-6), expected)
+        return {"events": expected, "cpu": cpu, "events_per_s": expected / max(end - first, 1e-6),
                 "events_per_s_incl_startup": expected / (end - t_submit),
                 "per_job_s": {job: t - first for job, t in done.items()}}
     finally:
@@ -502,9 +549,14 @@ def bench_spark(settings: Settings, topic: str, tag: str, sampler: RssSampler, t
            "--watermark-ms", str(settings.watermark_delay_ms), "--window-s", str(settings.window_size_s)]
     create_topic(settings, f"mw.bench.spark.{tag}", settings.kafka_partitions)
     sampler.phase = f"pyspark backlog {tag}"
-    log = tmp / f"spark-{tag}.log"
+    return run_spark_backlog(cmd, tmp / f"spark-{tag}.log", result, "PySpark", env=None)
+
+
+def run_spark_backlog(cmd: list[str], log: Path, result: Path, what: str, env: dict[str, str] | None) -> dict[str, Any]:
+    """Run a PySpark backlog script to its end (20 min at most); its result JSON plus events/s and peak RSS."""
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,  # noqa: S603
+                                env=env)
         spark_peak = 0
         deadline = time.monotonic() + 1200
         while proc.poll() is None and time.monotonic() < deadline:
@@ -512,10 +564,10 @@ def bench_spark(settings: Settings, topic: str, tag: str, sampler: RssSampler, t
             time.sleep(0.5)
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
-            msg = "PySpark did not finish in 20 min"
+            msg = f"{what} did not finish in 20 min"
             raise RuntimeError(msg)
     if proc.returncode != 0 or not result.exists():
-        msg = f"PySpark failed (exit {proc.returncode}): {log.read_text()[-2000:]}"
+        msg = f"{what} failed (exit {proc.returncode}): {log.read_text()[-2000:]}"
         raise RuntimeError(msg)
     data: dict[str, Any] = json.loads(result.read_text())
     data["events_per_s"] = data["rows_in"] / data["wall_s"]
@@ -595,25 +647,7 @@ def bench_spark_overheat(
     cmd = [*spark_overheat_cmd(settings, venv, topic, alerts, tmp / f"spark-overheat-ckpt-{tag}"), "--available-now",
            "--runs", str(runs), "--result", str(result)]
     sampler.phase = f"pyspark overheat backlog {tag}"
-    log = tmp / f"spark-overheat-{tag}.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,  # noqa: S603
-                                env=spark_env())
-        spark_peak = 0
-        deadline = time.monotonic() + 1200
-        while proc.poll() is None and time.monotonic() < deadline:
-            spark_peak = max(spark_peak, tree_rss(proc.pid))
-            time.sleep(0.5)
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            msg = "PySpark overheat job did not finish in 20 min"
-            raise RuntimeError(msg)
-    if proc.returncode != 0 or not result.exists():
-        msg = f"PySpark overheat job failed (exit {proc.returncode}): {log.read_text()[-2000:]}"
-        raise RuntimeError(msg)
-    data: dict[str, Any] = json.loads(result.read_text())
-    data["events_per_s"] = data["rows_in"] / data["wall_s"]
-    data["peak_rss"] = spark_peak
+    data = run_spark_backlog(cmd, tmp / f"spark-overheat-{tag}.log", result, "PySpark overheat job", env=spark_env())
     data["alerts"] = opened_summary(read_alerts(settings, alerts))
     return data
 
@@ -1082,7 +1116,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                 report.add("1 throughput", "our window-aggregates job (PyFlink SQL, p=1: 10 s tumbling + 30 s/10 s "
                            "sliding windows + late-event check + threshold rules, one statement set), events/s",
                            f"{r['events_per_s']:,.0f}",
-                           f"{r['events_per_s_incl_startup']:,.0f} incl. job start ({r['submit_to_done_s']:.0f} s)")
+                           f"{r['events_per_s_incl_startup']:,.0f} incl. job start ({r['submit_to_done_s']:.0f} s)"
+                           + cpu_note(r))
 
             def overheat() -> None:
                 r = run_job_on_backlog(settings, "sustained-overheat", topic, events, "oh1", sampler,
@@ -1091,7 +1126,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                 part = "" if r["complete"] else f"; stopped after reading {r['events']:,} of {events:,}"
                 report.add("1 throughput", "our sustained-overheat job (SQL buckets + prefilter + Python lifecycle), "
                            "events/s", f"{r['events_per_s']:,.0f}",
-                           f"{r['events_per_s_incl_startup']:,.0f} incl. job start{part}")
+                           f"{r['events_per_s_incl_startup']:,.0f} incl. job start{part}" + cpu_note(r))
                 # The same job with its SQL prefilter off (every device-bucket through Python): what it buys.
                 off = settings.model_copy(update={"overheat_prefilter": False})
                 r = run_job_on_backlog(off, "sustained-overheat", topic, events, "oh0", sampler,
@@ -1099,7 +1134,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                 report.raw["overheat_job_no_prefilter"] = r
                 part = "" if r["complete"] else f"; stopped after reading {r['events']:,} of {events:,}"
                 report.add("1 throughput", "same job, MW_OVERHEAT_PREFILTER=false (Python runs per device-second), "
-                           "events/s", f"{r['events_per_s']:,.0f}", f"for comparison{part}")
+                           "events/s", f"{r['events_per_s']:,.0f}", f"for comparison{part}" + cpu_note(r))
 
             def pipeline() -> None:
                 r = run_pipeline_on_backlog(settings, topic, events, sampler)
@@ -1107,7 +1142,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
                 report.add("1 throughput", "the pipeline: window-aggregates + sustained-overheat jobs together on the "
                            "backlog (one slot each), events/s", f"{r['events_per_s']:,.0f}",
                            "until both read all; per job: " + ", ".join(f"{k} {v:.0f} s"
-                                                                       for k, v in r["per_job_s"].items()))
+                                                                       for k, v in r["per_job_s"].items())
+                           + cpu_note(r))
 
             def spark() -> None:
                 r = bench_spark(settings, topic, "thr", sampler, tmp)

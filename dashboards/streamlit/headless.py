@@ -109,6 +109,9 @@ class Chromium:
         from websockets.sync.client import connect  # streamlit's own dependency
 
         self.ws = connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=10)
+        # Page events on, and the viewport the window size promised (headless ignores --window-size for it).
+        self.call("Page.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def call(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
         self.next_id += 1

@@ -362,9 +362,6 @@ def _load(url: str, ready_text: str, timeout: float = 90) -> tuple[str, str, byt
     with tempfile.TemporaryDirectory(prefix="mw-chromium-", ignore_cleanup_errors=True) as profile:
         browser = headless.Chromium(profile)
         try:
-            browser.call("Page.enable")
-            browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=2000, deviceScaleFactor=1,
-                         mobile=False)
             browser.call("Page.navigate", url=url)
             deadline = time.monotonic() + timeout
             text = ""

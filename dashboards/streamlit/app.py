@@ -103,10 +103,7 @@ def _kpis(dash: data.Dashboard, f: data.Filters, active: pd.DataFrame) -> None:
 
 def _charts(dash: data.Dashboard, f: data.Filters) -> None:
     left, right = st.columns(2)
-    devices = f.devices
-    if not devices:
-        top = dash.hottest(f, n=data.DEFAULT_DEVICE_SERIES, metric=f.metric)
-        devices = tuple(top["device_id"]) if not top.empty else ()
+    devices = dash.chart_devices(f)
     with left:
         st.subheader(f"{f.metric} per device")
         if devices:
@@ -224,24 +221,29 @@ def main() -> None:
                       site=filters.site, device_prefix=filters.device_prefix, devices=filters.devices,
                       metric=filters.metric, window=filters.window)
         try:
-            if dash.choices(f).empty:
-                st.info("InfluxDB has no window aggregates for these filters in this range yet. "
-                        "Start the pipeline (`machinewatch demo`) or widen the time range.")
-                return
-            kpi_slot = st.container()
-            _charts(dash, f)
-            active = _alerts(dash, f, now)
-            with kpi_slot:
-                _kpis(dash, f, active)
-            _volume(dash, f)
-            st.caption(f"updated {now:%H:%M:%S} UTC · {f.start:%Y-%m-%d %H:%M} – {now:%H:%M} UTC · "
-                       f"window {f.window}")
+            with dash.render(f, now) as page:
+                _page(page, f, now)
         except data.InfluxUnavailable as exc:
             st.error(f"InfluxDB is unreachable: {exc}")
         except QueryError as exc:
             st.error(str(exc))
 
     live()
+
+
+def _page(dash: data.Dashboard, f: data.Filters, now: datetime) -> None:
+    if dash.choices(f).empty:
+        st.info("InfluxDB has no window aggregates for these filters in this range yet. "
+                "Start the pipeline (`machinewatch demo`) or widen the time range.")
+        return
+    kpi_slot = st.container()
+    _charts(dash, f)
+    active = _alerts(dash, f, now)
+    with kpi_slot:
+        _kpis(dash, f, active)
+    _volume(dash, f)
+    st.caption(f"updated {now:%H:%M:%S} UTC · {f.start:%Y-%m-%d %H:%M} – {now:%H:%M} UTC · "
+               f"window {f.window}")
 
 
 main()

@@ -6,9 +6,12 @@ with the read-only token; the helpers here turn the rows into what a panel shows
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,8 @@ class Dashboard:
     aggregates_bucket: str = names.BUCKET_AGGREGATES
     alerts_bucket: str = names.BUCKET_ALERTS
     _client: InfluxDBClient | None = field(default=None, repr=False)
+    # While a page renders: query results by (file, params), so each panel's query runs once, up front.
+    _memo: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout_ms: int = 10_000) -> Dashboard:
@@ -104,8 +109,39 @@ class Dashboard:
             self._client.close()
             self._client = None
 
+    @contextlib.contextmanager
+    def render(self, f: Filters, now: datetime, workers: int = 4) -> Iterator[Dashboard]:
+        """A view of this dashboard for one page render, whose panel queries for ``f`` have already run.
+
+        A page asks a dozen queries one after another; InfluxDB answers several at once about as fast
+        as one, so the page waits for the slowest instead of the sum (``workers`` at a time). The view
+        shares this one's client and keeps the results for the render only (the app's Dashboard is shared
+        by every browser session). A query that failed here runs again when its panel asks, and raises there.
+        """
+        page = replace(self, _client=self.client, _memo={})
+        calls: list[Callable[[], object]] = [
+            lambda: page.choices(f), lambda: page.series(f, "device_id", page.chart_devices(f)),
+            lambda: page.series(f, "region"), lambda: page.histogram(f), lambda: page.hottest(f, 10, f.metric),
+            lambda: page.alert_states(f, now), lambda: page.time_in_alarm(f, now), lambda: page.threshold_alerts(f),
+            lambda: page.kpis(f), lambda: page.late_events(f), lambda: page.events_per_source(f),
+        ]
+        with ThreadPoolExecutor(workers, thread_name_prefix="flux") as pool:
+            for future in [pool.submit(call) for call in calls]:
+                future.exception()  # wait; the panel's own call reports errors
+        yield page
+
     def run(self, name: str, params: dict[str, Any]) -> pd.DataFrame:
         """One library file with ``params`` as Flux options; an empty frame when nothing matched."""
+        memo = self._memo
+        key = f"{name}:{sorted(params.items())!r}"
+        if memo is not None and key in memo:
+            return memo[key]
+        frame = self._query(name, params)
+        if memo is not None:
+            memo[key] = frame
+        return frame
+
+    def _query(self, name: str, params: dict[str, Any]) -> pd.DataFrame:
         try:
             frames = self.client.query_api().query_data_frame(flux_text(name), params=params)
         except ApiException as exc:
@@ -128,6 +164,13 @@ class Dashboard:
         return frames.drop(columns=[c for c in ("result", "table") if c in frames.columns])
 
     # --- panels -------------------------------------------------------------------------------
+
+    def chart_devices(self, f: Filters) -> tuple[str, ...]:
+        """The devices the per-device chart shows: the chosen ones, or the hottest few."""
+        if f.devices:
+            return f.devices
+        top = self.hottest(f, n=DEFAULT_DEVICE_SERIES, metric=f.metric)
+        return tuple(top["device_id"]) if not top.empty else ()
 
     def hottest(self, f: Filters, n: int = 10, metric: str = TEMPERATURE) -> pd.DataFrame:
         params = {**f.common(), "bucket": self.aggregates_bucket, "metric": metric, "n": n}

@@ -174,3 +174,35 @@ def test_cli_dashboard_subcommand_defaults() -> None:
     args = build_parser().parse_args(["dashboard"])
     assert (args.host, args.port, args.func.__name__) == ("127.0.0.1", 8501, "cmd_dashboard")
     assert build_parser().parse_args(["dashboard", "--port", "9000"]).port == 9000
+
+
+def test_a_page_render_runs_each_panel_query_once_and_in_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time as _time
+
+    calls: list[str] = []
+    threads: set[str] = set()
+    lock = threading.Lock()
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        with lock:
+            calls.append(f"{name}:{sorted(params.items())!r}")
+            threads.add(threading.current_thread().name)
+        _time.sleep(0.05)  # long enough for the pool to overlap queries
+        return pd.DataFrame()
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o")  # noqa: S106 - never contacted
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    f = data.last(timedelta(hours=1), now=now)
+    with dash.render(f, now) as page:
+        prefetched = len(calls)
+        assert page.choices(f).empty and page.hottest(f, 10, f.metric).empty
+        page.alert_states(f, now)
+        page.kpis(f)
+    assert len(calls) == prefetched, "the panels' own calls were answered from the render's results"
+    assert len(set(calls)) == len(calls), "and each query (file and parameters) ran once"
+    assert sum(t.startswith("flux") for t in threads) > 1, "several at once"
+    assert dash._memo is None  # the shared dashboard keeps nothing between renders
+    dash.choices(f)
+    assert len(calls) == prefetched + 1

@@ -21,6 +21,7 @@ import platform
 import random
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -1066,6 +1067,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a linear script 
     skip = set(filter(None, args.skip.split(",")))
     lat_seconds = args.latency_seconds or (45 if args.quick else 90)
 
+    # A SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the private stack below is stopped, not left running.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     report = Report()
     report.raw["machine_before"] = machine()
     started = datetime.now(tz=UTC)

@@ -22,7 +22,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,9 +39,10 @@ import requests
 from pydantic import SecretStr
 
 from machinewatch import jobs
-from machinewatch.config import Settings, load_settings
+from machinewatch.config import Settings
 from machinewatch.record import make_event_id
 from machinewatch.stack import Stack
+from machinewatch.stack.private import private_settings
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -1001,29 +1001,6 @@ def bench_dashboard(settings: Settings, tmp: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- orchestration
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def private_settings(state: Path, **extra: object) -> Settings:
-    """Settings of a private stack on free ports (as tests/faults/ does); remote addresses and tokens are ignored."""
-    kafka, controller, rest, rpc, influx = free_ports(5)
-    return load_settings(
-        state_dir=state, kafka_port=kafka, kafka_controller_port=controller, flink_rest_port=rest,
-        flink_rpc_port=rpc, influx_port=influx, kafka_bootstrap=None, flink_rest_address=None, influx_url=None,
-        influx_token=None, influx_write_token=None, influx_read_token=None, **extra,
-    )
 
 
 @contextlib.contextmanager

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from machinewatch.config import Settings
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def create_topics(settings: Settings, topics: Iterable[str]) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from machinewatch.config import Settings, load_settings
+from machinewatch.config import Settings
 from machinewatch.stack import Stack
-from tests.stack_support import free_ports
+from machinewatch.stack.private import private_settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,16 +30,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("faults") is not None:
             item.add_marker(skip)
-
-
-def private_settings(state: Path, **extra: object) -> Settings:
-    """Settings of a private stack; remote addresses and given tokens from the environment are ignored."""
-    kafka, controller, rest, rpc, influx = free_ports(5)
-    return load_settings(
-        state_dir=state, kafka_port=kafka, kafka_controller_port=controller, flink_rest_port=rest,
-        flink_rpc_port=rpc, influx_port=influx, kafka_bootstrap=None, flink_rest_address=None, influx_url=None,
-        influx_token=None, influx_write_token=None, influx_read_token=None, **extra,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,8 @@ from ingest.tcp.listener import TcpConfig, TcpListener
 from machinewatch import names
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
+from machinewatch.stack.private import private_settings
 from machinewatch.stack.services import Kafka
-from tests.faults.conftest import private_settings
 
 pytestmark = pytest.mark.integration
 

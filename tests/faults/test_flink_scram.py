@@ -17,8 +17,8 @@ from kafka.errors import KafkaError
 from machinewatch import jobs, names
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
+from machinewatch.stack.private import private_settings
 from simulators.temperature import TemperatureSimulator
-from tests.faults.conftest import private_settings
 
 
 def test_window_job_reads_and_writes_through_a_scram_only_broker(tmp_path_factory: pytest.TempPathFactory) -> None:

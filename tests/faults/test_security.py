@@ -24,8 +24,8 @@ from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
+from machinewatch.stack.private import private_settings
 from machinewatch.stack.services import Kafka
-from tests.faults.conftest import private_settings
 from tests.faults.harness import wait_for
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 
 from machinewatch.config import Settings, load_settings
 from machinewatch.stack import Stack
-from tests.stack_support import free_ports
+from machinewatch.stack.private import free_ports
 
 
 @pytest.fixture(scope="session")

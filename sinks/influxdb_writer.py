@@ -43,16 +43,52 @@ class BadResult(ValueError):
     """A message on the aggregates topic that is not a window result."""
 
 
-def to_point(doc: dict[str, Any]) -> Point:
-    """One window result as an InfluxDB point (time = window end, ms precision)."""
-    missing = [k for k in _REQUIRED if doc.get(k) is None]
-    if missing:
-        msg = f"window result lacks {', '.join(missing)}"
+_LATE_REQUIRED = ("source", "device_id", "metric", "ts")
+_ALERT_TAGS = ("device_id", "rule_group", "severity", "kind", "state", "region", "site", "source")
+
+
+def _require(doc: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+    # Shared by the Point builders and the line builders, which must refuse the same records.
+    if None in map(doc.get, keys):
+        missing = [k for k in keys if doc.get(k) is None]
+        msg = f"{what} lacks {', '.join(missing)}"
         raise BadResult(msg)
+
+
+def _window_label(doc: dict[str, Any]) -> str:
     size_s = int(doc["window_ms"]) // 1000
     slide_s = int(doc.get("slide_ms") or doc["window_ms"]) // 1000
-    window = f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s"
-    point = Point(names.MEASUREMENT_WINDOW).tag("window", window)
+    return f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s"
+
+
+def _alert_target(doc: dict[str, Any]) -> tuple[str, int]:
+    """An alert's measurement and time (ms), or BadResult."""
+    when = doc.get("window_end_ms", doc.get("ts"))
+    if not doc.get("device_id") or when is None:
+        msg = "alert lacks device_id or a time (window_end_ms / ts)"
+        raise BadResult(msg)
+    return (names.MEASUREMENT_THRESHOLD_ALERT if doc.get("rule_group") else "device_alert"), int(when)
+
+
+def _alert_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """Everything but the tags: strings and bools as they are, numbers as floats, the rest as JSON."""
+    fields: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _ALERT_TAGS or value is None:
+            continue
+        if isinstance(value, bool | str):
+            fields[key] = value
+        elif isinstance(value, int | float):
+            fields[key] = float(value)
+        else:
+            fields[key] = json.dumps(value, sort_keys=True)
+    return fields
+
+
+def to_point(doc: dict[str, Any]) -> Point:
+    """One window result as an InfluxDB point (time = window end, ms precision)."""
+    _require(doc, _REQUIRED, "window result")
+    point = Point(names.MEASUREMENT_WINDOW).tag("window", _window_label(doc))
     for tag in _TAGS:
         value = doc.get(tag)
         if value:  # InfluxDB has no empty tag values
@@ -68,10 +104,7 @@ def to_point(doc: dict[str, Any]) -> Point:
 
 def late_point(doc: dict[str, Any]) -> Point:
     """One reading that arrived after its window fired: a point at its event time (count = 1)."""
-    missing = [k for k in ("source", "device_id", "metric", "ts") if doc.get(k) is None]
-    if missing:
-        msg = f"late event lacks {', '.join(missing)}"
-        raise BadResult(msg)
+    _require(doc, _LATE_REQUIRED, "late event")
     return (
         Point(names.MEASUREMENT_LATE)
         .tag("source", str(doc["source"])).tag("device_id", str(doc["device_id"])).tag("metric", str(doc["metric"]))
@@ -82,30 +115,17 @@ def late_point(doc: dict[str, Any]) -> Point:
     )
 
 
-_ALERT_TAGS = ("device_id", "rule_group", "severity", "kind", "state", "region", "site", "source")
-
 
 def alert_point(doc: dict[str, Any]) -> Point:
     """An alert record (threshold or device alert): tags for filtering, the rest as fields."""
-    when = doc.get("window_end_ms", doc.get("ts"))
-    if not doc.get("device_id") or when is None:
-        msg = "alert lacks device_id or a time (window_end_ms / ts)"
-        raise BadResult(msg)
-    measurement = names.MEASUREMENT_THRESHOLD_ALERT if doc.get("rule_group") else "device_alert"
+    measurement, when = _alert_target(doc)
     point = Point(measurement)
     for tag in _ALERT_TAGS:
         if doc.get(tag):
             point = point.tag(tag, str(doc[tag]))
-    for key, value in doc.items():
-        if key in _ALERT_TAGS or value is None:
-            continue
-        if isinstance(value, bool | str):
-            point = point.field(key, value)
-        elif isinstance(value, int | float):
-            point = point.field(key, float(value))
-        else:
-            point = point.field(key, json.dumps(value, sort_keys=True))
-    return point.time(int(when), WritePrecision.MS)
+    for key, value in _alert_fields(doc).items():
+        point = point.field(key, value)
+    return point.time(when, WritePrecision.MS)
 
 
 # The same escaping as influxdb_client's Point, so both give the same bytes (and so the same series).
@@ -174,13 +194,8 @@ def _float_field(name: str, value: float) -> str:
 
 def window_line(doc: dict[str, Any]) -> str:
     """``to_point(doc)`` as line protocol (ms precision), built without a Point: the writer's hot path."""
-    if None in map(doc.get, _REQUIRED):
-        missing = [k for k in _REQUIRED if doc.get(k) is None]
-        msg = f"window result lacks {', '.join(missing)}"
-        raise BadResult(msg)
-    size_s = int(doc["window_ms"]) // 1000
-    slide_s = int(doc.get("slide_ms") or doc["window_ms"]) // 1000
-    values = (*map(doc.get, _WINDOW_TAGS[:-1]), f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s")
+    _require(doc, _REQUIRED, "window result")
+    values = (*map(doc.get, _WINDOW_TAGS[:-1]), _window_label(doc))
     try:
         series = _window_series(*values)
     except TypeError:  # an unhashable tag value (a JSON list): written as Point would, just not cached
@@ -192,10 +207,7 @@ def window_line(doc: dict[str, Any]) -> str:
 
 def late_line(doc: dict[str, Any]) -> str:
     """``late_point(doc)`` as line protocol (ms precision)."""
-    missing = [k for k in ("source", "device_id", "metric", "ts") if doc.get(k) is None]
-    if missing:
-        msg = f"late event lacks {', '.join(missing)}"
-        raise BadResult(msg)
+    _require(doc, _LATE_REQUIRED, "late event")
     tags = _tags([(tag, str(doc[tag])) for tag in ("source", "device_id", "metric")])
     fields = _fields({"count": 1, "event_id": str(doc.get("event_id") or ""),
                       "watermark": str(doc.get("watermark") or "")})
@@ -204,23 +216,9 @@ def late_line(doc: dict[str, Any]) -> str:
 
 def alert_line(doc: dict[str, Any]) -> str:
     """``alert_point(doc)`` as line protocol (ms precision)."""
-    when = doc.get("window_end_ms", doc.get("ts"))
-    if not doc.get("device_id") or when is None:
-        msg = "alert lacks device_id or a time (window_end_ms / ts)"
-        raise BadResult(msg)
-    measurement = names.MEASUREMENT_THRESHOLD_ALERT if doc.get("rule_group") else "device_alert"
+    measurement, when = _alert_target(doc)
     tags = _tags([(tag, str(doc[tag])) for tag in _ALERT_TAGS if doc.get(tag)])
-    fields: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key in _ALERT_TAGS or value is None:
-            continue
-        if isinstance(value, bool | str):
-            fields[key] = value
-        elif isinstance(value, int | float):
-            fields[key] = float(value)
-        else:
-            fields[key] = json.dumps(value, sort_keys=True)
-    return _line(measurement, tags, _fields(fields), int(when))
+    return _line(measurement, tags, _fields(_alert_fields(doc)), when)
 
 
 Converter = Callable[[dict[str, Any]], "str | Point"]

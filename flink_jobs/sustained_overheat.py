@@ -26,7 +26,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
 from flink_jobs.overheat_logic import DeviceState, OverheatRules, keep_window_ms, on_bucket, on_timer
-from flink_jobs.window_aggregates import Topics, render_sql
+from flink_jobs.window_aggregates import Topics, render_sql, strip_sql_comments
 from machinewatch import names
 from machinewatch.config import Settings, load_settings
 
@@ -47,8 +47,7 @@ def rules_from(settings: Settings) -> OverheatRules:
 
 
 def _sql(name: str) -> str:
-    text = (SQL_DIR / name).read_text()
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return strip_sql_comments((SQL_DIR / name).read_text())
 
 
 def bucket_sql(settings: Settings, metric: str = "temperature") -> str:

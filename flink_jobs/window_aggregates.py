@@ -36,7 +36,7 @@ class Topics:
     alerts: str = names.TOPIC_ALERTS
 
 
-def _strip_comments(text: str) -> str:
+def strip_sql_comments(text: str) -> str:
     # Comments go first: they may mention placeholders and would confuse the statement split.
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
 
@@ -81,7 +81,7 @@ def render_sql(
         f"  'properties.{key}' = '{value.replace(chr(39), chr(39) * 2)}',\n"
         for key, value in settings.flink_kafka_properties().items()
     )
-    ddl = _strip_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
+    ddl = strip_sql_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
         kafka_security=kafka_security,
         aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
         alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
@@ -98,7 +98,7 @@ def render_sql(
     inserts_text = (SQL_DIR / "window_inserts.sql").read_text()
     tvf_part, rest = inserts_text.split("-- @aggregates_with_lateness")
     group_part, late_part = rest.split("-- @late")
-    aggregates_tpl, group_tpl, late_tpl = (_strip_comments(p) for p in (tvf_part, group_part, late_part))
+    aggregates_tpl, group_tpl, late_tpl = (strip_sql_comments(p) for p in (tvf_part, group_part, late_part))
     shapes = [(size, size)]
     if settings.hop_size_s and settings.hop_slide_s:
         shapes.append((settings.hop_size_s, settings.hop_slide_s))

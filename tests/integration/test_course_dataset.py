@@ -26,18 +26,18 @@ from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
 from sinks.influxdb_writer import InfluxWriter, alert_point, to_point
 from tests.integration.conftest import require_free_slot
+from tests.realdata import realdata_file
 from tests.stack_support import create_topics
 
 pytestmark = pytest.mark.integration
 
-REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
-DATA = REALDATA / "servers" / "course-dataset-20-servers-5s.csv"
+DATA = "servers/course-dataset-20-servers-5s.csv"
 METRICS = {"cpu_pct": "%", "mem_pct": "%", "net_in": "", "net_out": "", "disk_io": ""}
 CPU, MEM, NET, DISK = 83.45, 78.92, 4149.79, 1925.47  # the original Spark jobs' thresholds
 
 
-def course_readings(base: datetime) -> pd.DataFrame:
-    raw = pd.read_csv(DATA)
+def course_readings(path: Path, base: datetime) -> pd.DataFrame:
+    raw = pd.read_csv(path)
     # The file has times of day only; they are placed on `base` (a UTC date).
     stamps = pd.to_datetime(base.strftime("%Y-%m-%d ") + raw["ts"].astype(str), utc=True)
     raw["ts_ms"] = (stamps.astype("int64") // 1_000_000).astype("int64")
@@ -80,14 +80,14 @@ def expected_alerts(windows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["device_id", "window_end_ms", "label"])
 
 
-@pytest.mark.skipif(not DATA.exists(), reason=f"real dataset not found at {DATA}")
 def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: Settings) -> None:
+    data = realdata_file(DATA)
     run = uuid.uuid4().hex[:8]
     topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
     create_topics(settings, topics.values())
 
     base = (datetime.now(tz=UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-    df = course_readings(base)
+    df = course_readings(data, base)
     prefix = f"c{run}-"
     df["device_id"] = prefix + df["device_id"].astype(str)
     assert len(df) == 28_800 * len(METRICS)

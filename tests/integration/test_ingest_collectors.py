@@ -2,7 +2,9 @@
 
 Each test notes the end offsets before publishing and reads back only what was appended after
 them, then compares, by event id, with an expectation computed here with pandas / json, not with
-the collectors' code. The real files in /work/shared/realdata are loaded in full.
+the collectors' code. The real files recorded by others (``../shared/realdata`` beside the clone, see
+tests/realdata.py) are loaded in full when present; the other tests use files our simulators write in
+the same formats, so they run on any clone.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from simulators.datacenter import DatacenterSimulator, write_history
+from simulators.equipment import EquipmentSimulator
+from simulators.servers import HEADER, ServerSimulator
+from tests.realdata import realdata_file
 
 pytestmark = pytest.mark.integration
 
-REAL = Path("/work/shared/realdata")
-SENSORS = REAL / "sensors" / "dados_sensores.txt"
-SERVERS = REAL / "servers" / "course-dataset-20-servers-5s.csv"
+SENSORS = "sensors/dados_sensores.txt"
+SERVERS = "servers/course-dataset-20-servers-5s.csv"
 
 
 # -- reading back ---------------------------------------------------------------------------------
@@ -84,7 +88,8 @@ def as_frame(records: list[dict[str, Any]], source: str) -> pd.DataFrame:
 
 # -- history loader -------------------------------------------------------------------------------
 def test_history_real_sensor_file_twice_and_forced(stack: Stack, settings: Settings, tmp_path: Path) -> None:
-    lines = [json.loads(line) for line in SENSORS.read_text().splitlines() if line.strip()]
+    sensors = realdata_file(SENSORS)
+    lines = [json.loads(line) for line in sensors.read_text().splitlines() if line.strip()]
     expected = pd.DataFrame({
         "device_id": [d["id_equipamento"] for d in lines],
         "ts": (pd.to_datetime([d["data_evento"] for d in lines], utc=True).as_unit("us").asi8 / 1000)
@@ -96,7 +101,7 @@ def test_history_real_sensor_file_twice_and_forced(stack: Stack, settings: Setti
     state = LoadState(tmp_path / "state.json")
     readings_at, _ = mark(settings)
     with Publisher(settings) as pub:
-        report = HistoryLoader(pub, mapping, state, chunk_rows=2000, progress=False).load(SENSORS)
+        report = HistoryLoader(pub, mapping, state, chunk_rows=2000, progress=False).load(sensors)
     assert (report.rows, report.readings, report.rejects) == (10_000, 10_000, 0)
     got = as_frame(read_since(settings, readings_at), "equipment-sensors")
     assert len(got) == len(lines) == 10_000
@@ -107,20 +112,21 @@ def test_history_real_sensor_file_twice_and_forced(stack: Stack, settings: Setti
     # A second run sends nothing: the state says every row is acknowledged.
     again_at, _ = mark(settings)
     with Publisher(settings) as pub:
-        assert HistoryLoader(pub, mapping, LoadState(tmp_path / "state.json"), progress=False).load(SENSORS).rows == 0
+        assert HistoryLoader(pub, mapping, LoadState(tmp_path / "state.json"), progress=False).load(sensors).rows == 0
     assert [r for r in read_since(settings, again_at) if r["source"] == "equipment-sensors"
             and r["event_id"] in set(got.event_id)] == []
 
     # A forced run re-sends every row with the very same event ids.
     forced_at, _ = mark(settings)
     with Publisher(settings) as pub:
-        HistoryLoader(pub, mapping, LoadState(tmp_path / "state.json"), progress=False).load(SENSORS, force=True)
+        HistoryLoader(pub, mapping, LoadState(tmp_path / "state.json"), progress=False).load(sensors, force=True)
     forced = as_frame(read_since(settings, forced_at), "equipment-sensors")
     assert sorted(forced.event_id) == sorted(got.event_id)
 
 
 def test_history_real_servers_csv_full_file(stack: Stack, settings: Settings, tmp_path: Path) -> None:
-    raw = pd.read_csv(SERVERS)
+    servers = realdata_file(SERVERS)
+    raw = pd.read_csv(servers)
     base = pd.Timestamp("2024-01-01", tz="UTC")  # the mapping's documented base date
     raw["ts"] = ((base + pd.to_timedelta(raw["ts"])).astype("int64") // 1_000_000).astype("int64")
     long = raw.melt(id_vars=["ts", "server_id"], var_name="column", value_name="orig")
@@ -133,7 +139,7 @@ def test_history_real_servers_csv_full_file(stack: Stack, settings: Settings, tm
     started = time.monotonic()
     with Publisher(settings) as pub:
         report = HistoryLoader(pub, load_mapping("servers"), LoadState(tmp_path / "s.json"), progress=False).load(
-            SERVERS)
+            servers)
     print(f"servers CSV: {report.rows} rows, {report.readings} readings in {time.monotonic() - started:.1f} s")
     got = as_frame(read_since(settings, readings_at), "servers-course")
     assert len(got) == 28_800 * 5 and got.event_id.is_unique
@@ -234,13 +240,19 @@ def test_history_datacentre_files_units_schema_evolution_dead_letters(
 # -- replay ---------------------------------------------------------------------------------------
 def test_replay_gives_the_history_loaders_event_ids(stack: Stack, settings: Settings, tmp_path: Path) -> None:
     rows = 400
+    # A file in the course dataset's format (time of day only), written by our simulator: 20 servers,
+    # 20 steps of 5 s, and more rows after the limit.
+    servers = tmp_path / "servers.csv"
+    start = pd.Timestamp("2024-01-01T08:00:00Z").to_pydatetime()
+    events = islice(ServerSimulator(servers=20, seed=7).stream(start), rows + 100)
+    servers.write_text("\n".join([HEADER, *(e.line for e in events)]) + "\n")
     readings_at, _ = mark(settings)
     with Publisher(settings) as pub:
-        report = Replayer(pub, load_mapping("servers"), speed=0).run(SERVERS, limit_rows=rows)
+        report = Replayer(pub, load_mapping("servers"), speed=0).run(servers, limit_rows=rows)
     assert report.readings == rows * 5
     got = as_frame(read_since(settings, readings_at), "servers-course")
     assert len(got) == rows * 5 and got.event_id.is_unique
-    head = pd.read_csv(SERVERS, nrows=rows)
+    head = pd.read_csv(servers, nrows=rows)
     assert sorted(set(got.device_id)) == sorted(set(head.server_id))
     assert got[got.metric == "cpu_pct"].value.sort_values().tolist() == sorted(head.cpu_pct.tolist())
 
@@ -259,13 +271,13 @@ def test_replay_gives_the_history_loaders_event_ids(stack: Stack, settings: Sett
             pass
 
     head_file = tmp_path / "head.csv"
-    head_file.write_text("".join(SERVERS.read_text().splitlines(keepends=True)[: rows + 1]))
+    head_file.write_text("".join(servers.read_text().splitlines(keepends=True)[: rows + 1]))
     history_ids = Collect()
     HistoryLoader(history_ids, load_mapping("servers"), LoadState(tmp_path / "state.json"), progress=False).load(
         head_file)
     assert sorted(history_ids.ids) == sorted(got.event_id)
     replay_ids = Collect()
-    Replayer(replay_ids, load_mapping("servers"), speed=0).run(SERVERS, limit_rows=rows)
+    Replayer(replay_ids, load_mapping("servers"), speed=0).run(servers, limit_rows=rows)
     assert sorted(replay_ids.ids) == sorted(got.event_id)
 
 
@@ -281,8 +293,10 @@ async def _send(port: int, lines: list[bytes]) -> None:
 
 def test_tcp_listener_many_connections(stack: Stack, settings: Settings) -> None:
     tag = uuid.uuid4().hex[:6]
-    sensor_lines = SENSORS.read_bytes().splitlines(keepends=True)[:2000]
-    # Unique equipment ids for this run, otherwise the same text as the real file.
+    # 2000 lines in the equipment-temperature seed's format, from our simulator.
+    sensor_start = (pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=2)).to_pydatetime()
+    sensor_lines = [e.line.encode() + b"\n" for e in islice(EquipmentSimulator(sensors=50).stream(sensor_start), 2000)]
+    # Unique equipment ids for this run, otherwise the seed format's text.
     sensor_lines = [line.replace(b"Equipament-0323XH-", f"Eq-{tag}-".encode()) for line in sensor_lines]
     sim = DatacenterSimulator(servers=2, seed=3)
     start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=30)

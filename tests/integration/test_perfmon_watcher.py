@@ -32,10 +32,10 @@ from machinewatch import names
 from machinewatch.config import Settings
 from machinewatch.stack import Stack
 from simulators.perfmon import CORRUPT_CELL, PerfmonSimulator
+from tests.realdata import realdata_file
 
 pytestmark = pytest.mark.integration
 
-REAL = Path("/work/shared/realdata/perfmon")
 TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "perfmon" / "testdata"
 TOPICS = (names.TOPIC_READINGS, names.TOPIC_DEAD_LETTER)
 
@@ -102,8 +102,9 @@ def test_real_exports_reach_kafka_complete_and_unchanged(stack: Stack, settings:
     inbox.mkdir()
     files = {"india-logicaldisk-15s.csv": ZoneInfo("Asia/Kolkata"),
              "eastern-process-bytes-2s.csv": ZoneInfo("America/New_York")}
+    real = {name: realdata_file(f"perfmon/{name}") for name in files}
     for name in files:
-        shutil.copy(REAL / name, inbox / name)
+        shutil.copy(real[name], inbox / name)
     starts = _end_offsets(settings)
     watcher = PerfmonWatcher(PerfmonConfig(watch_dir=inbox, settle_s=0, batch_rows=50, site=site,
                                            region="it"), settings)
@@ -116,7 +117,7 @@ def test_real_exports_reach_kafka_complete_and_unchanged(stack: Stack, settings:
     assert sorted(p.name for p in (inbox / "done").iterdir()) == sorted(files)
 
     got = [d for d in _read_since(settings, starts)[names.TOPIC_READINGS] if d.get("site") == site]
-    expected = [t for name, tz in files.items() for t in _oracle(REAL / name, tz)]
+    expected = [t for name, tz in files.items() for t in _oracle(real[name], tz)]
     assert len(expected) == 244 + 208 * 8
     ids = [d["event_id"] for d in got]
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicate event ids in the topic"
@@ -124,7 +125,7 @@ def test_real_exports_reach_kafka_complete_and_unchanged(stack: Stack, settings:
     assert Counter((d["device_id"], d["ts"], _instance(d["metric"]), d["value"]) for d in got) == Counter(expected)
     # Content by event id: the topic holds exactly what the parser made of the files.
     parsed = {r.event_id: r.to_dict() for name in files
-              for row in parse((REAL / name).read_bytes(), region="it", site=site).rows() for r in row.readings}
+              for row in parse(real[name].read_bytes(), region="it", site=site).rows() for r in row.readings}
     assert {d["event_id"]: d for d in got} == parsed
     assert {d["unit"] for d in got} == {"count", "bytes"}
 

@@ -13,10 +13,10 @@ import pytest
 from ingest.formats import RowMapper, load_mapping, mapping_names, normalise
 from ingest.formats.decoders import count_rows, iter_rows
 from ingest.formats.units import canonical_unit
+from tests.realdata import realdata_file
 
-REAL = Path("/work/shared/realdata")
-SENSORS = REAL / "sensors" / "dados_sensores.txt"
-SERVERS = REAL / "servers" / "course-dataset-20-servers-5s.csv"
+SENSORS = "sensors/dados_sensores.txt"
+SERVERS = "servers/course-dataset-20-servers-5s.csv"
 TESTDATA = Path(__file__).parents[2] / "ingest" / "history" / "testdata"
 
 
@@ -48,8 +48,23 @@ def test_mapping_errors_name_the_key(tmp_path: Path) -> None:
         load_mapping("no-such-mapping")
 
 
+def test_equipment_row_in_the_seed_format() -> None:
+    # A line in the equipment-temperature seed's own format, written here (values made up).
+    line = ('{"id_sensor":"Sensor-1503-104QZ","id_equipamento":"Equipament-0323XH-104QZ","sensor":"sensor7", '
+            '"data_evento":"2024-01-02T03:04:05.123456Z", "padrao":{"formato":"iot:leitura:sensor:temp", '
+            '"leitura":{"temperatura":21.5}}}')
+    result = RowMapper(load_mapping("equipment")).map(json.loads(line), line)
+    assert not result.rejects
+    (reading,) = result.readings
+    assert (reading.device_id, reading.metric, reading.value, reading.unit) == (
+        "Equipament-0323XH-104QZ", "temperature", 21.5, "°C")
+    # 2024-01-02T03:04:05.123456Z, rounded to the millisecond: 1704164645123.
+    assert reading.ts == 1_704_164_645_123
+
+
 def test_equipment_row_from_the_real_file() -> None:
-    line = SENSORS.read_text().splitlines()[0]
+    with realdata_file(SENSORS).open() as handle:
+        line = handle.readline().rstrip("\n")
     result = RowMapper(load_mapping("equipment")).map(json.loads(line), line)
     assert not result.rejects
     (reading,) = result.readings
@@ -89,14 +104,15 @@ def test_csv_with_more_cells_than_header_is_a_decode_error(tmp_path: Path) -> No
 
 
 def test_full_real_servers_csv_parses_like_pandas() -> None:
-    frame = pd.read_csv(SERVERS)
+    servers = realdata_file(SERVERS)
+    frame = pd.read_csv(servers)
     mapper = RowMapper(load_mapping("servers"))
     readings = []
-    for row in iter_rows(SERVERS, "csv"):
+    for row in iter_rows(servers, "csv"):
         result = mapper.map(row.data or {}, row.raw)
         assert not result.rejects
         readings += result.readings
-    assert count_rows(SERVERS, "csv") == len(frame) == 28_800
+    assert count_rows(servers, "csv") == len(frame) == 28_800
     assert len(readings) == 5 * len(frame)
     assert len({r.event_id for r in readings}) == len(readings)
     cpu = sorted(r.value for r in readings if r.metric == "cpu_pct")
@@ -109,7 +125,7 @@ def test_full_real_servers_csv_parses_like_pandas() -> None:
 
 def test_full_real_sensor_file_parses() -> None:
     mapper = RowMapper(load_mapping("equipment"))
-    rows = list(iter_rows(SENSORS, "jsonl"))
+    rows = list(iter_rows(realdata_file(SENSORS), "jsonl"))
     readings = [r for row in rows for r in mapper.map(row.data or {}, row.raw).readings]
     assert len(rows) == len(readings) == 10_000
     assert len({r.event_id for r in readings}) == 10_000

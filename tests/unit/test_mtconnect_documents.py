@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +17,7 @@ from ingest.mtconnect.documents import (
     parse_streams,
     parse_timestamp_ms,
 )
-
-REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "mtconnect"
-needs_realdata = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real MTConnect documents not found at {REALDATA}")
+from tests.realdata import realdata_file
 
 # An observation element, found by text search rather than an XML parser: any tag carrying both a
 # dataItemId and a sequence attribute.
@@ -38,10 +35,9 @@ def count_by_item(text: str) -> tuple[Counter[str], set[int]]:
     return counts, seqs
 
 
-@needs_realdata
 @pytest.mark.parametrize("name", ["mazak-current-1.7.xml", "demo-sample-1.7.xml"])
 def test_real_streams_parse_into_the_observations_they_contain(name: str) -> None:
-    raw = (REALDATA / name).read_bytes()
+    raw = realdata_file(f"mtconnect/{name}").read_bytes()
     expected, expected_seqs = count_by_item(raw.decode("utf-8"))
     doc = parse_streams(raw)
     assert not doc.bad
@@ -54,9 +50,8 @@ def test_real_streams_parse_into_the_observations_they_contain(name: str) -> Non
     assert doc.header.first_sequence == int(header_attrs["firstSequence"])
 
 
-@needs_realdata
 def test_real_streams_categories_and_condition_levels() -> None:
-    raw = (REALDATA / "mazak-current-1.7.xml").read_text()
+    raw = realdata_file("mtconnect/mazak-current-1.7.xml").read_text()
     doc = parse_streams(raw.encode())
     # Count category blocks' children independently: slice the text between the group tags.
     by_cat: Counter[str] = Counter()
@@ -72,9 +67,8 @@ def test_real_streams_categories_and_condition_levels() -> None:
     assert dataset.value.count("=") == raw.count("<Entry ")
 
 
-@needs_realdata
 def test_real_nist_probe_items_and_units() -> None:
-    raw = (REALDATA / "nist-smstestbed-probe-1.3.xml").read_text()
+    raw = realdata_file("mtconnect/nist-smstestbed-probe-1.3.xml").read_text()
     probe = parse_probe(raw.encode())
     chunks = re.split(r"<Device\s", raw)[1:]
     expected = {re.search(r'name="([^"]+)"', c)[1]: len(re.findall(r"<DataItem\s", c)) for c in chunks}  # type: ignore[index]

@@ -22,10 +22,9 @@ from ingest.perfmon.parser import (
     parse,
     parse_counter_path,
 )
+from tests.realdata import realdata_file
 
-REAL = Path("/work/shared/realdata/perfmon")
 TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "perfmon" / "testdata"
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="real PerfMon exports not present")
 
 
 def _oracle(path: Path, zone: str) -> list[tuple[str, int, str, float]]:
@@ -42,13 +41,12 @@ def _oracle(path: Path, zone: str) -> list[tuple[str, int, str, float]]:
     return out
 
 
-@needs_real
 @pytest.mark.parametrize(("name", "zone", "rows"), [
     ("india-logicaldisk-15s.csv", "Asia/Kolkata", 21),
     ("eastern-process-bytes-2s.csv", "America/New_York", 208),
 ])
 def test_real_exports_match_an_independent_reading(name: str, zone: str, rows: int) -> None:
-    path = REAL / name
+    path = realdata_file(f"perfmon/{name}")
     pfile = parse(path.read_bytes(), region="r", site="s")
     assert pfile.row_count == rows
     parsed = list(pfile.rows())
@@ -66,9 +64,8 @@ def test_real_exports_match_an_independent_reading(name: str, zone: str, rows: i
     assert len(set(ids)) == len(ids)
 
 
-@needs_real
 def test_india_blanks_are_missing_not_zero() -> None:
-    pfile = parse((REAL / "india-logicaldisk-15s.csv").read_bytes())
+    pfile = parse(realdata_file("perfmon/india-logicaldisk-15s.csv").read_bytes())
     first = next(pfile.rows())
     metrics = {r.metric for r in first.readings}
     # 8 counters were " " in the first row, 4 were "0".
@@ -80,9 +77,8 @@ def test_india_blanks_are_missing_not_zero() -> None:
     assert first.readings[0].time == datetime(2017, 9, 19, 4, 21, 39, 73000, tzinfo=UTC)
 
 
-@needs_real
 def test_eastern_daylight_offset_and_units() -> None:
-    pfile = parse((REAL / "eastern-process-bytes-2s.csv").read_bytes())
+    pfile = parse(realdata_file("perfmon/eastern-process-bytes-2s.csv").read_bytes())
     first = next(pfile.rows())
     total = next(r for r in first.readings if r.metric == "process.virtual_bytes[_Total]")
     assert total.value == 238132991823872.0 and total.unit == "bytes" and total.orig_value is None

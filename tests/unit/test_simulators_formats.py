@@ -16,22 +16,44 @@ from simulators.datacenter import DatacenterSimulator, write_history
 from simulators.equipment import EquipmentSimulator
 from simulators.feed import Anomalies, backfill, live
 from simulators.servers import HEADER, ServerSimulator
+from tests.realdata import realdata_file
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
-REAL_SENSOR_LINE = Path("/work/shared/realdata/sensors/dados_sensores.txt").read_text().splitlines()[0]
-REAL_SERVERS_HEADER = Path("/work/shared/realdata/servers/course-dataset-20-servers-5s.csv").read_text().split("\n")[0]
+# The equipment-temperature seed's line format, written out by us (values made up): key order, the
+# space after some commas but not others, nesting. The real file is only compared when present.
+SENSOR_LINE_FORMAT = (
+    '{"id_sensor":"Sensor-1503-104QZ","id_equipamento":"Equipament-0323XH-104QZ","sensor":"sensor7", '
+    '"data_evento":"2024-01-02T03:04:05.123456Z", "padrao":{"formato":"iot:leitura:sensor:temp", '
+    '"leitura":{"temperatura":21.5}}}'
+)
+# The server-monitoring course dataset's header.
+SERVERS_HEADER_FORMAT = "ts,server_id,cpu_pct,mem_pct,net_in,net_out,disk_io"
 
 
 def _shape(obj: object) -> object:
     return {k: _shape(v) for k, v in obj.items()} if isinstance(obj, dict) else type(obj).__name__
 
 
+MASK = re.compile(r'"[^"]*"|-?\d+(\.\d+)?')  # strings and numbers: what is left is punctuation and spaces
+
+
+def _assert_same_format(line: str, reference: str) -> None:
+    assert _shape(json.loads(line)) == _shape(json.loads(reference))
+    assert MASK.sub("_", line) == MASK.sub("_", reference)
+    assert list(json.loads(line)) == list(json.loads(reference))  # same key order
+
+
 def test_equipment_lines_have_the_original_shape_and_spacing() -> None:
     line = next(EquipmentSimulator(sensors=2).stream(START)).line
-    assert _shape(json.loads(line)) == _shape(json.loads(REAL_SENSOR_LINE))
-    mask = re.compile(r'"[^"]*"|-?\d+(\.\d+)?')
-    assert mask.sub("_", line) == mask.sub("_", REAL_SENSOR_LINE)  # same punctuation and spaces
+    _assert_same_format(line, SENSOR_LINE_FORMAT)
     assert re.fullmatch(r"Sensor-1503-\d{3}[A-Z]{2}", json.loads(line)["id_sensor"])
+
+
+def test_equipment_lines_match_the_real_file() -> None:
+    real = realdata_file("sensors/dados_sensores.txt")
+    with real.open() as handle:
+        first = handle.readline().rstrip("\n")
+    _assert_same_format(next(EquipmentSimulator(sensors=2).stream(START)).line, first)
 
 
 def test_same_seed_same_lines_and_anomalies() -> None:
@@ -53,8 +75,14 @@ def test_same_seed_same_lines_and_anomalies() -> None:
         Anomalies.parse(overheats=["1:2"])
 
 
+def test_servers_header_matches_the_real_file() -> None:
+    real = realdata_file("servers/course-dataset-20-servers-5s.csv")
+    with real.open() as handle:
+        assert handle.readline().rstrip("\n") == HEADER
+
+
 def test_servers_rows_parse_with_the_course_mapping() -> None:
-    assert HEADER == REAL_SERVERS_HEADER
+    assert HEADER == SERVERS_HEADER_FORMAT
     events = list(islice(ServerSimulator(servers=4, seed=2).stream(START), 40))
     assert all(len(e.line.split(",")) == 7 for e in events)
     mapper = FeedMapper({"servers": {"base_date": START.date()}})

@@ -25,6 +25,10 @@ def _default_state() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "machinewatch"
 
 
+# A property of the process that starts a stack, not of the stack: a child would tie servers to itself.
+_NOT_INHERITED = frozenset({"die_with_parent"})
+
+
 class Settings(BaseSettings):
     """Settings shared by the CLI, the stack, the jobs and the collectors."""
 
@@ -36,6 +40,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache)
     state_dir: Path = Field(default_factory=_default_state)
     bind_host: str = "127.0.0.1"
+    # Servers started with these settings die with the process that started them, even when it is
+    # SIGKILLed (machinewatch/stack/watchdog.py). Private stacks of tests and benchmarks set it; the dev
+    # stack of 'stack up' outlives the CLI. Never passed on to child processes (to_env).
+    die_with_parent: bool = False
 
     # Versions of the real servers; the connector must match the pinned apache-flink.
     kafka_version: str = "4.1.1"
@@ -155,7 +163,7 @@ class Settings(BaseSettings):
         env = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None or isinstance(value, SecretStr):
+            if value is None or isinstance(value, SecretStr) or name in _NOT_INHERITED:
                 continue
             # pydantic-settings reads lists from env as JSON
             env[f"MW_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)

@@ -8,6 +8,7 @@ from machinewatch.config import Settings
 from machinewatch.stack import provision
 from machinewatch.stack.procs import ManagedProcess
 from machinewatch.stack.services import Flink, InfluxDB, Kafka, ServiceStatus, StackError
+from machinewatch.stack.watchdog import stop_watchdog
 
 __all__ = ["Stack", "StackError"]
 
@@ -21,9 +22,11 @@ class Stack:
         self.influxdb = InfluxDB(settings)
         self.flink = Flink(settings)
         # The Kafka -> InfluxDB result writer, when the demo or 'pipeline' started it.
-        self.writer = ManagedProcess("influx-writer", settings.state_dir / "run", "sink influxdb")
+        self.writer = ManagedProcess("influx-writer", settings.state_dir / "run", "sink influxdb",
+                                     tied=settings.die_with_parent)
         # The demo's live simulator.
-        self.simulator = ManagedProcess("simulator", settings.state_dir / "run", "simulate temperature")
+        self.simulator = ManagedProcess("simulator", settings.state_dir / "run", "simulate temperature",
+                                        tied=settings.die_with_parent)
 
     @property
     def services(self) -> tuple[Kafka, InfluxDB, Flink]:
@@ -46,6 +49,8 @@ class Stack:
         for service in (self.influxdb, self.kafka):
             if service.proc.stop():
                 stopped.append(service.name)
+        if self.settings.die_with_parent:
+            stop_watchdog(self.settings.state_dir / "run")
         return stopped
 
     def status(self) -> list[ServiceStatus]:

@@ -1,7 +1,8 @@
 """Settings for a private stack: free loopback ports and its own state dir (tests, faults, benchmarks).
 
 Such a stack never meets the dev stack or a remote one: remote addresses and tokens given in the
-environment are ignored, so the stack's own servers and token files are used.
+environment are ignored, so the stack's own servers and token files are used. Its servers die with the
+process that started them, even when that process is SIGKILLed (watchdog.py).
 """
 
 from __future__ import annotations
@@ -32,5 +33,6 @@ def private_settings(state: Path, **extra: object) -> Settings:
     return load_settings(
         state_dir=state, kafka_port=kafka, kafka_controller_port=controller, flink_rest_port=rest,
         flink_rpc_port=rpc, influx_port=influx, kafka_bootstrap=None, flink_rest_address=None, influx_url=None,
-        influx_token=None, influx_write_token=None, influx_read_token=None, **extra,
+        influx_token=None, influx_write_token=None, influx_read_token=None,
+        **{"die_with_parent": True, **extra},
     )

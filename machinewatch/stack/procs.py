@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 class ManagedProcess:
     """One long-running server process, tracked by a pid file and a log file in the state dir."""
 
-    def __init__(self, name: str, run_dir: Path, *markers: str) -> None:
+    def __init__(self, name: str, run_dir: Path, *markers: str, tied: bool = False) -> None:
         self.name = name
+        # Tied: the process dies with the one that started it, even if that one is SIGKILLed (watchdog.py).
+        self.tied = tied
         self.run_dir = run_dir
         # A string that must appear in the command line, so a recycled pid is never taken for ours.
         self.markers = markers
@@ -41,6 +43,10 @@ class ManagedProcess:
         self, cmd: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
     ) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.tied:
+            from machinewatch.stack.watchdog import ensure_watchdog
+
+            ensure_watchdog(self.run_dir)
         full_env = {**os.environ, **(env or {})}
         with open(self.logfile, "ab") as out:
             out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} start: {' '.join(cmd)}\n".encode())

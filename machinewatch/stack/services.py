@@ -80,7 +80,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.dir = settings.state_dir / self.name
-        self.proc = ManagedProcess(self.name, settings.state_dir / "run", *self.markers)
+        self.proc = ManagedProcess(self.name, settings.state_dir / "run", *self.markers, tied=settings.die_with_parent)
 
     def address(self) -> str:
         raise NotImplementedError
@@ -123,6 +123,11 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - status reports, never raises
                 detail = str(exc).splitlines()[0][:120]
         return ServiceStatus(self.name, self.address(), pid, ready, version, detail)
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument of a java @argfile: quoted, with backslash and quote escaped (the launcher's rules)."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def new_cluster_id() -> str:
@@ -233,10 +238,17 @@ class Kafka(Service):
                 # to add it later), so the broker can authenticate itself and our clients from the start.
                 scram = ["--add-scram",
                          f"SCRAM-SHA-256=[name={self.s.kafka_sasl_username},password={self._password()}]"]
-            out = subprocess.run(  # noqa: S603
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram),
-                capture_output=True, text=True, check=False,
-            )
+            cmd = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram)
+            # The whole command goes in a 0600 java @argfile, deleted right after: the password never
+            # appears in a command line (/proc/<pid>/cmdline, ps) even for the seconds the tool runs.
+            argfile = self.dir / "format.args"
+            _write_secret(argfile, "\n".join(_argfile_quote(a) for a in cmd[1:]))
+            try:
+                out = subprocess.run(  # noqa: S603
+                    [cmd[0], f"@{argfile}"], capture_output=True, text=True, check=False,
+                )
+            finally:
+                argfile.unlink(missing_ok=True)
             if out.returncode != 0:
                 msg = f"kafka storage format failed:\n{out.stdout}\n{out.stderr}"
                 raise StackError(msg)
@@ -293,7 +305,8 @@ class Flink(Service):
         super().__init__(settings)
         self.dir = settings.state_dir / "flink"
         self.taskmanager = ManagedProcess(
-            "flink-taskmanager", settings.state_dir / "run", "taskmanager.sh", "taskexecutor", "TaskManagerRunner"
+            "flink-taskmanager", settings.state_dir / "run", "taskmanager.sh", "taskexecutor", "TaskManagerRunner",
+            tied=settings.die_with_parent,
         )
 
     def address(self) -> str:

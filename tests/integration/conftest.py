@@ -16,19 +16,16 @@ import pytest
 
 from machinewatch.config import Settings, load_settings
 from machinewatch.stack import Stack
-from machinewatch.stack.private import free_ports
+from machinewatch.stack.private import private_settings
 
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     if os.environ.get("MW_TEST_REUSE_STACK"):
         return load_settings()
-    kafka, controller, rest, rpc, influx = free_ports(5)
-    state = Path(tmp_path_factory.mktemp("mw-state"))
-    return load_settings(
-        state_dir=state, kafka_port=kafka, kafka_controller_port=controller, flink_rest_port=rest,
-        flink_rpc_port=rpc, influx_port=influx,
-    )
+    # Free ports, own state, and remote addresses/tokens from the caller's environment ignored: the tests
+    # never reach a real remote system by accident; the servers die with this process (watchdog).
+    return private_settings(Path(tmp_path_factory.mktemp("mw-state")))
 
 
 @pytest.fixture(scope="session")

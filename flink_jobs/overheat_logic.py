@@ -9,7 +9,8 @@ SQL stage of ``flink_jobs.sustained_overheat`` computes them. Rules:
 - it resolves when the device has stayed below ``threshold - hysteresis`` (every reading) for
   ``clear_ms``;
 - if no bucket arrives for ``silence_ms`` of event time while it is open, it is reported *silent*
-  (not resolved); it stays active and goes on when data resumes. Event time is moved by the other
+  (not resolved) at ``last bucket end + silence_ms``, exactly when the next bucket ends later than that,
+  however the readings were paced; it stays active and goes on when data resumes. Event time is moved by the other
   devices' readings: when every device stops sending, the watermark (and so silence) stands still.
 Each transition is one record with a stable alert id (device + start of the hot run), so replays
 produce identical records.
@@ -98,6 +99,12 @@ def on_bucket(
 ) -> list[Transition]:
     """Advance the device's state by one bucket; returns the transitions it causes."""
     out: list[Transition] = []
+    if st.status == "open" and st.last_end is not None and st.last_end + rules.silence_ms < end:
+        # Event time passed the silence point before this bucket closed: the device *was* silent, whether
+        # or not the timer fired before this bucket arrived (that depends only on how fast the watermark
+        # moved, e.g. a backlog read in one burst). Reporting it here makes the answer independent of
+        # arrival pacing; the timer, if it fires later, finds the device active again.
+        out += on_timer(st, rules, device, st.last_end + rules.silence_ms)
     hot = vmin > rules.threshold
     cool = vmax < rules.threshold - rules.hysteresis
     if st.last_end is not None and start - st.last_end > rules.max_gap_ms:

@@ -71,6 +71,30 @@ def test_silence_is_not_recovery_and_data_resumes_the_same_alert() -> None:
     assert {t.alert_id for t in out + silent + more} == {out[0].alert_id}
 
 
+def burst(buckets: list[tuple[int, int, float, float]], rules: OverheatRules) -> list[Transition]:
+    """A backlog read in one go: every bucket arrives before event time fires any timer."""
+    st, out = DeviceState(), []
+    for start, end, vmin, vmax in buckets:
+        out += on_bucket(st, rules, "dev", start, end, vmin, vmax, (vmin + vmax) / 2, 2)
+    return out
+
+
+def test_silence_does_not_depend_on_arrival_pacing() -> None:
+    # 12 s hot, then nothing for exactly silence_ms, then hot again; and a shorter pause that is no silence.
+    silence_s = RULES.silence_ms // 1000
+    hot = [(i * 1000, i * 1000 + 1000, 90.0, 91.0) for i in range(12)]
+    resumed = [(t * 1000, t * 1000 + 1000, 90.0, 91.0) for t in range(12 + silence_s, 12 + silence_s + 3)]
+    paced = run_device(hot + resumed, RULES, resumed[-1][1])
+    assert [(t["state"], t["ts"]) for t in paced] == [
+        ("pending", 1000), ("opened", 10_000), ("silent", 12_000 + RULES.silence_ms), ("escalated", 33_000)]
+    assert [t.to_dict() for t in burst(hot + resumed, RULES)] == [
+        {k: v for k, v in t.items()} for t in paced]
+    # One second less of pause: the resumed bucket ends exactly at the silence point, so never silent.
+    early = [(s - 1000, e - 1000, lo, hi) for s, e, lo, hi in resumed]
+    assert "silent" not in [t["state"] for t in run_device(hot + early, RULES, early[-1][1])]
+    assert "silent" not in [t.state for t in burst(hot + early, RULES)]
+
+
 def test_replay_gives_identical_transitions() -> None:
     temps = [90.0] * 30 + [60.0] * 10
     first, _ = feed(temps)
@@ -86,14 +110,16 @@ def run_device(buckets: list[tuple[int, int, float, float]], rules: OverheatRule
     todo = [b for i, b in enumerate(buckets) if kept is None or kept[i]]
     by_end = {b[1]: b for b in todo}
     for now in range(0, horizon + 1000, 1000):
-        for ts in sorted(t for t in timers if t <= now):
-            timers.discard(ts)
-            out += on_timer(st, rules, "dev", ts)
+        # Flink's window operator emits the bucket that ends at ``now`` before it forwards the watermark
+        # that fires timers at ``now``: bucket first, then timers.
         if now in by_end:
             start, end, vmin, vmax = by_end[now]
             out += on_bucket(st, rules, "dev", start, end, vmin, vmax, (vmin + vmax) / 2, 2)
             if st.status == "open":
                 timers.add(end + rules.silence_ms)
+        for ts in sorted(t for t in timers if t <= now):
+            timers.discard(ts)
+            out += on_timer(st, rules, "dev", ts)
     return [{k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in t.to_dict().items()}
             for t in out]
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from machinewatch import names
 from machinewatch.config import Settings, load_settings
 
 
@@ -209,12 +210,13 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from sinks import influxdb_writer
 
-    influxdb_writer.main(settings, idle_exit_s=args.idle_exit)
+    influxdb_writer.main(settings, idle_exit_s=args.idle_exit, group_id=args.group_id,
+                         topics=influxdb_writer.Topics(args.aggregates_topic, args.late_topic, args.alerts_topic))
     return 0
 
 
 def cmd_ingest_archive(args: argparse.Namespace, settings: Settings) -> int:
-    from machinewatch import archive, names
+    from machinewatch import archive
 
     count = archive.replay_archive(settings, args.root, args.topic or names.TOPIC_READINGS)
     print(f"replayed {count} readings from {args.root}")
@@ -224,7 +226,7 @@ def cmd_ingest_archive(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import notifier
 
-    notifier.main(settings)
+    notifier.main(settings, topic=args.alerts_topic, group_id=args.group_id, ledger_path=args.ledger)
     return 0
 
 
@@ -362,11 +364,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, help="archive: folder of the Parquet archive (default STATE_DIR/archive)")
     p.add_argument("--max-age", type=float, default=60.0, help="archive: seconds before a batch is written")
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results")
+    p.add_argument("--aggregates-topic", default=names.TOPIC_AGGREGATES, help="influxdb: window results topic")
+    p.add_argument("--late-topic", default=names.TOPIC_LATE, help="influxdb: late events topic")
+    p.add_argument("--alerts-topic", default=names.TOPIC_ALERTS, help="influxdb: alerts topic (both jobs)")
+    p.add_argument("--group-id", default="mw-influx-writer",
+                   help="influxdb: Kafka consumer group (its committed offsets are the writer's progress)")
     p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser(
         "notify", help="send alert transitions by e-mail (MW_SMTP_*) and webhook (MW_WEBHOOK_URL), once each"
     )
+    p.add_argument("--alerts-topic", default=names.TOPIC_ALERTS, help="the alerts topic to notify from")
+    p.add_argument("--group-id", default="mw-notifier", help="Kafka consumer group")
+    p.add_argument("--ledger", type=Path,
+                   help="SQLite ledger of what was delivered (default STATE_DIR/notifier/ledger.sqlite)")
     p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("query", help="print window aggregates from InfluxDB (read-only token)")

@@ -22,6 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from influxdb_client import InfluxDBClient, Point, WritePrecision
@@ -223,12 +224,6 @@ def alert_line(doc: dict[str, Any]) -> str:
 
 Converter = Callable[[dict[str, Any]], "str | Point"]
 
-# topic -> (converter, bucket)
-ROUTES: dict[str, tuple[Converter, str]] = {
-    names.TOPIC_AGGREGATES: (window_line, names.BUCKET_AGGREGATES),
-    names.TOPIC_LATE: (late_line, names.BUCKET_AGGREGATES),
-    names.TOPIC_ALERTS: (alert_line, names.BUCKET_ALERTS),
-}
 
 # Request bodies of at most this many characters of line protocol (~1 MB, twice the CLI's 500 kB: one
 # poll of 5,000 window results fits in one request), gzip-compressed at the cheapest level: the text
@@ -265,7 +260,7 @@ class InfluxWriter:
         routes: dict[str, tuple[Converter, str]] | None = None,
     ) -> None:
         self.s = settings
-        self.routes = routes or ROUTES
+        self.routes = routes or Topics().routes()
         self.consumer = KafkaConsumer(
             *self.routes,
             **settings.kafka_client_config(),
@@ -401,7 +396,24 @@ class InfluxWriter:
         self.dead_letters.close()
 
 
-def main(settings: Settings, idle_exit_s: float | None = None) -> None:
-    writer = InfluxWriter(settings)
+@dataclass(frozen=True)
+class Topics:
+    """The result topics the writer reads (the defaults are the jobs' default topics)."""
+
+    aggregates: str = names.TOPIC_AGGREGATES
+    late: str = names.TOPIC_LATE
+    alerts: str = names.TOPIC_ALERTS
+
+    def routes(self) -> dict[str, tuple[Converter, str]]:
+        return {
+            self.aggregates: (window_line, names.BUCKET_AGGREGATES),
+            self.late: (late_line, names.BUCKET_AGGREGATES),
+            self.alerts: (alert_line, names.BUCKET_ALERTS),
+        }
+
+
+def main(settings: Settings, idle_exit_s: float | None = None, group_id: str = "mw-influx-writer",
+         topics: Topics | None = None) -> None:
+    writer = InfluxWriter(settings, group_id=group_id, routes=(topics or Topics()).routes())
     signal.signal(signal.SIGTERM, lambda *_: writer.stop_event.set())
     writer.run(idle_exit_s)

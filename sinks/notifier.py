@@ -222,8 +222,9 @@ def default_channels(settings: Settings) -> list[Channel]:
     return channels
 
 
-def main(settings: Settings) -> None:
-    notifier = Notifier(settings)
+def main(settings: Settings, topic: str = names.TOPIC_ALERTS, group_id: str = "mw-notifier",
+         ledger_path: Path | None = None) -> None:
+    notifier = Notifier(settings, topic=topic, group_id=group_id, ledger_path=ledger_path)
     if not notifier.channels:
         log.warning("no channel configured (MW_SMTP_HOST + MW_SMTP_TO, or MW_WEBHOOK_URL): nothing will be sent")
     signal.signal(signal.SIGTERM, lambda *_: notifier.stop_event.set())

@@ -216,7 +216,7 @@ class _Msg:
 def test_handle_routes_results_and_dead_letters_broken_ones() -> None:
     api = _FakeWriteService([])
     writer, letters = _writer(api)
-    writer.routes = influxdb_writer.ROUTES
+    writer.routes = influxdb_writer.Topics().routes()
     topics = list(writer.routes)
     msgs = [_Msg(topics[0], json.dumps(RESULT).encode()), _Msg(topics[0], b"{"), _Msg(topics[0], None),
             _Msg(topics[0], json.dumps({**ALERTS[0], "gap": 10**400}).encode()),

@@ -412,11 +412,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "jobs" and args.action in ("cancel", "savepoint") and not args.job_id:
         print(f"jobs {args.action} needs --job-id", file=sys.stderr)
         return 2
+    from pydantic import ValidationError
+    from urllib3.exceptions import HTTPError as TransportError
+
     try:
-        return int(args.func(args, load_settings()))
+        settings = load_settings()
+    except ValidationError as exc:  # a bad MW_* value: name it, not a pydantic traceback
+        problems = "; ".join(f"MW_{'_'.join(str(p) for p in err['loc']).upper()}={err.get('input')!r}: {err['msg']}"
+                             for err in exc.errors())
+        print(f"machinewatch: error: invalid setting {problems}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings))
     except KeyboardInterrupt:
         return 130
-    except (RuntimeError, OSError) as exc:
+    # Our errors (QueryError, JobError, ...) and requests' are RuntimeError/OSError and say what to do;
+    # urllib3's own (an HTTP client we do not wrap) are neither, yet no reason for a traceback either.
+    except (RuntimeError, OSError, TransportError) as exc:
         print(f"machinewatch: error: {exc}", file=sys.stderr)
         return 1
 

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     influx_write_token: SecretStr | None = None
     influx_read_token: SecretStr | None = None
 
+    # How long a caller waits for an answer before it gives up with a message naming the setting.
+    # influxdb-client's own default (10 s) was too short for a Flux query while the writer flushes or a
+    # backfill runs on a loaded 2-core machine; these are per request, not for a whole wait loop.
+    query_timeout_s: float = Field(60.0, gt=0)          # a Flux query (machinewatch query, demo, query.py)
+    dashboard_timeout_s: float = Field(10.0, gt=0)      # one dashboard panel's query: a page shows an error
+    flink_rest_timeout_s: float = Field(30.0, gt=0)     # one call to the Flink JobManager's REST API
+
     # Event-time windows of the first slice.
     window_size_s: int = 10
     # Late readings within this much event time after their window fired update the window

@@ -25,8 +25,28 @@ class JobError(RuntimeError):
     """Submission or a REST call to the JobManager failed; carries Flink's own message."""
 
 
+def rest(settings: Settings, method: str, path: str, **kwargs: Any) -> requests.Response:
+    """One call to the JobManager's REST API, waiting at most MW_FLINK_REST_TIMEOUT_S for the answer.
+
+    Transport failures stay requests exceptions (callers catch RequestException) but say where the
+    JobManager was looked for and, for a timeout, which setting to raise.
+    """
+    url = f"{settings.flink_rest}{path}"
+    timeout = settings.flink_rest_timeout_s
+    try:
+        return requests.request(method, url, timeout=timeout, **kwargs)
+    except requests.Timeout as exc:
+        msg = (f"the Flink JobManager at {settings.flink_rest} did not answer {method} {path} within {timeout:g} s; "
+               f"raise MW_FLINK_REST_TIMEOUT_S (now {timeout:g}) if it is busy")
+        raise requests.Timeout(msg, request=exc.request) from exc
+    except requests.ConnectionError as exc:
+        msg = (f"cannot reach the Flink JobManager at {settings.flink_rest} ({type(exc).__name__}): is the stack "
+               "running ('machinewatch stack status')? A remote cluster is named by MW_FLINK_REST_ADDRESS")
+        raise requests.ConnectionError(msg, request=exc.request) from exc
+
+
 def list_jobs(settings: Settings) -> list[dict[str, Any]]:
-    resp = requests.get(f"{settings.flink_rest}/jobs/overview", timeout=10)
+    resp = rest(settings, "GET", "/jobs/overview")
     resp.raise_for_status()
     return list(resp.json().get("jobs", []))
 
@@ -76,31 +96,28 @@ def submit(settings: Settings, job: str, extra_args: list[str] | None = None, fr
 
 
 def cancel(settings: Settings, job_id: str) -> None:
-    resp = requests.patch(f"{settings.flink_rest}/jobs/{job_id}", params={"mode": "cancel"}, timeout=10)
+    resp = rest(settings, "PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
     if resp.status_code >= 400:
         msg = f"cancel {job_id}: HTTP {resp.status_code}: {resp.text[:300]}"
         raise JobError(msg)
 
 
 def job_detail(settings: Settings, job_id: str) -> dict[str, Any]:
-    resp = requests.get(f"{settings.flink_rest}/jobs/{job_id}", timeout=10)
+    resp = rest(settings, "GET", f"/jobs/{job_id}")
     resp.raise_for_status()
     return dict(resp.json())
 
 
 def savepoint(settings: Settings, job_id: str, cancel: bool = False, timeout: float = 300) -> str:
     """Trigger a savepoint (and cancel the job with it if asked); returns the savepoint's location."""
-    resp = requests.post(
-        f"{settings.flink_rest}/jobs/{job_id}/savepoints", json={"cancel-job": cancel, "formatType": "CANONICAL"},
-        timeout=10,
-    )
+    resp = rest(settings, "POST", f"/jobs/{job_id}/savepoints", json={"cancel-job": cancel, "formatType": "CANONICAL"})
     if resp.status_code >= 400:
         msg = f"savepoint of {job_id}: HTTP {resp.status_code}: {resp.text[:300]}"
         raise JobError(msg)
     trigger = resp.json()["request-id"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = requests.get(f"{settings.flink_rest}/jobs/{job_id}/savepoints/{trigger}", timeout=10).json()
+        status = rest(settings, "GET", f"/jobs/{job_id}/savepoints/{trigger}").json()
         if status.get("status", {}).get("id") == "COMPLETED":
             operation = status.get("operation", {})
             if "location" in operation:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import urllib3
 from influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
@@ -21,14 +22,42 @@ class QueryError(RuntimeError):
 FLUX_DIR = Path(__file__).resolve().parent.parent / "dashboards" / "flux"
 
 
+def transport_problem(exc: BaseException, url: str, timeout_s: float, setting: str) -> str | None:
+    """What went wrong on the way to InfluxDB at ``url``, or None when ``exc`` is not a transport failure.
+
+    A timeout names the setting that bounds it, so the reader knows what to raise.
+    """
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    # NewConnectionError derives from ConnectTimeoutError, yet it means nothing listens there.
+    if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+        return f"cannot connect to InfluxDB at {url}: {exc} (is it running? 'machinewatch stack status')"
+    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+        return (f"InfluxDB at {url} did not answer within {timeout_s:g} s; raise {setting} (now {timeout_s:g}) "
+                "if it is busy, e.g. while the writer flushes or a backfill runs")
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return f"the connection to InfluxDB at {url} failed: {exc}"
+    return None
+
+
 def run_flux(settings: Settings, flux: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Run a Flux query; each of ``params`` is injected as a Flux option of the same name."""
-    with InfluxDBClient(url=settings.influx, token=settings.read_token(), org=settings.influx_org) as client:
+    """Run a Flux query; each of ``params`` is injected as a Flux option of the same name.
+
+    Waits at most ``settings.query_timeout_s`` (MW_QUERY_TIMEOUT_S) for the answer, then raises QueryError.
+    """
+    timeout_ms = round(settings.query_timeout_s * 1000)
+    with InfluxDBClient(url=settings.influx, token=settings.read_token(), org=settings.influx_org,
+                        timeout=timeout_ms) as client:
         try:
             frames = client.query_api().query_data_frame(flux, params=params or {})
         except ApiException as exc:
             msg = f"InfluxDB rejected the query: HTTP {exc.status}: {exc.body!r}"
             raise QueryError(msg) from exc
+        except Exception as exc:
+            problem = transport_problem(exc, settings.influx, settings.query_timeout_s, "MW_QUERY_TIMEOUT_S")
+            if problem is None:
+                raise
+            raise QueryError(problem) from exc
     if isinstance(frames, list):
         frames = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return frames.drop(columns=[c for c in ("result", "table") if c in frames.columns])

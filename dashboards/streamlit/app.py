@@ -30,7 +30,7 @@ def _settings() -> Settings:
 
 @st.cache_resource
 def _dashboard() -> data.Dashboard:
-    return data.Dashboard.from_settings(_settings(), timeout_ms=8_000)
+    return data.Dashboard.from_settings(_settings())  # each query waits at most MW_DASHBOARD_TIMEOUT_S
 
 
 def _param(name: str, default: str) -> str:
@@ -208,7 +208,7 @@ def main() -> None:
         dash = _dashboard()
         filters, refresh_s = _sidebar(dash)
     except data.InfluxUnavailable as exc:
-        st.error(f"InfluxDB is unreachable: {exc}. Is the stack running? Try `machinewatch stack status`.")
+        st.error(f"{exc}. Is the stack running? Try `machinewatch stack status`.")
         st.stop()
     except RuntimeError as exc:  # no read token yet, or InfluxDB refused the query
         st.error(str(exc))
@@ -224,7 +224,7 @@ def main() -> None:
             with dash.render(f, now) as page:
                 _page(page, f, now)
         except data.InfluxUnavailable as exc:
-            st.error(f"InfluxDB is unreachable: {exc}")
+            st.error(str(exc))
         except QueryError as exc:
             st.error(str(exc))
 

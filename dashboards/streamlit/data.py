@@ -23,7 +23,7 @@ from influxdb_client.rest import ApiException
 
 from machinewatch import names
 from machinewatch.config import Settings
-from machinewatch.query import FLUX_DIR, QueryError
+from machinewatch.query import FLUX_DIR, QueryError, transport_problem
 
 # The library's queries shape their own rows; influxdb-client's advice to add pivot() does not apply.
 warnings.filterwarnings("ignore", category=MissingPivotFunction)
@@ -88,6 +88,8 @@ class Dashboard:
     token: str
     org: str
     timeout_ms: int = 10_000
+    # Named in the message when a query times out (the setting timeout_ms came from, if any).
+    timeout_setting: str = ""
     aggregates_bucket: str = names.BUCKET_AGGREGATES
     alerts_bucket: str = names.BUCKET_ALERTS
     _client: InfluxDBClient | None = field(default=None, repr=False)
@@ -95,7 +97,11 @@ class Dashboard:
     _memo: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout_ms: int = 10_000) -> Dashboard:
+    def from_settings(cls, settings: Settings, timeout_ms: int | None = None) -> Dashboard:
+        """A dashboard on the settings' InfluxDB; each query waits at most MW_DASHBOARD_TIMEOUT_S."""
+        if timeout_ms is None:
+            return cls(url=settings.influx, token=settings.read_token(), org=settings.influx_org,
+                       timeout_ms=round(settings.dashboard_timeout_s * 1000), timeout_setting="MW_DASHBOARD_TIMEOUT_S")
         return cls(url=settings.influx, token=settings.read_token(), org=settings.influx_org, timeout_ms=timeout_ms)
 
     @property
@@ -150,15 +156,12 @@ class Dashboard:
                 raise InfluxUnavailable(msg) from exc
             msg = f"InfluxDB rejected {name}.flux: HTTP {exc.status}: {exc.body!r}"
             raise QueryError(msg) from exc
-        except OSError as exc:  # urllib3's connection and timeout errors derive from OSError
-            msg = f"InfluxDB at {self.url} is unreachable: {exc}"
-            raise InfluxUnavailable(msg) from exc
         except Exception as exc:
-            # urllib3 wraps refused connections in MaxRetryError (not an OSError)
-            if type(exc).__module__.startswith("urllib3"):
-                msg = f"InfluxDB at {self.url} is unreachable: {exc}"
-                raise InfluxUnavailable(msg) from exc
-            raise
+            problem = transport_problem(exc, self.url, self.timeout_ms / 1000,
+                                        self.timeout_setting or f"the dashboard's timeout_ms={self.timeout_ms}")
+            if problem is None:
+                raise
+            raise InfluxUnavailable(problem) from exc
         if isinstance(frames, list):
             frames = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return frames.drop(columns=[c for c in ("result", "table") if c in frames.columns])

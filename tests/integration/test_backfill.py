@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +17,7 @@ from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
+from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +49,9 @@ def test_batch_backfill_equals_the_streaming_run(stack: Stack, settings: Setting
                                                 "--alerts-topic", topics["alerts_stream"],
                                                 "--group-id", f"g-{run}", "--job-name", stream_name])
     try:
-        deadline = time.monotonic() + 180
-        streamed = pd.DataFrame()
-        while time.monotonic() < deadline:
-            streamed = results(settings, topics["agg_stream"])
-            # every device's tumbling windows up to the last complete one, plus the sliding ones
-            if len(streamed) >= 8 * 11 * 2:
-                break
+        # every device's tumbling windows up to the last complete one, plus the sliding ones
+        streamed = poll(lambda: results(settings, topics["agg_stream"]), lambda frame: len(frame) >= 8 * 11 * 2,
+                        180, "the streaming run's windows")
         assert len(streamed) >= 8 * 11 * 2, f"streaming run produced {len(streamed)} windows"
     finally:
         for job in jobs.running(settings, stream_name):
@@ -65,13 +61,8 @@ def test_batch_backfill_equals_the_streaming_run(stack: Stack, settings: Setting
     batch_id = jobs.submit(settings, "window-aggregates", [*common, "--aggregates-topic", topics["agg_batch"],
                                                            "--alerts-topic", topics["alerts_batch"], "--batch",
                                                            "--job-name", f"mw-bf-batch-{run}"])
-    deadline = time.monotonic() + 240
-    state = ""
-    while time.monotonic() < deadline:
-        state = str(jobs.job_detail(settings, batch_id).get("state"))
-        if state in ("FINISHED", "FAILED", "CANCELED"):
-            break
-        time.sleep(2)
+    state = poll(lambda: str(jobs.job_detail(settings, batch_id).get("state")),
+                 lambda state: state in ("FINISHED", "FAILED", "CANCELED"), 240, "the backfill job to end", every=2)
     assert state == "FINISHED", f"backfill ended as {state}"
     streamed = results(settings, topics["agg_stream"]).drop_duplicates(KEY)  # at-least-once: repeats allowed
     batch = results(settings, topics["agg_batch"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from sinks.influxdb_writer import InfluxWriter, alert_point, to_point
 from tests.integration.conftest import require_free_slot
 from tests.realdata import realdata_file
 from tests.stack_support import create_topics
+from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
 
@@ -120,16 +120,24 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
         windows = windows[windows.window_end_ms <= horizon]
         expected_points = len(windows)
 
-        got = pd.DataFrame()
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            got = query.window_aggregates(
-                settings, base - timedelta(hours=1), base + timedelta(days=1),
-                device_prefix=prefix, window=f"{settings.hop_size_s}s@{settings.hop_slide_s}s",
-            )
-            if len(got) >= expected_points:
-                break
-            time.sleep(3)
+        # One slow answer (the writer is flushing 28,800 rows' windows) must not end the wait: poll() goes on.
+        got = poll(lambda: query.window_aggregates(
+            settings, base - timedelta(hours=1), base + timedelta(days=1),
+            device_prefix=prefix, window=f"{settings.hop_size_s}s@{settings.hop_slide_s}s",
+        ), lambda frame: len(frame) >= expected_points, 240, f"{expected_points} course windows in InfluxDB", every=3)
+
+        flux = f'''
+from(bucket: "{names.BUCKET_ALERTS}")
+  |> range(start: {(base - timedelta(hours=1)).isoformat()}, stop: {(base + timedelta(days=1)).isoformat()})
+  |> filter(fn: (r) => r._measurement == "{names.MEASUREMENT_THRESHOLD_ALERT}" and r._field == "label")
+  |> filter(fn: (r) => r.device_id =~ /^{prefix}/)
+  |> group()'''
+        want = expected_alerts(windows)
+        want_set = set(zip(want.device_id, want.window_end_ms, want.label, strict=True))
+        assert want_set, "the real data holds alerts; an empty expectation would prove nothing"
+        # The alerts come through the same writer from their own topic: wait for them too, before it stops.
+        alerts = poll(lambda: query.run_flux(settings, flux), lambda frame: len(frame) >= len(want_set), 120,
+                      f"{len(want_set)} threshold alerts in InfluxDB", every=3)
     finally:
         writer.stop_event.set()
         thread.join(timeout=30)
@@ -143,20 +151,10 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
     for col in ("avg", "max", "min"):
         assert (merged[col] - merged[f"{col}_got"]).abs().max() <= 1e-9, col
 
-    flux = f'''
-from(bucket: "{names.BUCKET_ALERTS}")
-  |> range(start: {(base - timedelta(hours=1)).isoformat()}, stop: {(base + timedelta(days=1)).isoformat()})
-  |> filter(fn: (r) => r._measurement == "{names.MEASUREMENT_THRESHOLD_ALERT}" and r._field == "label")
-  |> filter(fn: (r) => r.device_id =~ /^{prefix}/)
-  |> group()'''
-    alerts = query.run_flux(settings, flux)
     got_alerts = set()
     if not alerts.empty:
         got_alerts = {(d, int(t.timestamp() * 1000), lbl) for d, t, lbl in
                       zip(alerts.device_id, alerts._time, alerts._value, strict=True)}
-    want = expected_alerts(windows)
-    want_set = set(zip(want.device_id, want.window_end_ms, want.label, strict=True))
-    assert want_set, "the real data holds alerts; an empty expectation would prove nothing"
     assert got_alerts == want_set, (
         f"missing {sorted(want_set - got_alerts)[:3]}, unexpected {sorted(got_alerts - want_set)[:3]}"
     )

@@ -6,7 +6,6 @@ InfluxDB; the windows InfluxDB holds must equal a pandas recomputation of the sa
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from sinks.influxdb_writer import InfluxWriter
+from tests.waiting import poll, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +31,7 @@ STEPS = 95
 @pytest.fixture(scope="module")
 def pipeline(stack: Stack, settings: Settings) -> Iterator[None]:
     ensure_pipeline(settings, stack)
-    deadline = time.monotonic() + 120
-    while not jobs.running(settings, "machinewatch-window-aggregates"):
-        assert time.monotonic() < deadline, "window job did not reach RUNNING"
-        time.sleep(1)
+    wait_for(lambda: jobs.running(settings, "machinewatch-window-aggregates"), 120, "the window job to be RUNNING")
     yield
     for job in jobs.running(settings, "machinewatch-window-aggregates"):
         jobs.cancel(settings, job["jid"])
@@ -85,13 +82,8 @@ def test_influx_windows_equal_pandas_recomputation(stack: Stack, settings: Setti
     expected = expected_all[expected_all.window_end_ms <= horizon]
     assert len(expected) >= DEVICES * 8
 
-    deadline = time.monotonic() + 180
-    got = pd.DataFrame()
-    while time.monotonic() < deadline:
-        got = fetch(settings, prefix, start)
-        if len(got) >= len(expected):
-            break
-        time.sleep(2)
+    got = poll(lambda: fetch(settings, prefix, start), lambda frame: len(frame) >= len(expected), 180,
+               f"{len(expected)} closed windows in InfluxDB", every=2)
 
     merged = expected_all.merge(got, on=["device_id", "window_end_ms"], how="right", suffixes=("_exp", ""),
                                 indicator=True)

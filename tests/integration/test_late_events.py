@@ -5,8 +5,8 @@ ones are counted as late events in InfluxDB and leave the window as it was. Noth
 from __future__ import annotations
 
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -20,6 +20,7 @@ from machinewatch.stack import Stack
 from sinks.influxdb_writer import InfluxWriter, late_point, to_point
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
+from tests.waiting import poll, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,23 +66,25 @@ def test_allowed_lateness_updates_windows_and_later_readings_are_counted(stack: 
             frame["end_s"] = frame["_time"].map(lambda t: int(t.timestamp() * 1000 - t0) // 1000)
         return frame
 
-    def wait_for(pred: object, what: str) -> pd.DataFrame:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            frame = windows()
-            if not frame.empty and pred(frame):  # type: ignore[operator]
-                return frame
-            time.sleep(2)
-        raise AssertionError(what)
+    def wait_windows(pred: Callable[[pd.DataFrame], bool], what: str) -> pd.DataFrame:
+        # Each poll may time out or fail once (a busy InfluxDB); only the overall deadline fails the test.
+        seen: list[pd.DataFrame] = []
+
+        def check() -> bool:
+            seen[:] = [windows()]
+            return not seen[0].empty and pred(seen[0])
+
+        wait_for(check, 180, what, every=2)
+        return seen[0]
 
     try:
         with Publisher(settings, topic=topics["readings"]) as pub:
             pub.send_many(main)
         # The window [40 s, 50 s) has fired: the watermark is past 50 s, the windows before it closed.
-        wait_for(lambda f: (f.end_s >= 50).sum() >= len(devices), "windows up to 50 s")
+        wait_windows(lambda f: (f.end_s >= 50).sum() >= len(devices), "windows up to 50 s")
         with Publisher(settings, topic=topics["readings"]) as pub:
             pub.send_many([allowed, too_late, *tail])
-        frame = wait_for(lambda f: (f.end_s >= 70).sum() >= len(devices) and
+        frame = wait_windows(lambda f: (f.end_s >= 70).sum() >= len(devices) and
                          int(f[(f.device_id == devices[0]) & (f.end_s == 40)]["count"].iloc[0]) == 11,
                          "the late-but-allowed reading in its window")
     finally:
@@ -106,11 +109,7 @@ from(bucket: "{names.BUCKET_AGGREGATES}")
   |> filter(fn: (r) => r._measurement == "{names.MEASUREMENT_LATE}" and r._field == "event_id")
   |> filter(fn: (r) => r.device_id =~ /^lt{run}/)
   |> group()'''
-    deadline = time.monotonic() + 60
-    late = query.run_flux(settings, flux)
-    while late.empty and time.monotonic() < deadline:
-        time.sleep(2)
-        late = query.run_flux(settings, flux)
+    late = poll(lambda: query.run_flux(settings, flux), lambda frame: not frame.empty, 60, "the late event", every=2)
     writer.stop_event.set()
     thread.join(timeout=30)
     assert list(late["_value"]) == [too_late.event_id], "exactly the reading beyond the allowed lateness"

@@ -27,6 +27,7 @@ from simulators.temperature import TemperatureSimulator
 from sinks.notifier import Notifier
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,16 +78,6 @@ def webhook() -> Iterator[tuple[list[dict[str, Any]], str]]:
     server.shutdown()
 
 
-def _wait(pred: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(1)
-    msg = f"timed out waiting for {what}"
-    raise AssertionError(msg)
-
-
 def test_each_transition_notified_once_across_savepoint_restore_and_replay(
     stack: Stack, settings: Settings, inbox: tuple[Inbox, int], webhook: tuple[list[dict[str, Any]], str],
     tmp_path: Path,
@@ -124,7 +115,7 @@ def test_each_transition_notified_once_across_savepoint_restore_and_replay(
     try:
         with Publisher(settings, topic=topics["readings"]) as pub:
             pub.send_many(first)
-        _wait(lambda: len(box.messages) >= 1, 180, "the OPENED e-mail")
+        wait_for(lambda: len(box.messages) >= 1, 180, "the OPENED e-mail")
         location = jobs.savepoint(settings, job_id, cancel=True)
 
         # A notifier restart that re-reads the whole topic (new group) must send nothing again.
@@ -137,7 +128,7 @@ def test_each_transition_notified_once_across_savepoint_restore_and_replay(
         restored = jobs.submit(settings, "sustained-overheat", args, from_savepoint=location)
         with Publisher(settings, topic=topics["readings"]) as pub:
             pub.send_many(second)
-        _wait(lambda: len(box.messages) >= 3 and len(hooks) >= 3, 180, "ESCALATED and RESOLVED")
+        wait_for(lambda: len(box.messages) >= 3 and len(hooks) >= 3, 180, "ESCALATED and RESOLVED")
         time.sleep(5)  # anything extra (a duplicate) would arrive now
     finally:
         notifier.stop_event.set()

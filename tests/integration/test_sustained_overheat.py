@@ -23,6 +23,7 @@ from simulators.temperature import TemperatureSimulator
 from sinks.influxdb_writer import InfluxWriter, alert_point
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
+from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
 
@@ -123,11 +124,8 @@ from(bucket: "{names.BUCKET_ALERTS}")
   |> filter(fn: (r) => r._measurement == "device_alert" and r._field == "alert_id")
   |> filter(fn: (r) => r.device_id =~ /^oh{run}/)
   |> group()'''
-    deadline = time.monotonic() + 60
-    rows = query.run_flux(settings, flux)
-    while len(rows) < len(want) and time.monotonic() < deadline:
-        time.sleep(2)
-        rows = query.run_flux(settings, flux)
+    rows = poll(lambda: query.run_flux(settings, flux), lambda frame: len(frame) >= len(want), 60,
+                f"{len(want)} alert transitions in InfluxDB", every=2)
     writer.stop_event.set()
     thread.join(timeout=30)
     assert {(index[d], st, int(t.timestamp() * 1000)) for d, st, t in zip(rows.device_id, rows.state, rows._time,
@@ -135,4 +133,5 @@ from(bucket: "{names.BUCKET_ALERTS}")
     replay = InfluxWriter(settings, group_id=f"replay-{run}",
                           routes={topics["alerts"]: (alert_point, names.BUCKET_ALERTS)})
     replay.run(idle_exit_s=5)
-    assert len(query.run_flux(settings, flux)) == len(want)
+    after_replay = poll(lambda: query.run_flux(settings, flux), lambda _frame: True, 60, "the alerts after a replay")
+    assert len(after_replay) == len(want)

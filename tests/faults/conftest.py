@@ -1,8 +1,10 @@
-"""A PRIVATE stack for the fault scenarios: free ports and a temporary state dir, always stopped at the end.
+"""A PRIVATE stack for the fault scenarios: free ports and a temporary state dir, stopped after the last
+test of this directory (package scope: it does not idle beside the integration tests' stack).
 
 These tests kill and stop servers, so they never touch a stack they did not start themselves (there is
-deliberately no "reuse" switch). Scenarios marked ``faults`` take minutes; they run with ``./run faults``
-(or ``pytest -m faults tests/faults``, or MW_RUN_FAULTS=1) and are skipped by a plain ``pytest``.
+deliberately no "reuse" switch). They run with every ``./run test`` (and so in CI); ``./run faults``
+runs this directory alone. While the stack lives, every command line on the machine is sampled, so a
+secret passed as an argument, even to a tool that runs for a second, is seen (test_security.py).
 """
 
 from __future__ import annotations
@@ -16,29 +18,29 @@ import pytest
 from machinewatch.config import Settings
 from machinewatch.stack import Stack
 from machinewatch.stack.private import private_settings
+from tests.process_support import CmdlineSampler
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Registered here, not in pyproject.toml: only this directory uses it.
-    config.addinivalue_line("markers", "faults: fault-injection scenarios on a private stack (minutes; ./run faults)")
+    config.addinivalue_line("markers", "faults: fault-injection scenarios on a private stack (minutes)")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("MW_RUN_FAULTS") or "faults" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="fault scenarios take minutes: run them with ./run faults")
-    for item in items:
-        if item.get_closest_marker("faults") is not None:
-            item.add_marker(skip)
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fault_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(Path(tmp_path_factory.mktemp("mw-faults")))
+    # MW_FAULTS_KEEP_STACK=1 leaves the stack running for inspection (then it is not tied to this run).
+    keep = bool(os.environ.get("MW_FAULTS_KEEP_STACK"))
+    return private_settings(Path(tmp_path_factory.mktemp("mw-faults")), die_with_parent=not keep)
 
 
-@pytest.fixture(scope="session")
-def fault_stack(fault_settings: Settings) -> Iterator[Stack]:
+@pytest.fixture(scope="package")
+def fault_cmdlines() -> Iterator[CmdlineSampler]:
+    with CmdlineSampler() as sampler:
+        yield sampler
+
+
+@pytest.fixture(scope="package")
+def fault_stack(fault_settings: Settings, fault_cmdlines: CmdlineSampler) -> Iterator[Stack]:
     stack = Stack(fault_settings)
     try:
         stack.up(timeout=300)

@@ -1,61 +1,89 @@
-"""Common harness of the fault scenarios: a fed pipeline, a ledger of what left the source, and the
-"nothing lost" comparison of InfluxDB with a pandas recomputation.
+"""Common harness of the fault scenarios: the production pipeline fed with a ledger of what left the
+source, and the exact comparison of everything it produced with pandas / the Python reference.
 
-Each scenario gets its own topics, job instance, writer and device ids. The readings topic has ONE
-partition and readings are at most 1 s out of order (< the 2 s watermark delay), so no reading is ever
-late, before or after a failover: every reading must end up in exactly its windows. (With several
-partitions, one partition's burst after an outage can push the watermark past another's backlog; that
-is a real limit, stated in the README's Guarantees, not something this harness hides.)
+Each scenario gets its own topics, job instances, consumer groups and device ids, and runs what
+production runs: both Flink jobs (window aggregates + threshold rules, sustained overheat), the
+``machinewatch sink influxdb`` writer and the ``machinewatch notify`` notifier as processes of their own
+(webhook to a receiver in the test). Checks are made where each promise can be seen:
+
+- Kafka result topics: at least once. Every window, threshold alert and overheat transition that must
+  exist is there; nothing else is; a duplicate (allowed: the sinks are at-least-once) is identical.
+- InfluxDB: exactly one point per window / alert / transition, equal to the expectation (a repeated
+  write overwrites; extra or missing points are seen).
+- Notifications: each notified transition delivered exactly once, counted at the receiver.
+
+The readings topic has ONE partition and readings are at most 1 s out of order (< the 2 s watermark
+delay), so no reading is ever late, before or after a failover. (With several partitions, one
+partition's burst after an outage can push the watermark past another's backlog; that is a real limit,
+stated in the README's Guarantees, not something this harness hides.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import requests
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
+from flink_jobs.overheat_logic import DeviceState, on_bucket
+from flink_jobs.sustained_overheat import rules_from
 from machinewatch import jobs, names, query
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
-from sinks.influxdb_writer import InfluxWriter, alert_point, late_point, to_point
+from machinewatch.stack.procs import ManagedProcess
 from tests.integration.test_course_dataset import expected_alerts, hop_oracle
+from tests.waiting import wait_for
 
 log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
 
 # The course project's metrics, so the default threshold rules (flink_jobs/rules/servers.toml) fire.
 METRICS = {"cpu_pct": (84.0, 6.0), "mem_pct": (79.0, 6.0), "net_in": (4100.0, 300.0), "disk_io": (1900.0, 150.0)}
+# servers.toml's equipment-temperature group, written out here so the oracle does not share the code.
+TEMP_GROUP_S, TEMP_LIMIT, TEMP_LABEL = 60, 75.0, "Average temperature above 75 °C"
+# Sustained-overheat rules of the scenarios: short enough that minutes of feeding open, escalate,
+# resolve, cancel and silence alerts (the defaults need an hour of event time for the same).
+OVERHEAT = {"overheat_threshold_c": 80.0, "overheat_duration_s": 20, "overheat_hysteresis_c": 5.0,
+            "overheat_clear_s": 10, "overheat_escalate_factor": 2.0, "overheat_max_gap_s": 10,
+            "overheat_silence_s": 30}
 
 
-def wait_for(pred: Callable[[], bool], seconds: float, what: str, every: float = 1.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except Exception as exc:  # noqa: BLE001 - a server that is down answers with errors: keep polling
-            log.debug("waiting for %s: %s", what, exc)
-        time.sleep(every)
-    msg = f"timed out after {seconds:.0f}s waiting for {what}"
-    raise AssertionError(msg)
+def temperature(device: int, n: int, rng: random.Random) -> float | None:
+    """Device temperatures by event second: overheat episodes, runs too short to open, hysteresis band,
+    and (device 0) a silence in the middle of an open alert. None = the device sends nothing that second."""
+    if device == 0 and 140 <= n % 300 < 180:
+        return None  # open since ~135 s; quiet for 40 s > silence (30 s): silent, then resumes cool
+    if device == 3:  # 12 s hot every 40 s: pending, then cancelled
+        return 90.0 + rng.uniform(-2, 2) if 25 <= n % 40 < 37 else 60.0 + rng.uniform(-1, 1)
+    p = (n + 17 * device) % 90
+    if p < 25 or p >= 75:
+        return 60.0 + rng.uniform(-1, 1)
+    if p < 70:
+        return 90.0 + rng.uniform(-2, 2)  # 45 s hot: pending, opened at 20 s, escalated at 40 s
+    return 78.0 + rng.uniform(-0.5, 0.5)  # neither hot nor cool: the open alert goes on, then resolves
 
 
 class Feeder:
     """A collector stand-in: streams readings with stable ids at a steady pace and keeps a ledger.
 
-    One tick = one event-time second for every device and metric, every ``tick_s`` of wall time.
+    One tick = one event-time second for every device (four server metrics and a temperature), every
+    ``tick_s`` of wall time.
     """
 
     def __init__(self, settings: Settings, topic: str, prefix: str, devices: int = 4, tick_s: float = 0.5,
@@ -76,21 +104,26 @@ class Feeder:
         self.thread.start()
         return self
 
+    def _reading(self, device: str, metric: str, value: float, unit: str, ts: int) -> Reading:
+        return Reading(source="fault-harness", device_id=device, metric=metric, value=round(value, 3), unit=unit,
+                       ts=ts, region="test", site="faults", event_id=make_event_id("fault-harness", device, metric, ts))
+
     def _tick(self, n: int) -> list[Reading]:
         out = []
         for d in range(self.devices):
+            device = f"{self.prefix}{d}"
+            temp = temperature(d, n, self.rng)
+            if temp is None:
+                continue
             for metric, (mean, step) in METRICS.items():
                 # A mean-reverting walk around the thresholds, so windows cross them both ways.
                 level = self.level[(d, metric)]
                 level += self.rng.gauss(0, step) + 0.2 * (mean - level)
                 self.level[(d, metric)] = level
                 ts = self.base_ms + n * 1000 + self.rng.randrange(0, 900)
-                device = f"{self.prefix}{d}"
-                out.append(Reading(
-                    source="fault-harness", device_id=device, metric=metric, value=round(level, 3),
-                    unit="%" if metric.endswith("_pct") else "", ts=ts, region="test", site="faults",
-                    event_id=make_event_id("fault-harness", device, metric, ts),
-                ))
+                out.append(self._reading(device, metric, level, "%" if metric.endswith("_pct") else "", ts))
+            out.append(self._reading(device, "temperature", temp, "°C",
+                                     self.base_ms + n * 1000 + self.rng.randrange(0, 900)))
         self.rng.shuffle(out)
         return out
 
@@ -121,16 +154,48 @@ class Feeder:
         return ledger
 
 
+class WebhookReceiver:
+    """The notifier's webhook target: records every delivery (its Idempotency-Key and body)."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[str, dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.deliveries.append((self.headers.get("Idempotency-Key") or "", json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @dataclass
 class Pipeline:
-    """One isolated instance of the window job + writer on the given stack."""
+    """One isolated instance of the production pipeline on the given stack."""
 
     settings: Settings
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    job_id: str = ""
-    writer: InfluxWriter | None = None
-    writer_thread: threading.Thread | None = None
-    writer_error: BaseException | None = None
+    job_ids: dict[str, str] = field(default_factory=dict)
+    webhook: WebhookReceiver = field(default_factory=WebhookReceiver)
+
+    def __post_init__(self) -> None:
+        run_dir = self.settings.state_dir / "run"
+        # Processes of their own, as 'machinewatch demo' runs them; they die with the test run.
+        self.writer = ManagedProcess(f"writer-{self.run}", run_dir, "sink influxdb", tied=True)
+        self.notifier = ManagedProcess(f"notifier-{self.run}", run_dir, " notify ", tied=True)
+        self.job_settings = self.settings.model_copy(update=OVERHEAT)
 
     @property
     def topics(self) -> dict[str, str]:
@@ -140,9 +205,12 @@ class Pipeline:
     def prefix(self) -> str:
         return f"f{self.run}-"
 
+    def job_name(self, job: str) -> str:
+        return f"mw-fault-{self.run}-{job}"
+
     @property
-    def job_name(self) -> str:
-        return f"mw-fault-{self.run}"
+    def writer_group(self) -> str:
+        return f"w-{self.run}"
 
     def create_topics(self) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_servers)
@@ -151,67 +219,80 @@ class Pipeline:
         finally:
             admin.close()
 
-    def submit(self, settings: Settings | None = None, from_savepoint: str | None = None) -> str:
+    def submit(self, job: str, settings: Settings | None = None, from_savepoint: str | None = None) -> str:
         t = self.topics
-        self.job_id = jobs.submit(settings or self.settings, "window-aggregates", [
-            "--readings-topic", t["readings"], "--aggregates-topic", t["aggregates"],
-            "--late-topic", t["late"], "--alerts-topic", t["alerts"],
-            "--group-id", f"g-{self.run}", "--job-name", self.job_name,
-        ], from_savepoint=from_savepoint)
-        wait_for(lambda: job_running(self.settings, self.job_id), 180, f"job {self.job_id} RUNNING")
-        return self.job_id
+        args = ["--readings-topic", t["readings"], "--alerts-topic", t["alerts"], "--group-id", f"g-{self.run}-{job}",
+                "--job-name", self.job_name(job)]
+        if job == "window-aggregates":
+            args += ["--aggregates-topic", t["aggregates"], "--late-topic", t["late"]]
+        job_id = jobs.submit(settings or self.job_settings, job, args, from_savepoint=from_savepoint)
+        self.job_ids[job] = job_id
+        wait_for(lambda: job_running(self.settings, job_id), 180, f"{job} job {job_id} RUNNING")
+        return job_id
 
-    def start_writer(self) -> None:
+    def submit_all(self) -> None:
+        for job in ("window-aggregates", "sustained-overheat"):
+            self.submit(job)
+
+    def _env(self) -> dict[str, str]:
+        return {**self.settings.to_env(), "PYTHONPATH": str(REPO)}
+
+    def start_writer(self) -> int:
         t = self.topics
-        self.writer = InfluxWriter(self.settings, group_id=f"w-{self.run}", routes={
-            t["aggregates"]: (to_point, names.BUCKET_AGGREGATES),
-            t["late"]: (late_point, names.BUCKET_AGGREGATES),
-            t["alerts"]: (alert_point, names.BUCKET_ALERTS),
-        })
+        return self.writer.start([
+            sys.executable, "-m", "machinewatch", "sink", "influxdb", "--aggregates-topic", t["aggregates"],
+            "--late-topic", t["late"], "--alerts-topic", t["alerts"], "--group-id", self.writer_group,
+        ], env=self._env())
 
-        def run() -> None:
-            assert self.writer is not None
-            try:
-                self.writer.run()
-            except BaseException as exc:
-                self.writer_error = exc
-                raise
+    def start_notifier(self) -> int:
+        return self.notifier.start([
+            sys.executable, "-m", "machinewatch", "notify", "--alerts-topic", self.topics["alerts"],
+            "--group-id", f"n-{self.run}", "--ledger", str(self.settings.state_dir / f"ledger-{self.run}.sqlite"),
+        ], env={**self._env(), "MW_WEBHOOK_URL": self.webhook.url})
 
-        self.writer_thread = threading.Thread(target=run, name=f"writer-{self.run}", daemon=True)
-        self.writer_thread.start()
+    def start(self) -> Pipeline:
+        self.create_topics()
+        self.submit_all()
+        self.start_writer()
+        self.start_notifier()
+        return self
 
-    def writer_alive(self) -> bool:
-        return self.writer_thread is not None and self.writer_thread.is_alive()
+    def writer_committed(self) -> int:
+        """Messages of the result topics the writer has committed (= acknowledged by InfluxDB)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_servers)
+        try:
+            offsets = admin.list_consumer_group_offsets(self.writer_group)
+        finally:
+            admin.close()
+        return sum(max(meta.offset, 0) for meta in offsets.values())
+
+    def processes_alive(self) -> None:
+        assert self.writer.pid() is not None, f"the writer died:\n{self.writer.tail()}"
+        assert self.notifier.pid() is not None, f"the notifier died:\n{self.notifier.tail()}"
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.stop_event.set()
-        if self.writer_thread is not None:
-            self.writer_thread.join(timeout=60)
+        for proc in (self.writer, self.notifier):
+            proc.stop()
         try:
-            for job in jobs.running(self.settings, self.job_name):
-                jobs.cancel(self.settings, job["jid"])
+            for job in ("window-aggregates", "sustained-overheat"):
+                for found in jobs.running(self.settings, self.job_name(job)):
+                    jobs.cancel(self.settings, found["jid"])
         except requests.RequestException as exc:
-            log.warning("could not cancel %s: %s", self.job_name, exc)
+            log.warning("could not cancel the jobs of %s: %s", self.run, exc)
+        self.webhook.close()
 
 
 # --- Flink REST -------------------------------------------------------------------------------
 
 
-def job_detail(settings: Settings, job_id: str) -> dict[str, Any]:
-    resp = requests.get(f"{settings.flink_rest}/jobs/{job_id}", timeout=10)
-    resp.raise_for_status()
-    return dict(resp.json())
-
-
 def job_running(settings: Settings, job_id: str) -> bool:
     """RUNNING with every task running (a job can be RUNNING while its tasks are still deploying)."""
-    detail = job_detail(settings, job_id)
+    detail = jobs.job_detail(settings, job_id)
     return detail.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in detail["vertices"])
 
 
 def checkpoint_counts(settings: Settings, job_id: str) -> dict[str, int]:
-    resp = requests.get(f"{settings.flink_rest}/jobs/{job_id}/checkpoints", timeout=10)
+    resp = requests.get(f"{settings.flink_rest}/jobs/{job_id}/checkpoints", timeout=30)
     resp.raise_for_status()
     return {k: int(v) for k, v in resp.json()["counts"].items()}
 
@@ -224,7 +305,7 @@ def wait_checkpoints(settings: Settings, job_id: str, more: int, timeout: float 
     return checkpoint_counts(settings, job_id)["completed"]
 
 
-# --- the "nothing lost" comparison -------------------------------------------------------------
+# --- what must come out ------------------------------------------------------------------------
 
 
 def tumble_oracle(df: pd.DataFrame, size_ms: int) -> pd.DataFrame:
@@ -232,6 +313,164 @@ def tumble_oracle(df: pd.DataFrame, size_ms: int) -> pd.DataFrame:
     return out.groupby(["device_id", "metric", "window_end_ms"])["value"].agg(
         avg="mean", min="min", max="max", count="count"
     ).reset_index()
+
+
+def threshold_oracle(ledger: pd.DataFrame, settings: Settings) -> set[tuple[str, int, str]]:
+    """(device, window end, label) of every threshold alert the rules give on the ledger."""
+    hop = hop_oracle(ledger, settings.hop_size_s * 1000, settings.hop_slide_s * 1000)
+    alerts = expected_alerts(hop[hop.metric != "temperature"])
+    out = set(zip(alerts.device_id, alerts.window_end_ms.astype(int), alerts.label, strict=True))
+    temp = tumble_oracle(ledger[ledger.metric == "temperature"], TEMP_GROUP_S * 1000)
+    hot = temp[temp["avg"] > TEMP_LIMIT]
+    return out | {(d, int(t), TEMP_LABEL) for d, t in zip(hot.device_id, hot.window_end_ms, strict=True)}
+
+
+TRANSITION_FIELDS = ("device_id", "ts", "started_ms", "duration_ms", "severity", "fires_at_ms", "avg", "peak")
+
+
+def overheat_oracle(ledger: pd.DataFrame, settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
+    """(alert id, state) -> transition, from the reference state machine on ALL one-second buckets.
+
+    What an uninterrupted run must give: the job's SQL (buckets, prefilter), checkpoints and restores
+    must not change a single transition.
+    """
+    rules = rules_from(settings)
+    temps = ledger[ledger.metric == "temperature"]
+    bucket_ms = settings.overheat_bucket_s * 1000
+    buckets = temps.assign(start=temps.ts // bucket_ms * bucket_ms).groupby(["device_id", "start"])["value"].agg(
+        vmin="min", vmax="max", vsum="sum", n="count").reset_index().sort_values(["device_id", "start"])
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for device, rows in buckets.groupby("device_id"):
+        st = DeviceState(region="test", site="faults")
+        for row in rows.itertuples():
+            for t in on_bucket(st, rules, str(device), int(row.start), int(row.start) + bucket_ms, float(row.vmin),
+                               float(row.vmax), float(row.vsum), int(row.n)):
+                key = (t.alert_id, t.state)
+                assert key not in out, f"the reference emits {key} twice"
+                out[key] = t.to_dict()
+    # Silence at the very end (every device stops with the feeder) never fires: event time stands still.
+    return out
+
+
+def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        return [json.loads(m.value) for m in consumer if m.value is not None]
+    finally:
+        consumer.close()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, int | float) and not isinstance(b, bool):
+        return math.isclose(a, float(b), rel_tol=1e-9, abs_tol=1e-9) or (math.isnan(a) and math.isnan(float(b)))
+    return bool(a == b)
+
+
+@dataclass
+class Expected:
+    """Everything the ledger implies, and the event time up to which all of it must have come out."""
+
+    windows: dict[str, pd.DataFrame]
+    horizon_ms: int
+    thresholds: set[tuple[str, int, str]]
+    transitions: dict[tuple[str, str], dict[str, Any]]
+
+    @classmethod
+    def of(cls, settings: Settings, ledger: pd.DataFrame, job_settings: Settings) -> Expected:
+        windows = {
+            f"{settings.window_size_s}s": tumble_oracle(ledger, settings.window_size_s * 1000),
+            f"{settings.hop_size_s}s@{settings.hop_slide_s}s": hop_oracle(
+                ledger, settings.hop_size_s * 1000, settings.hop_slide_s * 1000),
+        }
+        # Closed for sure: the watermark (last event time - delay) passed it by a bucket and a second.
+        horizon = int(ledger.ts.max()) - settings.watermark_delay_ms - 2000
+        return cls(windows, horizon, threshold_oracle(ledger, settings), overheat_oracle(ledger, job_settings))
+
+    def closed_windows(self, shape: str) -> set[tuple[str, str, int]]:
+        want = self.windows[shape]
+        want = want[want.window_end_ms <= self.horizon_ms]
+        return set(zip(want.device_id, want.metric, want.window_end_ms.astype(int), strict=True))
+
+    def closed_thresholds(self) -> set[tuple[str, int, str]]:
+        return {a for a in self.thresholds if a[1] <= self.horizon_ms}
+
+    def closed_transitions(self) -> set[tuple[str, str]]:
+        return {k for k, t in self.transitions.items() if t["ts"] <= self.horizon_ms}
+
+
+def _shape(doc: dict[str, Any]) -> str:
+    size, slide = int(doc["window_ms"]) // 1000, int(doc.get("slide_ms") or doc["window_ms"]) // 1000
+    return f"{size}s" if size == slide else f"{size}s@{slide}s"
+
+
+@dataclass
+class KafkaResults:
+    """The result topics of one pipeline, read from the beginning: keys, duplicates and mismatches."""
+
+    windows: dict[str, dict[tuple[str, str, int], list[dict[str, Any]]]]
+    thresholds: dict[tuple[str, int, str], int]
+    transitions: dict[tuple[str, str], list[dict[str, Any]]]
+    late: list[dict[str, Any]]
+
+    @classmethod
+    def read(cls, settings: Settings, pipeline: Pipeline) -> KafkaResults:
+        windows: dict[str, dict[tuple[str, str, int], list[dict[str, Any]]]] = {}
+        for doc in read_topic(settings, pipeline.topics["aggregates"]):
+            key = (doc["device_id"], doc["metric"], int(doc["window_end_ms"]))
+            windows.setdefault(_shape(doc), {}).setdefault(key, []).append(doc)
+        thresholds: Counter[tuple[str, int, str]] = Counter()
+        transitions: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for doc in read_topic(settings, pipeline.topics["alerts"]):
+            if doc.get("rule_group"):
+                thresholds[(doc["device_id"], int(doc["window_end_ms"]), doc["label"])] += 1
+            else:
+                assert doc.get("kind") == "sustained_overheat", f"an alert of no known kind: {doc}"
+                transitions.setdefault((doc["alert_id"], doc["state"]), []).append(doc)
+        return cls(windows, dict(thresholds), transitions, read_topic(settings, pipeline.topics["late"]))
+
+    def complete(self, exp: Expected) -> bool:
+        return (all(exp.closed_windows(w) <= set(self.windows.get(w, {})) for w in exp.windows)
+                and exp.closed_thresholds() <= set(self.thresholds)
+                and exp.closed_transitions() <= set(self.transitions))
+
+    def duplicates(self) -> int:
+        return (sum(len(v) - 1 for shape in self.windows.values() for v in shape.values())
+                + sum(n - 1 for n in self.thresholds.values()) + sum(len(v) - 1 for v in self.transitions.values()))
+
+    def check(self, exp: Expected) -> None:
+        """At least once, nothing else, and a duplicate is the same record."""
+        for shape, want in exp.windows.items():
+            got = self.windows.get(shape, {})
+            missing = exp.closed_windows(shape) - set(got)
+            assert not missing, f"{shape}: {len(missing)} closed windows not in Kafka, e.g. {sorted(missing)[:3]}"
+            oracle = want.set_index(["device_id", "metric", "window_end_ms"])
+            for key, docs in got.items():
+                assert key in oracle.index, f"{shape}: a window no reading makes: {docs[0]}"
+                row = oracle.loc[key]
+                for doc in docs:
+                    assert int(doc["count"]) == int(row["count"]), f"{shape} {key}: {doc} vs {row.to_dict()}"
+                    for col in ("avg", "min", "max"):
+                        assert abs(float(doc[f"{col}_value"]) - float(row[col])) <= 1e-9, f"{shape} {key}: {col}"
+        missing_alerts = exp.closed_thresholds() - set(self.thresholds)
+        assert not missing_alerts, f"threshold alerts never in Kafka: {sorted(missing_alerts)[:3]}"
+        extra_alerts = set(self.thresholds) - exp.thresholds
+        assert not extra_alerts, f"threshold alerts the rules do not give: {sorted(extra_alerts)[:3]}"
+        missing_tr = exp.closed_transitions() - set(self.transitions)
+        assert not missing_tr, f"overheat transitions never in Kafka: {sorted(missing_tr)[:5]}"
+        for key, docs in self.transitions.items():
+            assert key in exp.transitions, f"an overheat transition the reference does not give: {docs[0]}"
+            want = exp.transitions[key]
+            for doc in docs:
+                wrong = [f for f in TRANSITION_FIELDS if not _same(want[f], doc.get(f))]
+                assert not wrong, f"{key}: {[(f, doc.get(f), want[f]) for f in wrong]}"
+        assert self.late == [], f"{len(self.late)} readings were counted late; the stream has none: {self.late[:2]}"
+
+
+# --- InfluxDB and the notifications --------------------------------------------------------------
 
 
 def _influx_windows(settings: Settings, prefix: str, window: str, since: datetime) -> pd.DataFrame:
@@ -243,85 +482,115 @@ def _influx_windows(settings: Settings, prefix: str, window: str, since: datetim
     return got
 
 
-def _influx_alerts(settings: Settings, prefix: str, since: datetime) -> pd.DataFrame:
+def _influx_rows(settings: Settings, measurement: str, field_name: str, prefix: str,
+                 since: datetime) -> pd.DataFrame:
     flux = f'''
 from(bucket: "{names.BUCKET_ALERTS}")
   |> range(start: {since.isoformat()}, stop: {(datetime.now(tz=UTC) + timedelta(hours=1)).isoformat()})
-  |> filter(fn: (r) => r._measurement == "{names.MEASUREMENT_THRESHOLD_ALERT}" and r._field == "label")
+  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field_name}")
   |> filter(fn: (r) => r.device_id =~ /^{prefix}/)
   |> group()'''
     return query.run_flux(settings, flux)
 
 
-def _late_messages(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_servers, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
-    try:
-        return [json.loads(m.value) for m in consumer]
-    finally:
-        consumer.close()
+@dataclass
+class InfluxResults:
+    windows: dict[str, pd.DataFrame]
+    thresholds: list[tuple[str, int, str]]
+    transitions: list[tuple[str, str, int]]
+
+    @classmethod
+    def read(cls, settings: Settings, pipeline: Pipeline, exp: Expected, since: datetime) -> InfluxResults:
+        windows = {w: _influx_windows(settings, pipeline.prefix, w, since) for w in exp.windows}
+        frame = _influx_rows(settings, names.MEASUREMENT_THRESHOLD_ALERT, "label", pipeline.prefix, since)
+        thresholds = [] if frame.empty else [
+            (d, int(t.timestamp() * 1000), lbl) for d, t, lbl in zip(frame.device_id, frame._time, frame._value,
+                                                                      strict=True)]
+        frame = _influx_rows(settings, "device_alert", "alert_id", pipeline.prefix, since)
+        transitions = [] if frame.empty else [
+            (a, s, int(t.timestamp() * 1000)) for a, s, t in zip(frame._value, frame.state, frame._time, strict=True)]
+        return cls(windows, thresholds, transitions)
+
+    def complete(self, exp: Expected, kafka: KafkaResults) -> bool:
+        for w in exp.windows:
+            have = self.windows[w]
+            if not exp.closed_windows(w) <= set(zip(have.device_id, have.metric, have.window_end_ms, strict=True)):
+                return False
+        return (set(kafka.thresholds) <= set(self.thresholds)
+                and {k for k in kafka.transitions} <= {(a, s) for a, s, _ in self.transitions})
+
+    def check(self, exp: Expected, kafka: KafkaResults) -> None:
+        """Exactly one point per window / alert / transition, equal to the expectation."""
+        for w, want in exp.windows.items():
+            have = self.windows[w]
+            assert not have.duplicated(["device_id", "metric", "window_end_ms"]).any(), f"{w}: duplicate windows"
+            merged = have.merge(want, on=["device_id", "metric", "window_end_ms"], how="left", suffixes=("", "_exp"),
+                                indicator=True)
+            extra = merged[merged["_merge"] != "both"]
+            assert extra.empty, f"{w}: {len(extra)} windows in InfluxDB that no reading makes: {extra.head(3)}"
+            wrong = merged[merged["count"] != merged["count_exp"]]
+            assert wrong.empty, f"{w}: {len(wrong)} windows with wrong counts, e.g. {wrong.head(3).to_dict('records')}"
+            for col in ("avg", "min", "max"):
+                diff = (merged[col] - merged[f"{col}_exp"]).abs().max()
+                assert diff <= 1e-9, f"{w}: {col} differs by {diff}"
+        assert len(self.thresholds) == len(set(self.thresholds)), "a threshold alert is stored more than once"
+        assert set(self.thresholds) == set(kafka.thresholds), "InfluxDB's threshold alerts differ from Kafka's"
+        assert len(self.transitions) == len(set(self.transitions)), "an overheat transition is stored twice"
+        stored = {(a, s): ts for a, s, ts in self.transitions}
+        assert len(stored) == len(self.transitions), "one transition stored at two times"
+        due = {k: exp.transitions[k]["ts"] for k in kafka.transitions}
+        assert stored == due, f"InfluxDB's overheat transitions differ: {set(stored.items()) ^ set(due.items())}"
+
+
+def notified(settings: Settings, kafka: KafkaResults) -> set[str]:
+    """Idempotency keys the notifier must deliver: the overheat transitions in the notified states."""
+    return {f"{a}:{s}" for a, s in kafka.transitions if s in settings.notify_states}
+
+
+def check_notifications(settings: Settings, pipeline: Pipeline, kafka: KafkaResults) -> int:
+    counts = Counter(key for key, _ in pipeline.webhook.deliveries)
+    want = notified(settings, kafka)
+    twice = {k: n for k, n in counts.items() if n > 1}
+    assert not twice, f"notified more than once: {twice}"
+    assert set(counts) == want, f"notifications differ: missing {want - set(counts)}, extra {set(counts) - want}"
+    return len(counts)
 
 
 def assert_nothing_lost(settings: Settings, pipeline: Pipeline, ledger: pd.DataFrame,
                         timeout: float = 240) -> dict[str, int]:
-    """InfluxDB holds exactly the windows and alerts pandas computes from the ledger.
-
-    Windows that must have closed (end <= last event time - watermark delay) must all be there; every
-    window InfluxDB holds must be one pandas computes, with equal count and floats within 1e-9; the
-    alerts of the closed sliding windows must all be there and no other alert may be.
-    """
+    """Kafka, InfluxDB and the notifications hold exactly what the ledger implies (see the module doc)."""
+    exp = Expected.of(settings, ledger, pipeline.job_settings)
+    assert exp.closed_thresholds(), "the stream should raise threshold alerts; an empty expectation proves nothing"
+    states = {s for _, s in exp.closed_transitions()}
+    assert {"pending", "cancelled", "opened", "escalated", "resolved"} <= states, (
+        f"the stream should exercise the overheat lifecycle; it gave only {sorted(states)}")
     since = datetime.fromtimestamp(int(ledger.ts.min()) / 1000, tz=UTC) - timedelta(minutes=5)
-    horizon = int(ledger.ts.max()) - settings.watermark_delay_ms
-    size_ms = settings.window_size_s * 1000
-    shapes = {
-        f"{settings.window_size_s}s": tumble_oracle(ledger, size_ms),
-        f"{settings.hop_size_s}s@{settings.hop_slide_s}s": hop_oracle(
-            ledger, settings.hop_size_s * 1000, settings.hop_slide_s * 1000),
+    box: dict[str, Any] = {}
+
+    def kafka_complete() -> bool:
+        box["kafka"] = KafkaResults.read(settings, pipeline)
+        return bool(box["kafka"].complete(exp))
+
+    wait_for(kafka_complete, timeout, "Kafka to hold every closed window, alert and transition", every=3)
+    kafka: KafkaResults = box["kafka"]
+    kafka.check(exp)
+
+    def influx_complete() -> bool:
+        box["influx"] = InfluxResults.read(settings, pipeline, exp, since)
+        return bool(box["influx"].complete(exp, kafka))
+
+    wait_for(influx_complete, timeout, "InfluxDB to hold every closed window, alert and transition", every=3)
+    # A last read after the writer went quiet, so nothing is checked half-written.
+    influx = InfluxResults.read(settings, pipeline, exp, since)
+    influx.check(exp, kafka)
+
+    want = notified(settings, kafka)
+    wait_for(lambda: {k for k, _ in pipeline.webhook.deliveries} >= want, timeout,
+             f"the notifier to deliver {len(want)} notifications", every=2)
+    time.sleep(2)  # a duplicate would come right behind
+    return {
+        "readings": len(ledger), "threshold alerts": len(kafka.thresholds),
+        "overheat transitions": len(kafka.transitions), "kafka duplicates": kafka.duplicates(),
+        "notifications": check_notifications(settings, pipeline, kafka),
+        **{f"windows {w}": len(influx.windows[w]) for w in exp.windows},
     }
-    hop_all = shapes[f"{settings.hop_size_s}s@{settings.hop_slide_s}s"]
-    alerts_all = expected_alerts(hop_all)
-    alerts_all_set = set(zip(alerts_all.device_id, alerts_all.window_end_ms, alerts_all.label, strict=True))
-    alerts_closed = {a for a in alerts_all_set if a[1] <= horizon}
-    assert alerts_closed, "the generated stream should raise alerts; an empty expectation proves nothing"
-
-    def current() -> tuple[dict[str, pd.DataFrame], set[tuple[str, int, str]], int]:
-        got = {w: _influx_windows(settings, pipeline.prefix, w, since) for w in shapes}
-        frame = _influx_alerts(settings, pipeline.prefix, since)
-        rows = 0 if frame.empty else len(frame)
-        alerts = set() if frame.empty else {
-            (d, int(t.timestamp() * 1000), lbl) for d, t, lbl in zip(frame.device_id, frame._time, frame._value,
-                                                                      strict=True)}
-        return got, alerts, rows
-
-    def complete() -> bool:
-        got, alerts, _ = current()
-        for w, want in shapes.items():
-            closed = want[want.window_end_ms <= horizon]
-            keys = set(zip(got[w].device_id, got[w].metric, got[w].window_end_ms, strict=True))
-            if not set(zip(closed.device_id, closed.metric, closed.window_end_ms, strict=True)) <= keys:
-                return False
-        return alerts_closed <= alerts
-
-    wait_for(complete, timeout, "InfluxDB to hold every closed window and alert", every=3)
-    got, alerts, alert_rows = current()
-    summary = {"readings": len(ledger), "alerts": len(alerts)}
-    for w, want in shapes.items():
-        have = got[w]
-        assert not have.duplicated(["device_id", "metric", "window_end_ms"]).any(), f"{w}: duplicate windows"
-        merged = have.merge(want, on=["device_id", "metric", "window_end_ms"], how="left", suffixes=("", "_exp"),
-                            indicator=True)
-        extra = merged[merged["_merge"] != "both"]
-        assert extra.empty, f"{w}: {len(extra)} windows in InfluxDB that no reading makes: {extra.head(3)}"
-        wrong = merged[merged["count"] != merged["count_exp"]]
-        assert wrong.empty, f"{w}: {len(wrong)} windows with wrong counts, e.g. {wrong.head(3).to_dict('records')}"
-        for col in ("avg", "min", "max"):
-            diff = (merged[col] - merged[f"{col}_exp"]).abs().max()
-            assert diff <= 1e-9, f"{w}: {col} differs by {diff}"
-        closed = want[want.window_end_ms <= horizon]
-        assert len(closed) <= len(have)
-        summary[f"windows {w}"] = len(have)
-    assert alerts <= alerts_all_set, f"unexpected alerts: {sorted(alerts - alerts_all_set)[:3]}"
-    assert alert_rows == len(alerts), "an alert is stored more than once"
-    late = _late_messages(settings, pipeline.topics["late"])
-    assert late == [], f"{len(late)} readings were counted late; the stream has none: {late[:2]}"
-    return summary

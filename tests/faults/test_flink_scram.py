@@ -19,11 +19,15 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from machinewatch.stack.private import private_settings
 from simulators.temperature import TemperatureSimulator
+from tests.process_support import CmdlineSampler
 
 
 def test_window_job_reads_and_writes_through_a_scram_only_broker(tmp_path_factory: pytest.TempPathFactory) -> None:
     settings = private_settings(Path(tmp_path_factory.mktemp("mw-scram")), kafka_sasl_scram=True)
     stack = Stack(settings)
+    # Every command line while the stack starts and the job is submitted (the 'flink run' client gets the
+    # Kafka login from settings, never as an argument).
+    sampler = CmdlineSampler().__enter__()
     try:
         stack.up(timeout=300)
         job = jobs.submit(settings, "window-aggregates", ["--job-name", f"mw-scram-{uuid.uuid4().hex[:6]}"])
@@ -46,5 +50,10 @@ def test_window_job_reads_and_writes_through_a_scram_only_broker(tmp_path_factor
                      "api_version_auto_timeout_ms": 8000}
         with pytest.raises(KafkaError):
             KafkaConsumer(names.TOPIC_AGGREGATES, **anonymous, consumer_timeout_ms=3000).topics()
+        sampler.stop()
+        assert any("flink" in line and "run" in line for line in sampler.seen), "the sampler missed 'flink run'"
+        leaks = sampler.leaks({"kafka_password": settings.kafka_password()})
+        assert not leaks, leaks
     finally:
+        sampler.stop()
         stack.down()

@@ -26,13 +26,21 @@ from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
 from machinewatch.stack.private import private_settings
 from machinewatch.stack.services import Kafka
-from tests.faults.harness import wait_for
+from tests.process_support import CmdlineSampler, family, listening_sockets
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def scram_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
+def scram_cmdlines() -> Iterator[CmdlineSampler]:
+    with CmdlineSampler() as sampler:
+        yield sampler
+
+
+@pytest.fixture(scope="module")
+def scram_kafka(tmp_path_factory: pytest.TempPathFactory, scram_cmdlines: CmdlineSampler) -> Iterator[Kafka]:
+    # Sampled while the storage tool formats the log with the SCRAM credential (a JVM that runs ~2 s).
     settings = private_settings(Path(tmp_path_factory.mktemp("mw-scram")), kafka_sasl_scram=True)
     kafka = Kafka(settings)
     try:
@@ -60,7 +68,8 @@ def _refused(config: dict[str, object]) -> str:
     raise AssertionError(msg)
 
 
-def test_kafka_scram_right_password_works_wrong_one_is_refused(scram_kafka: Kafka) -> None:
+def test_kafka_scram_right_password_works_wrong_one_is_refused(scram_kafka: Kafka, scram_cmdlines: CmdlineSampler
+                                                               ) -> None:
     settings = scram_kafka.s
     secret = settings.secrets_dir / "kafka_password"
     assert oct(secret.stat().st_mode & 0o777) == "0o600"
@@ -89,6 +98,11 @@ def test_kafka_scram_right_password_works_wrong_one_is_refused(scram_kafka: Kafk
     assert re.search(r"Failed authentication with .*invalid credentials", log_text), wrong_error
     # The broker logs its JAAS config as [hidden]; the password itself appears nowhere.
     assert password not in log_text
+    # Nor on any command line while the broker was formatted and started (ps, /proc/<pid>/cmdline).
+    assert any("kafka.tools.StorageTool" in line or "format.args" in line for line in scram_cmdlines.seen), (
+        "the sampler never saw the storage tool run")
+    leaks = scram_cmdlines.leaks({"kafka_password": password})
+    assert not leaks, leaks
     print(f"\nwrong password refused: {wrong_error[:160]}\nno SASL refused: {plain_error[:160]}")  # noqa: T201
 
 
@@ -121,44 +135,30 @@ def test_no_token_in_any_log(fault_stack: Stack, fault_settings: Settings) -> No
     print(f"\nchecked {len(logs)} log files for {len(secrets)} secrets: none found")  # noqa: T201
 
 
-def _listening_inodes() -> dict[str, str]:
-    """inode -> 'address:port' of every listening TCP socket (IPv4 and IPv6)."""
-    out = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state != "0A":  # LISTEN
-                continue
-            addr_hex, port_hex = local.split(":")
-            if len(addr_hex) == 8:
-                addr = ".".join(str(int(addr_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
-            else:
-                words = [addr_hex[i:i + 8] for i in range(0, 32, 8)]
-                raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
-                addr = "::ffff:" + ".".join(str(b) for b in raw[12:]) if raw[:12] == b"\0" * 10 + b"\xff" * 2 else (
-                    raw.hex())
-            out[inode] = f"{addr}:{int(port_hex, 16)}"
-    return out
+@pytest.mark.faults
+def test_every_server_and_its_children_listen_on_loopback_only(fault_stack: Stack) -> None:
+    roots = [p.pid() for p in (fault_stack.kafka.proc, fault_stack.influxdb.proc, fault_stack.flink.proc,
+                               fault_stack.flink.taskmanager)]
+    assert all(roots), roots
+    # The servers and every process they started (the TaskManager's PyFlink workers among them).
+    procs = family(r for r in roots if r is not None)
+    seen = listening_sockets(procs)
+    assert len(seen) >= 5, seen  # kafka 2, influxdb 1, flink REST + RPC at least
+    public = [(pid, addr) for pid, addr in seen if not addr.startswith(("127.", "::ffff:127.", "::1:"))]
+    assert not public, f"listening beyond loopback: {public}"
+    print(f"\n{len(procs)} processes, listening sockets: {sorted(a for _, a in seen)}")  # noqa: T201
 
 
 @pytest.mark.faults
-def test_every_server_listens_on_loopback_only(fault_stack: Stack, fault_settings: Settings) -> None:
-    sockets = _listening_inodes()
-    pids = [p.pid() for p in (fault_stack.kafka.proc, fault_stack.influxdb.proc, fault_stack.flink.proc,
-                              fault_stack.flink.taskmanager)]
-    assert all(pids), pids
-    seen = []
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            match = re.fullmatch(r"socket:\[(\d+)\]", target)
-            if match and match[1] in sockets:
-                seen.append((pid, sockets[match[1]]))
-    assert len(seen) >= 5, seen  # kafka 2, influxdb 1, flink REST + RPC at least
-    public = [(pid, addr) for pid, addr in seen if not addr.startswith(("127.", "::ffff:127."))]
-    assert not public, f"listening beyond loopback: {public}"
-    print(f"\nlistening sockets of the stack: {sorted(a for _, a in seen)}")  # noqa: T201
+def test_no_secret_on_any_command_line(fault_stack: Stack, fault_settings: Settings,
+                                       fault_cmdlines: CmdlineSampler) -> None:
+    """Every command line seen on the machine while the fault stack ran (its servers, jobs' clients,
+    writers, notifiers and any short-lived tool) is free of the stack's tokens and passwords."""
+    secrets = _secrets(fault_settings)
+    assert fault_cmdlines.scans > 100 and len(fault_cmdlines.seen) > 10, "the sampler saw nothing"
+    # The sampler did see the stack's own processes, so their command lines were looked at.
+    assert any("kafka.Kafka" in line for line in fault_cmdlines.seen)
+    assert any("sink influxdb" in line for line in fault_cmdlines.seen)
+    leaks = fault_cmdlines.leaks(secrets)
+    assert not leaks, leaks
+    print(f"\n{len(fault_cmdlines.seen)} distinct command lines in {fault_cmdlines.scans} scans: no secret")  # noqa: T201

@@ -25,7 +25,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         return load_settings()
     # Free ports, own state, and remote addresses/tokens from the caller's environment ignored: the tests
     # never reach a real remote system by accident; the servers die with this process (watchdog).
-    return private_settings(Path(tmp_path_factory.mktemp("mw-state")))
+    keep = bool(os.environ.get("MW_TEST_KEEP_STACK"))
+    return private_settings(Path(tmp_path_factory.mktemp("mw-state")), die_with_parent=not keep)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import stat
+import uuid
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -65,24 +68,116 @@ def test_tokens_are_0600_and_the_dashboard_token_cannot_write(stack: Stack, sett
     assert ok.status_code == 204, ok.text
 
 
+def _org_id(settings: Settings) -> str:
+    auth = {"Authorization": f"Token {settings.operator_token()}"}
+    resp = requests.get(f"{settings.influx}/api/v2/orgs", params={"org": settings.influx_org}, headers=auth, timeout=30)
+    resp.raise_for_status()
+    return str(resp.json()["orgs"][0]["id"])
+
+
+@contextlib.contextmanager
+def _scratch_bucket_and_token(settings: Settings, action: str) -> Iterator[tuple[str, str]]:
+    """(bucket id, token) of a scratch bucket and a token built by the stack's own code for the pipeline
+    ('write') or the dashboards ('read'), so a check that deletes something loses nothing real."""
+    # Set-up failures raise HTTPError, not AssertionError: the strict xfail below accepts only its assertion.
+    auth = {"Authorization": f"Token {settings.operator_token()}"}
+    org_id = _org_id(settings)
+    bucket = requests.post(f"{settings.influx}/api/v2/buckets", headers=auth, timeout=30,
+                           json={"orgID": org_id, "name": f"scratch-{action}-{uuid.uuid4().hex[:8]}",
+                                 "retentionRules": []})
+    bucket.raise_for_status()
+    bucket_id = bucket.json()["id"]
+    try:
+        token = requests.post(
+            f"{settings.influx}/api/v2/authorizations", headers=auth, timeout=30,
+            json={"orgID": org_id, "permissions": bucket_permissions(action, org_id, [bucket_id])},
+        )
+        token.raise_for_status()
+        try:
+            yield bucket_id, token.json()["token"]
+        finally:
+            requests.delete(f"{settings.influx}/api/v2/authorizations/{token.json()['id']}", headers=auth,
+                            timeout=30)
+    finally:
+        requests.delete(f"{settings.influx}/api/v2/buckets/{bucket_id}", headers=auth, timeout=30)
+
+
 @pytest.mark.xfail(
-    strict=True,
+    strict=True, raises=AssertionError,
     reason="InfluxDB 2.x OSS: 'write' on a bucket includes deleting it (influxdata/influxdb#23170, open)",
 )
 def test_pipeline_shaped_token_cannot_delete_its_bucket(stack: Stack, settings: Settings) -> None:
-    # A scratch bucket and a token built by the same code as the pipeline's, so nothing real is lost.
+    with _scratch_bucket_and_token(settings, "write") as (bucket_id, token):
+        delete = requests.delete(f"{settings.influx}/api/v2/buckets/{bucket_id}",
+                                 headers={"Authorization": f"Token {token}"}, timeout=30)
+        assert delete.status_code in (401, 403), f"HTTP {delete.status_code}: the write token deleted its bucket"
+
+
+PROBE_FLUX = (f'from(bucket: "{names.BUCKET_RAW}") |> range(start: -30d) '
+              '|> filter(fn: (r) => r._measurement == "mw_stack_probe") |> count()')
+
+
+def _flux(settings: Settings, token: str, flux: str = PROBE_FLUX) -> requests.Response:
+    return requests.post(f"{settings.influx}/api/v2/query", params={"org": settings.influx_org},
+                         headers={"Authorization": f"Token {token}"}, json={"query": flux, "type": "flux"},
+                         timeout=60)
+
+
+def test_pipeline_token_cannot_read(stack: Stack, settings: Settings) -> None:
+    # The same query works with the dashboard token and finds the stack's readiness probe points,
+    # so a refusal below is about the token, not about the query or an empty bucket.
+    readable = _flux(settings, settings.read_token())
+    assert readable.status_code == 200 and "mw_stack_probe" in readable.text, readable.text
+    for bucket in (names.BUCKET_RAW, names.BUCKET_AGGREGATES, names.BUCKET_ALERTS):
+        flux = f'from(bucket: "{bucket}") |> range(start: -30d) |> limit(n: 1)'
+        assert _flux(settings, settings.read_token(), flux).status_code == 200
+        _assert_refused_read(_flux(settings, settings.write_token(), flux), bucket)
+    _assert_refused_read(_flux(settings, settings.write_token()), names.BUCKET_RAW)
+
+
+def _assert_refused_read(resp: requests.Response, bucket: str) -> None:
+    # InfluxDB 2.x answers a token without read permission as if the bucket did not exist (HTTP 404).
+    refused = resp.status_code in (401, 403) or (resp.status_code == 404 and "could not find bucket" in resp.text)
+    assert refused, f"the pipeline token read {bucket}: HTTP {resp.status_code}: {resp.text[:200]}"
+
+
+def test_dashboard_token_cannot_delete_points(stack: Stack, settings: Settings) -> None:
+    def delete(token: str, bucket: str, measurement: str) -> requests.Response:
+        return requests.post(
+            f"{settings.influx}/api/v2/delete", params={"org": settings.influx_org, "bucket": bucket},
+            headers={"Authorization": f"Token {token}"}, timeout=60,
+            json={"start": "1970-01-01T00:00:00Z", "stop": "2100-01-01T00:00:00Z",
+                  "predicate": f'_measurement="{measurement}"'},
+        )
+
+    # A well-formed request: the operator may delete (a measurement that does not exist, so nothing).
+    assert delete(settings.operator_token(), names.BUCKET_RAW, "mw_no_such_measurement").status_code == 204
+    for bucket in (names.BUCKET_RAW, names.BUCKET_AGGREGATES, names.BUCKET_ALERTS):
+        refused = delete(settings.read_token(), bucket, "mw_stack_probe")
+        assert refused.status_code in (401, 403), f"the dashboard token may delete in {bucket}: {refused.text[:200]}"
+    assert "mw_stack_probe" in _flux(settings, settings.read_token()).text, "the probe points were deleted"
+
+
+def test_dashboard_shaped_token_cannot_delete_its_bucket(stack: Stack, settings: Settings) -> None:
+    # The real dashboard token is made by the same bucket_permissions("read", ...): check that, then try
+    # the deletion on a scratch bucket (if the check failed, a real bucket would be gone).
     auth = {"Authorization": f"Token {settings.operator_token()}"}
-    org_id = requests.get(f"{settings.influx}/api/v2/orgs", params={"org": settings.influx_org},
-                          headers=auth, timeout=10).json()["orgs"][0]["id"]
-    bucket = requests.post(f"{settings.influx}/api/v2/buckets", headers=auth, timeout=10,
-                           json={"orgID": org_id, "name": "scratch-delete-check", "retentionRules": []}).json()
-    token = requests.post(
-        f"{settings.influx}/api/v2/authorizations", headers=auth, timeout=10,
-        json={"orgID": org_id, "permissions": bucket_permissions("write", org_id, [bucket["id"]])},
-    ).json()["token"]
-    delete = requests.delete(f"{settings.influx}/api/v2/buckets/{bucket['id']}",
-                             headers={"Authorization": f"Token {token}"}, timeout=10)
-    assert delete.status_code in (401, 403)
+    auths = requests.get(f"{settings.influx}/api/v2/authorizations", params={"org": settings.influx_org},
+                         headers=auth, timeout=30).json()["authorizations"]
+    # InfluxDB does not list token values: the stack's dashboard tokens are known by their description.
+    dashboard = [a for a in auths if a.get("description") == "machinewatch dashboards (read-only)"]
+    assert dashboard, "no dashboard token among the org's authorizations"
+    for found in dashboard:
+        assert {p["action"] for p in found["permissions"]} == {"read"}
+        assert {p["resource"]["type"] for p in found["permissions"]} == {"buckets"}
+    with _scratch_bucket_and_token(settings, "read") as (bucket_id, token):
+        headers = {"Authorization": f"Token {token}"}
+        assert requests.get(f"{settings.influx}/api/v2/buckets/{bucket_id}", headers=headers,
+                            timeout=30).status_code == 200  # it can see the bucket it would delete
+        delete = requests.delete(f"{settings.influx}/api/v2/buckets/{bucket_id}", headers=headers, timeout=30)
+        assert delete.status_code in (401, 403), f"HTTP {delete.status_code}: the read token deleted its bucket"
+        assert requests.get(f"{settings.influx}/api/v2/buckets/{bucket_id}", headers=auth,
+                            timeout=30).status_code == 200
 
 
 def test_flink_listens_on_loopback_with_web_submission_off(stack: Stack, settings: Settings) -> None:

@@ -355,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-savepoint", help="for submit: restore the job's state from this savepoint path")
     p.add_argument("--batch", action="store_true",
                    help="for submit window-aggregates: a backfill in batch mode over the readings topic as it is now")
-    p.add_argument("--cancel", action="store_true", help="for savepoint: cancel the job once the savepoint is taken")
+    p.add_argument("--cancel", action="store_true",
+                   help="for savepoint: stop the job with the savepoint (Flink's stop-with-savepoint: every operator "
+                        "finishes its work first; prefer it to 'cancel' for the PyFlink jobs)")
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("sink", help="write Flink results from Kafka into InfluxDB")

@@ -109,8 +109,18 @@ def job_detail(settings: Settings, job_id: str) -> dict[str, Any]:
 
 
 def savepoint(settings: Settings, job_id: str, cancel: bool = False, timeout: float = 300) -> str:
-    """Trigger a savepoint (and cancel the job with it if asked); returns the savepoint's location."""
-    resp = rest(settings, "POST", f"/jobs/{job_id}/savepoints", json={"cancel-job": cancel, "formatType": "CANONICAL"})
+    """Trigger a savepoint (and stop the job with it if asked); returns the savepoint's location.
+
+    Stopping uses Flink's stop-with-savepoint, not cancel-with-savepoint: the sources stop, the savepoint
+    is taken and every operator finishes its work before it closes. Cancelling closes PyFlink's Python
+    operators in the middle of a bundle, and Beam then fails the whole TaskManager ("Reference count
+    must not be negative"), taking every other job on it down too (seen with the overheat job).
+    """
+    if cancel:
+        resp = rest(settings, "POST", f"/jobs/{job_id}/stop", json={"drain": False, "formatType": "CANONICAL"})
+    else:
+        resp = rest(settings, "POST", f"/jobs/{job_id}/savepoints", json={"cancel-job": False,
+                                                                          "formatType": "CANONICAL"})
     if resp.status_code >= 400:
         msg = f"savepoint of {job_id}: HTTP {resp.status_code}: {resp.text[:300]}"
         raise JobError(msg)

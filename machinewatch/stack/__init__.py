@@ -8,7 +8,6 @@ from machinewatch.config import Settings
 from machinewatch.stack import provision
 from machinewatch.stack.procs import ManagedProcess
 from machinewatch.stack.services import Flink, InfluxDB, Kafka, ServiceStatus, StackError
-from machinewatch.stack.watchdog import stop_watchdog
 
 __all__ = ["Stack", "StackError"]
 
@@ -50,6 +49,10 @@ class Stack:
             if service.proc.stop():
                 stopped.append(service.name)
         if self.settings.die_with_parent:
+            # Imported here: the watchdog runs as 'python -m machinewatch.stack.watchdog', which warns
+            # when the package has imported it already.
+            from machinewatch.stack.watchdog import stop_watchdog
+
             stop_watchdog(self.settings.state_dir / "run")
         return stopped
 

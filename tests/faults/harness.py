@@ -273,12 +273,18 @@ class Pipeline:
     def close(self) -> None:
         for proc in (self.writer, self.notifier):
             proc.stop()
-        try:
-            for job in ("window-aggregates", "sustained-overheat"):
+        for job in ("window-aggregates", "sustained-overheat"):
+            try:
                 for found in jobs.running(self.settings, self.job_name(job)):
-                    jobs.cancel(self.settings, found["jid"])
-        except requests.RequestException as exc:
-            log.warning("could not cancel the jobs of %s: %s", self.run, exc)
+                    # Stopped as an operator would: with a savepoint, operators finishing their bundles
+                    # (a plain cancel can take the TaskManager down: see jobs.savepoint).
+                    try:
+                        jobs.savepoint(self.settings, found["jid"], cancel=True, timeout=60)
+                    except jobs.JobError as exc:
+                        log.warning("stop of %s failed (%s); cancelling", found["jid"], exc)
+                        jobs.cancel(self.settings, found["jid"])
+            except requests.RequestException as exc:
+                log.warning("could not stop the %s job of %s: %s", job, self.run, exc)
         self.webhook.close()
 
 

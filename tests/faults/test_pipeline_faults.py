@@ -41,6 +41,8 @@ JOBS = ("window-aggregates", "sustained-overheat")
 
 @pytest.fixture
 def pipeline(fault_stack: Stack, fault_settings: Settings) -> Iterator[Pipeline]:
+    # Every scenario starts on a whole cluster (a scenario may have left a TaskManager it killed).
+    fault_stack.flink.up(timeout=120)
     p = Pipeline(fault_settings)
     try:
         yield p.start()
@@ -172,7 +174,9 @@ def test_savepoint_change_setting_restore(fault_stack: Stack, fault_settings: Se
         for job in JOBS:
             old = pipeline.job_ids[job]
             locations[job] = jobs.savepoint(fault_settings, old, cancel=True, timeout=120)
-            wait_for(lambda o=old: jobs.job_detail(fault_settings, o)["state"] == "CANCELED", 60, f"{job} to stop")
+            wait_for(lambda o=old: jobs.job_detail(fault_settings, o)["state"] == "FINISHED", 60, f"{job} to stop")
+        # Stopping the jobs must not have cost the TaskManager (the other job's slot lives there too).
+        assert fault_stack.flink.taskmanager.pid() is not None, fault_stack.flink.taskmanager.tail()
         time.sleep(5)  # readings keep arriving while no job runs
         # A setting that is not part of the state: the source idle timeout.
         changed = pipeline.job_settings.model_copy(update={"source_idle_timeout_ms": 3000})

@@ -12,9 +12,11 @@ Event time is made deterministic on purpose. A silence timer fires once the wate
 after a burst the watermark may pass it only after the device's next buckets were processed, so 'silent'
 depends on arrival pacing (issue 15, item 4). Here readings go out in phases: at the end of each phase every
 device but a 'tick' device is quiet for longer than the silence time, and the next phase is published only
-once both jobs reported the silence of a 'clock' device, whose timer is the phase's last. Within a phase no
-device is quiet that long, so no silence decision depends on how fast the job reads (``reference`` checks
-it). One partition per topic, so no idle partition can overtake another (issue 15, item 3).
+once both jobs reported the silence of a 'clock' device, whose timer is the phase's last; while waiting, the
+source is kept busy at the phase's latest event time, because an idle source can make the job lose a watermark
+(see ``await_clock``). Within a phase no device is quiet that long, so no silence decision depends on how fast
+the job reads (``reference`` checks it). One partition per topic, so no idle partition can overtake another
+(issue 15, item 3).
 """
 
 from __future__ import annotations
@@ -406,10 +408,11 @@ def run_jobs(settings: Settings, scn: Scenario, variants: list[Variant], run: st
         want = (scn.clock, "silent", scn.clock_silent[k])
         deadline, checked, beats = time.monotonic() + seconds, time.monotonic(), 0
         while True:
-            # Keep the source busy while waiting, at the phase's latest event time (the watermark stays): an
-            # idle source would let the job lose the watermark its Python key_by operator holds back for a
-            # bundle still in flight (an idle output drops it), and the lifecycle's timers would then wait
-            # for the next phase's data.
+            # Keep the source busy while waiting, at the phase's latest event time (the watermark stays). The
+            # job's Python key_by operator holds a watermark back while a bundle is in flight but passes an
+            # idle status on at once; if the source goes idle first (table.exec.source.idle-timeout), the held
+            # watermark is emitted into an idle output, which drops it, and the lifecycle's timers wait for the
+            # next phase's data (seen on a loaded machine: the lifecycle stuck at t0 + 0.6 s for minutes).
             beats += 1
             pub.send(Reading(source=SOURCE, device_id=f"{scn.clock}-beat", metric="heartbeat", value=0.0, unit="",
                              ts=scn.last_ts[k], event_id=make_event_id(SOURCE, run, k, beats)))
@@ -429,9 +432,11 @@ def run_jobs(settings: Settings, scn: Scenario, variants: list[Variant], run: st
                             f"({ {n: len(rs) for n, rs in got.items()} } alerts so far; lifecycle input watermarks "
                             f"{lifecycle_watermarks(settings, job_names)}, want >= {want[2]})")
 
+    started = time.monotonic()
     try:
         with ThreadPoolExecutor(len(variants)) as pool:
             list(pool.map(submit, variants))
+        submitted = time.monotonic()
         consumers = {name: KafkaConsumer(topic, **settings.kafka_client_config(), auto_offset_reset="earliest",
                                          group_id=f"read-{run}-{name}") for name, topic in alerts.items()}
         with Publisher(settings, topic=readings_topic) as pub:
@@ -443,6 +448,8 @@ def run_jobs(settings: Settings, scn: Scenario, variants: list[Variant], run: st
         end = time.monotonic() + 3  # anything after the last timer would be a duplicate or an extra
         while time.monotonic() < end:
             poll()
+        print(f"{', '.join(job_names.values())}: submitted in {submitted - started:.0f}s, "  # shown with -s
+              f"{len(scn.phases)} phases read in {end - 3 - submitted:.0f}s")
     finally:
         for consumer in consumers.values():
             consumer.close()

@@ -250,7 +250,8 @@ def lifecycle(buckets: list[Bucket], rules: OverheatRules, device: str, barriers
     before it fires first only if the watermark stopped in between: here only at a phase end. A silence that
     needs such a stop elsewhere is reported in ``problems`` (its outcome would depend on arrival pacing).
     """
-    st, timers, out = DeviceState(), set(), []
+    st, out = DeviceState(), []
+    timers: set[int] = set()
 
     def fire(until: int | None) -> None:
         for ts in sorted(t for t in timers if until is None or t < until):

@@ -149,6 +149,7 @@ class Feeder:
         assert self.error is None, f"the feeder failed: {self.error!r}"
         acked = [r.to_dict() for r, fut in self.sent if fut.is_done and fut.succeeded()]
         assert len(acked) == len(self.sent), f"{len(self.sent) - len(acked)} readings were not acknowledged"
+        assert acked, "the feeder sent nothing"
         ledger = pd.DataFrame(acked)
         assert ledger.event_id.is_unique
         return ledger
@@ -259,12 +260,15 @@ class Pipeline:
 
     def writer_committed(self) -> int:
         """Messages of the result topics the writer has committed (= acknowledged by InfluxDB)."""
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_servers)
+        # A consumer of the writer's group that never joins it: committed() only asks the coordinator.
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_servers, group_id=self.writer_group,
+                                 enable_auto_commit=False)
         try:
-            offsets = admin.list_consumer_group_offsets(self.writer_group)
+            topics = (self.topics["aggregates"], self.topics["late"], self.topics["alerts"])
+            parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+            return sum(consumer.committed(tp) or 0 for tp in parts)
         finally:
-            admin.close()
-        return sum(max(meta.offset, 0) for meta in offsets.values())
+            consumer.close()
 
     def processes_alive(self) -> None:
         assert self.writer.pid() is not None, f"the writer died:\n{self.writer.tail()}"

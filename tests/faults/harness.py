@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 import requests
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from flink_jobs.overheat_logic import DeviceState, on_bucket
@@ -374,6 +374,29 @@ def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
         consumer.close()
 
 
+def repeat_transitions(settings: Settings, pipeline: Pipeline) -> int:
+    """Send every overheat transition in the alerts topic once more, byte for byte, as an at-least-once
+    sink replaying after a failover does: the notifier and the writer must not count them twice."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    try:
+        parts = [TopicPartition(pipeline.topics["alerts"], p)
+                 for p in consumer.partitions_for_topic(pipeline.topics["alerts"]) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        again = [(m.key, m.value) for m in consumer if m.value and b'"sustained_overheat"' in m.value]
+    finally:
+        consumer.close()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all")
+    try:
+        for key, value in again:
+            producer.send(pipeline.topics["alerts"], key=key, value=value)
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+    return len(again)
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, int | float) and not isinstance(b, bool):
         return math.isclose(a, float(b), rel_tol=1e-9, abs_tol=1e-9) or (math.isnan(a) and math.isnan(float(b)))
@@ -581,7 +604,12 @@ def assert_nothing_lost(settings: Settings, pipeline: Pipeline, ledger: pd.DataF
         box["kafka"] = KafkaResults.read(settings, pipeline)
         return bool(box["kafka"].complete(exp))
 
-    wait_for(kafka_complete, timeout, "Kafka to hold every closed window, alert and transition", every=3)
+    try:
+        wait_for(kafka_complete, timeout, "Kafka to hold every closed window, alert and transition", every=3)
+    except AssertionError:
+        if "kafka" in box:
+            box["kafka"].check(exp)  # says what is missing or wrong, if it can
+        raise
     kafka: KafkaResults = box["kafka"]
     kafka.check(exp)
 
@@ -589,7 +617,12 @@ def assert_nothing_lost(settings: Settings, pipeline: Pipeline, ledger: pd.DataF
         box["influx"] = InfluxResults.read(settings, pipeline, exp, since)
         return bool(box["influx"].complete(exp, kafka))
 
-    wait_for(influx_complete, timeout, "InfluxDB to hold every closed window, alert and transition", every=3)
+    try:
+        wait_for(influx_complete, timeout, "InfluxDB to hold every closed window, alert and transition", every=3)
+    except AssertionError:
+        if "influx" in box:
+            box["influx"].check(exp, kafka)
+        raise
     # A last read after the writer went quiet, so nothing is checked half-written.
     influx = InfluxResults.read(settings, pipeline, exp, since)
     influx.check(exp, kafka)

@@ -235,3 +235,54 @@ class DeadLetters:
     def close(self) -> None:
         if self._publisher is not None:
             self._publisher.close()
+
+
+class BrokerBackoff:
+    """Keeps a consumer loop alive through a broker outage: a poll or commit that fails for a Kafka or
+    connection error is logged and retried with back-off instead of ending the process.
+
+    kafka-python 3 raises out of ``poll()`` when the group coordinator cannot be reached (2.x retried
+    inside); a writer or notifier that died of that would stop the pipeline for good. A commit that
+    failed is retried before the next poll: the results are already stored downstream, and the later
+    commit covers them (a restart in between rewrites them, which overwrites).
+    """
+
+    def __init__(self, consumer: Any, stop_event: threading.Event, what: str, max_delay_s: float = 30.0) -> None:
+        self.consumer, self.stop_event, self.what, self.max_delay_s = consumer, stop_event, what, max_delay_s
+        self.delay = 0.5
+        self.commit_pending = False
+        self.failures = 0
+
+    def _failed(self, action: str, exc: Exception) -> None:
+        self.failures += 1
+        log.warning("%s: %s failed (%s: %s); retrying in %.1fs", self.what, action, type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "", self.delay)
+        self.stop_event.wait(self.delay)
+        self.delay = min(self.delay * 2, self.max_delay_s)
+
+    def poll(self, timeout_ms: int, **kwargs: Any) -> dict[Any, Any]:
+        """``consumer.poll``; an empty batch while the broker cannot be reached."""
+        from kafka.errors import KafkaError
+
+        if self.commit_pending and not self.commit():
+            return {}
+        try:
+            batch = dict(self.consumer.poll(timeout_ms=timeout_ms, **kwargs))
+        except (KafkaError, OSError) as exc:
+            self._failed("poll", exc)
+            return {}
+        self.delay = 0.5
+        return batch
+
+    def commit(self) -> bool:
+        """``consumer.commit``; False (and retried before the next poll) while it cannot be done."""
+        from kafka.errors import KafkaError
+
+        try:
+            self.consumer.commit()
+        except (KafkaError, OSError) as exc:
+            self.commit_pending = True
+            self._failed("commit", exc)
+            return False
+        self.commit_pending = False
+        return True

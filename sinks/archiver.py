@@ -23,7 +23,7 @@ from kafka import KafkaConsumer
 from machinewatch import names
 from machinewatch.archive import partition_dir, write_file
 from machinewatch.config import Settings
-from machinewatch.kafka_io import DeadLetters
+from machinewatch.kafka_io import BrokerBackoff, DeadLetters
 from machinewatch.record import Reading, RecordError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Archiver:
             auto_offset_reset="earliest", max_poll_records=10_000, client_id="machinewatch-archiver",
         )
         self.stop_event = threading.Event()
+        self.broker = BrokerBackoff(self.consumer, self.stop_event, "archiver")
         self.archived = 0
         self.rejected = 0
         self.files: list[Path] = []
@@ -62,7 +63,7 @@ class Archiver:
                 self.files.append(path)
                 self.archived += len(rows)
         buffer.clear()
-        self.consumer.commit()  # only now: every row above is on disk
+        self.broker.commit()  # only now: every row above is on disk (retried before the next poll if it fails)
 
     def run(self, idle_exit_s: float | None = None) -> None:
         buffer: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
@@ -71,7 +72,7 @@ class Archiver:
         log.info("archiving %s into %s", self.consumer.subscription(), self.root)
         try:
             while not self.stop_event.is_set():
-                for records in self.consumer.poll(timeout_ms=500).values():
+                for records in self.broker.poll(timeout_ms=500).values():
                     for rec in records:
                         last_data = time.monotonic()
                         try:

@@ -32,7 +32,7 @@ from kafka import KafkaConsumer
 
 from machinewatch import names
 from machinewatch.config import Settings
-from machinewatch.kafka_io import DeadLetters
+from machinewatch.kafka_io import BrokerBackoff, DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -376,13 +376,14 @@ class InfluxWriter:
         for topic, (_, bucket) in self.routes.items():
             log.info("writing %s -> %s bucket '%s'", topic, self.s.influx, bucket)
         last_data = time.monotonic()
+        broker = BrokerBackoff(self.consumer, self.stop_event, "influx writer")
         try:
             while not self.stop_event.is_set():
-                batch = self.consumer.poll(timeout_ms=1000)
+                batch = broker.poll(timeout_ms=1000)
                 if batch:
                     for records in batch.values():
                         self.handle(records)
-                    self.consumer.commit()
+                    broker.commit()
                     last_data = time.monotonic()
                     log.info("written %d points so far (%d rejected)", self.written, self.rejected)
                 elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:

@@ -26,6 +26,7 @@ from kafka import KafkaConsumer
 
 from machinewatch import names
 from machinewatch.config import Settings
+from machinewatch.kafka_io import BrokerBackoff
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +192,10 @@ class Notifier:
 
     def run(self, idle_exit_s: float | None = None) -> None:
         last = time.monotonic()
+        broker = BrokerBackoff(self.consumer, self.stop_event, "notifier")
         try:
             while not self.stop_event.is_set():
-                batch = self.consumer.poll(timeout_ms=500)
+                batch = broker.poll(timeout_ms=500)
                 if batch:
                     for records in batch.values():
                         docs = []
@@ -204,7 +206,7 @@ class Notifier:
                                 log.warning("skipping a non-JSON alert at %s/%d@%d", rec.topic, rec.partition,
                                             rec.offset)
                         self.handle(docs)
-                    self.consumer.commit()
+                    broker.commit()
                     last = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
                     break

@@ -21,13 +21,15 @@ class FlakyConsumer:
     def poll(self, timeout_ms: int) -> dict[str, Any]:
         if self.poll_failures:
             self.poll_failures -= 1
-            raise KafkaConnectionError("111 ECONNREFUSED")
+            msg = "111 ECONNREFUSED"
+            raise KafkaConnectionError(msg)
         return {"tp": ["record"]}
 
     def commit(self) -> None:
         if self.commit_failures:
             self.commit_failures -= 1
-            raise KafkaConnectionError("111 ECONNREFUSED")
+            msg = "111 ECONNREFUSED"
+            raise KafkaConnectionError(msg)
         self.commits += 1
 
 

@@ -48,6 +48,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack.procs import ManagedProcess
 from tests.integration.test_course_dataset import expected_alerts, hop_oracle
+from tests.stack_support import read_messages, read_topic
 from tests.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -362,31 +363,11 @@ def overheat_oracle(ledger: pd.DataFrame, settings: Settings) -> dict[tuple[str,
     return out
 
 
-def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        return [json.loads(m.value) for m in consumer if m.value is not None]
-    finally:
-        consumer.close()
-
-
 def repeat_transitions(settings: Settings, pipeline: Pipeline) -> int:
     """Send every overheat transition in the alerts topic once more, byte for byte, as an at-least-once
     sink replaying after a failover does: the notifier and the writer must not count them twice."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    try:
-        parts = [TopicPartition(pipeline.topics["alerts"], p)
-                 for p in consumer.partitions_for_topic(pipeline.topics["alerts"]) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        again = [(m.key, m.value) for m in consumer if m.value and b'"sustained_overheat"' in m.value]
-    finally:
-        consumer.close()
+    again = [(m.key, m.value) for m in read_messages(settings, pipeline.topics["alerts"])
+             if m.value and b'"sustained_overheat"' in m.value]
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all")
     try:
         for key, value in again:

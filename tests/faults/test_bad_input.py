@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from ingest.tcp.listener import TcpConfig, TcpListener
 from machinewatch import names
@@ -28,6 +27,7 @@ from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack.private import private_settings
 from machinewatch.stack.services import Kafka
+from tests.stack_support import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +42,6 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         yield kafka.s
     finally:
         kafka.proc.stop()
-
-
-def _read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        return [json.loads(m.value) for m in consumer]
-    finally:
-        consumer.close()
 
 
 async def _serve(pub: Publisher, config: TcpConfig, chunks: Iterator[bytes]) -> TcpListener:
@@ -101,8 +89,8 @@ def test_bad_input_corpus_is_dead_lettered_and_valid_data_arrives(kafka_settings
         listener = asyncio.run(_serve(pub, config, iter(stream)))
     assert listener.connections == 1
 
-    readings = [r for r in _read_all(kafka_settings, names.TOPIC_READINGS) if r["device_id"].startswith(tag)]
-    dead = [d for d in _read_all(kafka_settings, names.TOPIC_DEAD_LETTER) if tag in d["raw"]]
+    readings = [r for r in read_topic(kafka_settings, names.TOPIC_READINGS) if r["device_id"].startswith(tag)]
+    dead = [d for d in read_topic(kafka_settings, names.TOPIC_DEAD_LETTER) if tag in d["raw"]]
     # Valid data intact: every good line's three readings, converted as the mapping says, once each.
     ok = [r for r in readings if "-ok" in r["device_id"]]
     assert len(ok) == 60 and len({r["event_id"] for r in ok}) == 60
@@ -154,10 +142,10 @@ def test_a_500_mb_line_is_refused_with_bounded_memory(kafka_settings: Settings) 
     assert listener.lines == 2
     # Python allocations stayed small although 500 MB went through (one chunk, one kept head).
     assert peak < 32 * 1024 * 1024, f"peak traced memory {peak / 2**20:.1f} MiB"
-    dead = [d for d in _read_all(kafka_settings, names.TOPIC_DEAD_LETTER) if f"{tag}-big" in d["raw"]]
+    dead = [d for d in read_topic(kafka_settings, names.TOPIC_DEAD_LETTER) if f"{tag}-big" in d["raw"]]
     assert len(dead) == 1 and "line longer than max_line_bytes" in dead[0]["reason"]
     dropped = int(dead[0]["reason"].split("(")[1].split(" bytes dropped")[0])
     assert dropped >= size
-    after = [r for r in _read_all(kafka_settings, names.TOPIC_READINGS) if r["device_id"] == f"{tag}-after"]
+    after = [r for r in read_topic(kafka_settings, names.TOPIC_READINGS) if r["device_id"] == f"{tag}-after"]
     assert len(after) == 3, "the valid line after the huge one must arrive"
     print(f"\n{BIG_MB} MB line refused in {elapsed:.1f}s, peak traced memory {peak / 2**20:.1f} MiB")  # noqa: T201

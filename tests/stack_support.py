@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -36,3 +38,30 @@ def read_messages(settings: Settings, topic: str) -> list[Any]:
 def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """The JSON records of ``topic`` from the beginning (tombstones left out)."""
     return [json.loads(m.value) for m in read_messages(settings, topic) if m.value is not None]
+
+
+class WebhookReceiver:
+    """A webhook target on 127.0.0.1: records every delivery as {"key": Idempotency-Key, **body}."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[dict[str, Any]] = []
+        deliveries = self.deliveries
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                deliveries.append({"key": self.headers.get("Idempotency-Key") or "", **json.loads(body)})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

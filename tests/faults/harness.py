@@ -20,7 +20,6 @@ stated in the README's Guarantees, not something this harness hides.)
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -31,7 +30,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +46,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack.procs import ManagedProcess
 from tests.integration.test_course_dataset import expected_alerts, hop_oracle
-from tests.stack_support import read_messages, read_topic
+from tests.stack_support import WebhookReceiver, read_messages, read_topic
 from tests.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -154,33 +152,6 @@ class Feeder:
         ledger = pd.DataFrame(acked)
         assert ledger.event_id.is_unique
         return ledger
-
-
-class WebhookReceiver:
-    """The notifier's webhook target: records every delivery (its Idempotency-Key and body)."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[str, dict[str, Any]]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server interface
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.deliveries.append((self.headers.get("Idempotency-Key") or "", json.loads(body)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass
@@ -562,7 +533,7 @@ def notified(settings: Settings, kafka: KafkaResults) -> set[str]:
 
 
 def check_notifications(settings: Settings, pipeline: Pipeline, kafka: KafkaResults) -> int:
-    counts = Counter(key for key, _ in pipeline.webhook.deliveries)
+    counts = Counter(d["key"] for d in pipeline.webhook.deliveries)
     want = notified(settings, kafka)
     twice = {k: n for k, n in counts.items() if n > 1}
     assert not twice, f"notified more than once: {twice}"
@@ -609,7 +580,7 @@ def assert_nothing_lost(settings: Settings, pipeline: Pipeline, ledger: pd.DataF
     influx.check(exp, kafka)
 
     want = notified(settings, kafka)
-    wait_for(lambda: {k for k, _ in pipeline.webhook.deliveries} >= want, timeout,
+    wait_for(lambda: {d["key"] for d in pipeline.webhook.deliveries} >= want, timeout,
              f"the notifier to deliver {len(want)} notifications", every=2)
     time.sleep(2)  # a duplicate would come right behind
     return {

@@ -5,14 +5,12 @@ transition, across a job stop-with-savepoint and restore, and a notifier restart
 from __future__ import annotations
 
 import email
-import json
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
 from sinks.notifier import Notifier
 from tests.integration.conftest import require_free_slot
-from tests.stack_support import create_topics
+from tests.stack_support import WebhookReceiver, create_topics
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -59,23 +57,9 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 
 @pytest.fixture
 def webhook() -> Iterator[tuple[list[dict[str, Any]], str]]:
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"key": self.headers["Idempotency-Key"], **json.loads(body)})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
+    receiver = WebhookReceiver()
+    yield receiver.deliveries, receiver.url
+    receiver.close()
 
 
 def test_each_transition_notified_once_across_savepoint_restore_and_replay(

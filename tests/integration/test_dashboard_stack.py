@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -356,8 +356,13 @@ def app_url(known: Known, settings: Settings) -> Iterator[str]:
         yield f"{base}?range=1h&device_prefix={known.prefix}&refresh=off"
 
 
-def _load(url: str, ready_text: str, timeout: float = 90) -> tuple[str, str, bytes]:
-    """(page text, DOM, PNG) once ``ready_text`` shows and Streamlit is no longer running the script."""
+def _load(url: str, ready: Sequence[str], charts: int = 0, timeout: float = 180) -> tuple[str, str, bytes]:
+    """(page text, DOM, PNG) once every string of ``ready`` and ``charts`` charts show and the script has ended.
+
+    The script ending is not enough: the browser loads some widgets' code lazily (the metrics row
+    among them) and on a busy machine draws them seconds later, so the page is read when it shows
+    everything asked for, or at the deadline, when the caller's assertion names what is missing.
+    """
     # chromium may still flush its profile while exiting: cleanup errors are not test failures
     with tempfile.TemporaryDirectory(prefix="mw-chromium-", ignore_cleanup_errors=True) as profile:
         browser = headless.Chromium(profile)
@@ -366,11 +371,12 @@ def _load(url: str, ready_text: str, timeout: float = 90) -> tuple[str, str, byt
             deadline = time.monotonic() + timeout
             text = ""
             while time.monotonic() < deadline:
-                text = browser.evaluate("document.body ? document.body.innerText : ''") or ""
+                text = re.sub(r"\s+", " ", browser.evaluate("document.body ? document.body.innerText : ''") or "")
                 running = browser.evaluate(
                     "!!document.querySelector('[data-testid=\"stStatusWidget\"]')"
                     " && document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')")
-                if ready_text in text and not running:
+                drawn = browser.evaluate("document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length") or 0
+                if all(r in text for r in ready) and drawn >= charts and not running:
                     break
                 time.sleep(1)
             time.sleep(2)  # let the charts draw before the picture
@@ -387,11 +393,6 @@ def _load(url: str, ready_text: str, timeout: float = 90) -> tuple[str, str, byt
 
 def test_app_renders_charts_and_alerts_in_chromium(known: Known, app_url: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    text, dom, png = _load(app_url, "Data volume per source")
-    (ARTIFACTS / "dashboard.png").write_bytes(png)
-    (ARTIFACTS / "dashboard.html").write_text(dom)
-    assert 'data-testid="stException"' not in dom, "the page shows an exception box"
-    text = re.sub(r"\s+", " ", text)
     w = known.windows
     temp = w[w.metric == "temperature"].groupby("device_id")["avg"].mean().mean()
     cpu = w[w.metric.isin(["load", "cpu_pct"])].groupby("device_id")["avg"].mean().mean()
@@ -405,6 +406,11 @@ def test_app_renders_charts_and_alerts_in_chromium(known: Known, app_url: str) -
         "Time in alarm per device", "High CPU + Memory stress",
         "Data volume per source", "dc-india", "dc-germany", "servers-course",
     ]
+    text, dom, png = _load(app_url, expected, charts=4)
+    (ARTIFACTS / "dashboard.png").write_bytes(png)
+    (ARTIFACTS / "dashboard.html").write_text(dom)
+    assert 'data-testid="stException"' not in dom, "the page shows an exception box"
+    text = re.sub(r"\s+", " ", text)
     missing = [e for e in expected if e not in text]
     assert not missing, f"not on the page: {missing}"
     # a1 has been open 20 minutes and a bit (seconds pass between writing the data and loading the page)

@@ -19,7 +19,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
-from machinewatch import names
+from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.record import Reading
 
@@ -90,6 +90,7 @@ class Publisher:
         self.sent = 0
         self.failed = 0
         self.dead_lettered = 0
+        self.notes = 0
         self._errors: list[str] = []
         # Acks are counted by a C-level callback, next(count, metadata), atomic under the GIL: a Python callback
         # taking a lock, run by the producer's I/O thread for every record, cost about a tenth of the CPU per record.
@@ -181,18 +182,25 @@ class Publisher:
         return future
 
     def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> Any:
-        """Send a payload that failed validation, with the reason, to the dead-letter topic (returns its future)."""
-        payload = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        doc = {
-            "source": source, "origin": origin, "reason": reason,
-            "raw": payload[:65536], "truncated": len(payload) > 65536,
-            "received_ms": int(time.time() * 1000),
-        }
+        """Send input whose values did not become records, with the reason and its exact bytes, to the
+        dead-letter topic (``machinewatch.quality``); returns the producer future."""
+        doc = quality.letter(source, raw, reason, origin)
         future = self._producer.send(names.TOPIC_DEAD_LETTER, key=source.encode(), value=json.dumps(doc).encode())
         future.add_callback(self._on_ok).add_errback(self._on_error)
         self.sent += 1
         self.dead_lettered += 1
         log.warning("dead-lettered a %s record from %s: %s", source, origin or "?", reason)
+        return future
+
+    def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "", note_id: str = "") -> Any:
+        """Send a data-quality note (values were published, their envelope was repaired or is suspect) to
+        ``mw.quality``, with the exact bytes it is about; returns the producer future."""
+        doc = quality.letter(source, raw, reason, origin, kind=kind, note_id=note_id)
+        future = self._producer.send(names.TOPIC_QUALITY, key=source.encode(), value=json.dumps(doc).encode())
+        future.add_callback(self._on_ok).add_errback(self._on_error)
+        self.sent += 1
+        self.notes += 1
+        log.info("data-quality note (%s) on %s from %s: %s", kind, source, origin or "?", reason)
         return future
 
     def flush(self, timeout: float | None = None) -> None:

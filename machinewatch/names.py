@@ -6,12 +6,15 @@ TOPIC_READINGS = "mw.readings"
 TOPIC_AGGREGATES = "mw.aggregates"
 TOPIC_ALERTS = "mw.alerts"
 TOPIC_DEAD_LETTER = "mw.deadletter"
+# Data-quality notes: values were published, but their envelope was repaired (machinewatch.quality).
+TOPIC_QUALITY = "mw.quality"
 TOPIC_LATE = "mw.late-events"
 # MTConnect EVENT/CONDITION observations, agent gaps and restarts (machinewatch.device_events).
 TOPIC_DEVICE_EVENTS = "mw.device-events"
 
 ALL_TOPICS = (
-    TOPIC_READINGS, TOPIC_AGGREGATES, TOPIC_ALERTS, TOPIC_DEAD_LETTER, TOPIC_LATE, TOPIC_DEVICE_EVENTS,
+    TOPIC_READINGS, TOPIC_AGGREGATES, TOPIC_ALERTS, TOPIC_DEAD_LETTER, TOPIC_QUALITY, TOPIC_LATE,
+    TOPIC_DEVICE_EVENTS,
 )
 
 BUCKET_RAW = "raw"

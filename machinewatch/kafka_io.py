@@ -181,10 +181,11 @@ class Publisher:
         self.sent += 1
         return future
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> Any:
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "", size: int | None = None) -> Any:
         """Send input whose values did not become records, with the reason and its exact bytes, to the
-        dead-letter topic (``machinewatch.quality``); returns the producer future."""
-        doc = quality.letter(source, raw, reason, origin)
+        dead-letter topic (``machinewatch.quality``); ``size`` is the original's length when ``raw`` is
+        only its head. Returns the producer future."""
+        doc = quality.letter(source, raw, reason, origin, size=size)
         future = self._producer.send(names.TOPIC_DEAD_LETTER, key=source.encode(), value=json.dumps(doc).encode())
         future.add_callback(self._on_ok).add_errback(self._on_error)
         self.sent += 1

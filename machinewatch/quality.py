@@ -27,9 +27,19 @@ MAX_RAW_BYTES = 256 * 1024
 KIND_DEAD_LETTER = "dead_letter"
 
 
-def raw_fields(raw: bytes | str, limit: int = MAX_RAW_BYTES) -> dict[str, Any]:
-    """``raw``, ``raw_encoding``, ``size`` and ``truncated`` for the given bytes (str is taken as UTF-8)."""
+def raw_fields(raw: bytes | str, limit: int = MAX_RAW_BYTES, size: int | None = None) -> dict[str, Any]:
+    """``raw``, ``raw_encoding``, ``size`` and ``truncated`` for the given bytes (str is taken as UTF-8).
+
+    ``size`` is the original's length when the caller holds only its head (e.g. a line too long to keep).
+    """
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
+    fields = _encoded(data, limit)
+    if size is not None and size > fields["size"]:
+        fields["size"], fields["truncated"] = size, True
+    return fields
+
+
+def _encoded(data: bytes, limit: int) -> dict[str, Any]:
     kept = data[:limit]
     try:
         text = kept.decode("utf-8")
@@ -61,7 +71,7 @@ def raw_bytes(doc: dict[str, Any]) -> bytes:
 
 
 def letter(source: str, raw: bytes | str, reason: str, origin: str = "", *, kind: str = KIND_DEAD_LETTER,
-           note_id: str = "", received_ms: int | None = None) -> dict[str, Any]:
+           note_id: str = "", size: int | None = None, received_ms: int | None = None) -> dict[str, Any]:
     """The JSON document of a dead letter (``kind="dead_letter"``) or a data-quality note (any other kind).
 
     ``note_id`` is a stable id for notes, so a collector that repeats work after a crash repeats the
@@ -70,6 +80,6 @@ def letter(source: str, raw: bytes | str, reason: str, origin: str = "", *, kind
     doc: dict[str, Any] = {"source": source, "kind": kind, "origin": origin, "reason": reason}
     if note_id:
         doc["note_id"] = note_id
-    doc.update(raw_fields(raw))
+    doc.update(raw_fields(raw, size=size))
     doc["received_ms"] = int(time.time() * 1000) if received_ms is None else received_ms
     return doc

@@ -26,7 +26,7 @@ from kafka import KafkaConsumer
 
 from machinewatch import names
 from machinewatch.config import Settings
-from machinewatch.kafka_io import BrokerBackoff
+from machinewatch.kafka_io import BrokerBackoff, DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ class Notifier:
         self.stop_event = threading.Event()
         self.delivered = 0
         self.skipped = 0
+        self.dead_letters = DeadLetters(settings, "notifier")
 
     def wanted(self, alert: dict[str, Any]) -> bool:
         state = alert.get("state")
@@ -198,13 +199,11 @@ class Notifier:
                 batch = broker.poll(timeout_ms=500)
                 if batch:
                     for records in batch.values():
-                        docs = []
-                        for rec in records:
-                            try:
-                                docs.append(json.loads(rec.value))
-                            except (json.JSONDecodeError, UnicodeDecodeError):
-                                log.warning("skipping a non-JSON alert at %s/%d@%d", rec.topic, rec.partition,
-                                            rec.offset)
+                        docs, rejects = decode_alerts(records)
+                        for raw, reason, origin in rejects:
+                            # Acknowledged before the commit below moves past it.
+                            log.warning("not an alert at %s (%s): dead-lettered", origin, reason)
+                            self.dead_letters.send(raw, reason, origin)
                         self.handle(docs)
                     broker.commit()
                     last = time.monotonic()
@@ -213,6 +212,26 @@ class Notifier:
         finally:
             self.consumer.close()
             self.ledger.close()
+            self.dead_letters.close()
+
+
+def decode_alerts(records: Iterable[Any]) -> tuple[list[dict[str, Any]], list[tuple[bytes, str, str]]]:
+    """(alert documents, [(raw bytes, reason, origin)]) of consumed records; anything that is not a JSON
+    object is a reject for the dead-letter topic, never a reason for the notifier to stop."""
+    docs: list[dict[str, Any]] = []
+    rejects: list[tuple[bytes, str, str]] = []
+    for rec in records:
+        origin = f"{rec.topic}/{rec.partition}@{rec.offset}"
+        try:
+            doc = json.loads(rec.value)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            rejects.append((rec.value, f"alert is not JSON: {exc}", origin))
+            continue
+        if not isinstance(doc, dict):
+            rejects.append((rec.value, f"alert is JSON but not an object ({type(doc).__name__})", origin))
+            continue
+        docs.append(doc)
+    return docs, rejects
 
 
 def default_channels(settings: Settings) -> list[Channel]:

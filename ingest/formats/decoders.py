@@ -1,13 +1,17 @@
 """Decoders: bytes of a CSV, JSON-lines or Parquet file (or one JSON line from a socket) -> dict rows.
 
-Each row keeps its 1-based number within the file and its raw text, so a bad row can be
-dead-lettered as it was and a resumed load can skip exactly the rows already acknowledged.
+Each row keeps its 1-based number within the file and its exact bytes, so a bad row can be
+dead-lettered as it was and a resumed load can skip exactly the rows already acknowledged. Text is
+decoded with ``surrogateescape``: a byte that is not valid in the file's encoding costs only its own
+row (dead-lettered with the bytes as they were), never the rest of the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import Any, TextIO
 from ingest.formats.mapping import FileFormat
 
 PARQUET_BATCH_ROWS = 4096
+_ESCAPED = re.compile("[\udc80-\udcff]")  # bytes surrogateescape could not decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +28,7 @@ class Row:
     """One decoded source row: ``data`` is None when ``error`` says why it could not be decoded."""
 
     number: int
-    raw: str
+    raw: bytes
     data: dict[str, Any] | None
     error: str | None = None
 
@@ -52,8 +57,22 @@ class _Tap:
             yield line
 
 
+def _codec(encoding: str) -> str:
+    # Text back to the file's bytes: the BOM of utf-8-sig belongs to the file's start, not to a row.
+    return "utf-8" if codecs.lookup(encoding).name == "utf-8-sig" else encoding
+
+
+def _undecodable(text: str, encoding: str) -> str | None:
+    """Why a row's text is not valid in the file's encoding (surrogateescape left its bytes as U+DCxx)."""
+    bad = _ESCAPED.search(text)
+    if bad is None:
+        return None
+    return f"byte 0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start() + 1} is not valid {encoding}"
+
+
 def _csv_rows(path: Path, encoding: str, skip: int) -> Iterator[Row]:
-    with path.open(encoding=encoding, newline="") as handle:
+    codec = _codec(encoding)
+    with path.open(encoding=encoding, errors="surrogateescape", newline="") as handle:
         tap = _Tap(handle)
         reader = csv.reader(tap)
         header = next(reader, None)
@@ -63,12 +82,17 @@ def _csv_rows(path: Path, encoding: str, skip: int) -> Iterator[Row]:
         header = [h.strip() for h in header]
         number = 0
         for cells in reader:
-            raw = "".join(tap.taken)
+            text = "".join(tap.taken)
             tap.taken.clear()
             if not cells or all(not c.strip() for c in cells):
                 continue  # blank lines are not rows; numbering counts records only
             number += 1
             if number <= skip:
+                continue
+            raw = text.encode(codec, "surrogateescape")
+            bad = _undecodable(text, encoding)
+            if bad:
+                yield Row(number, raw, None, bad)
                 continue
             if len(cells) > len(header):
                 yield Row(number, raw, None, f"{len(cells)} cells but the header names {len(header)} columns")
@@ -78,12 +102,18 @@ def _csv_rows(path: Path, encoding: str, skip: int) -> Iterator[Row]:
 
 
 def _jsonl_rows(path: Path, encoding: str, skip: int) -> Iterator[Row]:
-    with path.open(encoding=encoding, errors="replace") as handle:
+    codec = _codec(encoding)
+    with path.open(encoding=encoding, errors="surrogateescape", newline="") as handle:
         for number, line in enumerate(handle, start=1):
             if number <= skip or not line.strip():
                 continue
+            raw = line.encode(codec, "surrogateescape")
+            bad = _undecodable(line, encoding)
+            if bad:
+                yield Row(number, raw, None, bad)
+                continue
             data, error = decode_json_line(line)
-            yield Row(number, line, data, error)
+            yield Row(number, raw, data, error)
 
 
 def _parquet_rows(path: Path, skip: int) -> Iterator[Row]:
@@ -99,7 +129,8 @@ def _parquet_rows(path: Path, skip: int) -> Iterator[Row]:
                 number += 1
                 if number <= skip:
                     continue
-                yield Row(number, json.dumps(data, default=str), data)
+                # A Parquet row has no bytes of its own: its JSON is what a dead letter can show.
+                yield Row(number, json.dumps(data, default=str).encode(), data)
 
 
 def iter_rows(path: str | Path, fmt: FileFormat, encoding: str = "utf-8-sig", skip: int = 0) -> Iterator[Row]:

@@ -25,9 +25,9 @@ _MISSING = object()
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """Something that goes to the dead-letter topic: the raw payload and why."""
+    """Something that goes to the dead-letter topic: the raw payload (its exact bytes where known) and why."""
 
-    raw: str
+    raw: bytes | str
     reason: str
 
 
@@ -101,7 +101,7 @@ class RowMapper:
                 self._warned.add(key)
                 log.info("mapping %s: ignoring unknown field %r (logged once)", self.mapping.name, key)
 
-    def map(self, data: AnyMapping[str, Any], raw: str) -> MapResult:
+    def map(self, data: AnyMapping[str, Any], raw: bytes | str) -> MapResult:
         """Readings for every metric present in the row; rejects for what is wrong."""
         m = self.mapping
         out = MapResult()
@@ -185,5 +185,5 @@ class FeedMapper:
             self._mappers[feed] = RowMapper(load_mapping(feed, **self._overrides.get(feed, {})))
         return self._mappers[feed]
 
-    def map(self, feed: str, data: AnyMapping[str, Any], raw: str) -> MapResult:
+    def map(self, feed: str, data: AnyMapping[str, Any], raw: bytes | str) -> MapResult:
         return self.mapper(feed).map(data, raw)

@@ -55,6 +55,7 @@ class _Item:
     payload: bytes
     origin: str
     reason: str | None = None  # set: dead-letter as is
+    size: int | None = None    # the line's length when ``payload`` is only its head
     closed: bool = False       # the connection ended; drop its per-connection state
 
 
@@ -152,7 +153,7 @@ class TcpListener:
                     head, dropped, eof = await self._discard_line(reader, exc.consumed)
                     reason = (f"line longer than max_line_bytes={self.config.max_line_bytes} "
                               f"({dropped} bytes dropped, first {len(head)} kept)")
-                    await self._put(_Item(conn, head, origin, reason=reason))
+                    await self._put(_Item(conn, head, origin, reason=reason, size=dropped))
                     if eof:
                         break
                     continue
@@ -212,7 +213,7 @@ class TcpListener:
 
     def _dead_letter(self, item: _Item, reason: str) -> None:
         self.rejects += 1
-        self.sink.dead_letter(SOURCE, item.payload, reason, item.origin)
+        self.sink.dead_letter(SOURCE, item.payload, reason, item.origin, size=item.size)
 
     def _process(self, item: _Item) -> None:
         self.lines += 1
@@ -233,7 +234,7 @@ class TcpListener:
         mapper = self._mappers.get((item.conn, mapping.name))
         if mapper is None:
             mapper = self._mappers[(item.conn, mapping.name)] = RowMapper(mapping)
-        result = mapper.map(data, item.payload.decode(errors="replace"))
+        result = mapper.map(data, item.payload)  # the line's exact bytes for any dead letter
         for reading in result.readings:
             self.sink.send(reading)
         self.readings += len(result.readings)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ingest.tcp.listener import TcpConfig, TcpListener
-from machinewatch import names
+from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack.private import private_settings
@@ -82,6 +82,8 @@ def test_bad_input_corpus_is_dead_lettered_and_valid_data_arrives(kafka_settings
         (good[3], f"{tag}-ok3", "duplicate event_id", 3, 0),           # the same event sent twice
         (b'{"feed":"dc-usa","host":"' + f"{tag}-b12".encode() + b'","pad":"' + b"x" * 70_000 + b'"}\n',
          f"{tag}-b12", "line longer than max_line_bytes", 1, 0),
+        # Not UTF-8 (a cp1251 word): the dead letter carries the bytes as they were (base64), not a lossy decode.
+        (line(f"{tag}-b13")[:-2] + b',"site":"' + "цех".encode("cp1251") + b'"}\n', f"{tag}-b13", "not JSON", 1, 0),
     ]
     stream = good[:10] + [b[0] for b in bad] + good[10:]
     config = TcpConfig(port=0, mappings=["dc-usa"], max_line_bytes=64 * 1024)
@@ -90,7 +92,7 @@ def test_bad_input_corpus_is_dead_lettered_and_valid_data_arrives(kafka_settings
     assert listener.connections == 1
 
     readings = [r for r in read_topic(kafka_settings, names.TOPIC_READINGS) if r["device_id"].startswith(tag)]
-    dead = [d for d in read_topic(kafka_settings, names.TOPIC_DEAD_LETTER) if tag in d["raw"]]
+    dead = [d for d in read_topic(kafka_settings, names.TOPIC_DEAD_LETTER) if tag.encode() in quality.raw_bytes(d)]
     # Valid data intact: every good line's three readings, converted as the mapping says, once each.
     ok = [r for r in readings if "-ok" in r["device_id"]]
     assert len(ok) == 60 and len({r["event_id"] for r in ok}) == 60
@@ -98,13 +100,17 @@ def test_bad_input_corpus_is_dead_lettered_and_valid_data_arrives(kafka_settings
     assert temps == pytest.approx(sorted((90.0 + i - 32) * 5 / 9 for i in range(20)), abs=1e-6)
     assert {r["value"] for r in ok if r["metric"] == "load"} == {25.0}
 
-    for _raw, host, reason, n_dead, n_readings in bad:
-        mine = [d for d in dead if f'"{host}"' in d["raw"] or f"'{host}'" in d["raw"]
-                or d["raw"].startswith(f'["{host}"')]
+    for sent, host, reason, n_dead, n_readings in bad:
+        mine = [d for d in dead if f'"{host}"'.encode() in quality.raw_bytes(d)
+                or quality.raw_bytes(d).startswith(f'["{host}"'.encode())]
         if host.endswith("-ok3"):  # the duplicate: its dead letters carry the reading, not the line
             mine = [d for d in dead if "duplicate" in d["reason"]]
         assert len(mine) == n_dead, (host, [d["reason"] for d in mine])
         assert all(reason in d["reason"] and d["source"] for d in mine), (host, [d["reason"] for d in mine])
+        if n_dead == 1 and "max_line_bytes" not in reason:
+            # A line refused whole: the dead letter holds exactly the bytes that came over the wire.
+            assert quality.raw_bytes(mine[0]) == sent and mine[0]["size"] == len(sent), host
+            assert mine[0]["truncated"] is False, host
         if not host.endswith("-ok3"):
             assert sum(r["device_id"] == host for r in readings) == n_readings, host
     # The future-dated reading never reached the readings topic, so it cannot move a watermark.
@@ -144,6 +150,9 @@ def test_a_500_mb_line_is_refused_with_bounded_memory(kafka_settings: Settings) 
     assert peak < 32 * 1024 * 1024, f"peak traced memory {peak / 2**20:.1f} MiB"
     dead = [d for d in read_topic(kafka_settings, names.TOPIC_DEAD_LETTER) if f"{tag}-big" in d["raw"]]
     assert len(dead) == 1 and "line longer than max_line_bytes" in dead[0]["reason"]
+    # Only the head is kept, and the letter says so: cut, and how long the line really was.
+    assert dead[0]["truncated"] is True and dead[0]["size"] >= size
+    assert quality.raw_bytes(dead[0]).startswith(f'{{"feed":"dc-usa","host":"{tag}-big"'.encode())
     dropped = int(dead[0]["reason"].split("(")[1].split(" bytes dropped")[0])
     assert dropped >= size
     after = [r for r in read_topic(kafka_settings, names.TOPIC_READINGS) if r["device_id"] == f"{tag}-after"]

@@ -103,6 +103,21 @@ def test_csv_with_more_cells_than_header_is_a_decode_error(tmp_path: Path) -> No
     assert rows[0].data == {"a": "1", "b": "2"} and rows[1].data is None and "3 cells" in (rows[1].error or "")
 
 
+def test_a_byte_invalid_in_the_files_encoding_costs_only_its_row_which_keeps_its_exact_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    bad_line = b"2,caf\xe9\r\n"  # cp1252 e-acute in a file read as UTF-8
+    path.write_bytes(b"\xef\xbb\xbfa,b\r\n1,ok\r\n" + bad_line + b"3,\xe2\x82\xac\r\n")
+    rows = list(iter_rows(path, "csv"))
+    assert [r.data for r in rows] == [{"a": "1", "b": "ok"}, None, {"a": "3", "b": "\u20ac"}]
+    assert rows[1].raw == bad_line and "byte 0xe9" in (rows[1].error or "") and "utf-8" in (rows[1].error or "")
+    assert rows[0].raw == b"1,ok\r\n" and rows[2].raw == "3,\u20ac\r\n".encode()
+    legacy = tmp_path / "y.jsonl"
+    lines = ['{"t": 1, "name": "Ж"}\n'.encode("cp1251"), b"not json\n"]
+    legacy.write_bytes(b"".join(lines))
+    rows = list(iter_rows(legacy, "jsonl", encoding="cp1251"))
+    assert rows[0].data == {"t": 1, "name": "Ж"} and [r.raw for r in rows] == lines
+
+
 def test_full_real_servers_csv_parses_like_pandas() -> None:
     servers = realdata_file(SERVERS)
     frame = pd.read_csv(servers)

@@ -11,6 +11,7 @@ import pytest
 from ingest.formats import load_mapping
 from ingest.history.loader import HistoryConfig, HistoryLoader
 from ingest.history.state import LoadState
+from machinewatch import quality
 from machinewatch.kafka_io import PublishError
 from machinewatch.record import Reading
 
@@ -20,15 +21,16 @@ ROOT = Path(__file__).parents[2]
 class MemorySink:
     def __init__(self, fail_on_flush: int | None = None) -> None:
         self.readings: list[Reading] = []
-        self.dead: list[tuple[str, str, str]] = []
+        self.dead: list[tuple[bytes, str, str]] = []
         self.flushes = 0
         self.fail_on_flush = fail_on_flush
 
     def send(self, reading: Reading) -> None:
         self.readings.append(reading)
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
-        self.dead.append((str(raw), reason, origin))
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
+                    size: int | None = None) -> None:
+        self.dead.append((raw if isinstance(raw, bytes) else raw.encode(), reason, origin))
 
     def flush(self, timeout: float | None = None) -> None:
         self.flushes += 1
@@ -88,6 +90,22 @@ def test_jsonl_testdata_dead_letters_with_origin(tmp_path: Path) -> None:
     reasons = {origin: reason for _, reason, origin in sink.dead}
     assert "not JSON" in reasons[f"{path}:4"]
     assert "time field 'time' is missing" in reasons[f"{path}:5"]
+
+
+def test_bad_lines_are_dead_lettered_with_their_exact_bytes_and_the_rest_is_published(tmp_path: Path) -> None:
+    good = [json.dumps({"time": 1717236000 + i, "host": "h1", "temp_f": 50 + i}).encode() + b"\n" for i in range(4)]
+    undecodable = b'{"time": 1717236100, "host": "h\xff", "temp_f": 60}\n'
+    not_json = b"{oops\r\n"
+    path = tmp_path / "usa.jsonl"
+    path.write_bytes(good[0] + undecodable + good[1] + not_json + good[2] + good[3])
+    sink = MemorySink()
+    report = HistoryLoader(sink, load_mapping("dc-usa"), LoadState(tmp_path / "s.json"), progress=False).load(path)
+    assert report.readings == 4 and report.rejects == 2 and len(sink.readings) == 4
+    dead = {origin: (raw, reason) for raw, reason, origin in sink.dead}
+    assert dead[f"{path}:2"][0] == undecodable and "byte 0xff" in dead[f"{path}:2"][1]
+    assert dead[f"{path}:4"][0] == not_json and "not JSON" in dead[f"{path}:4"][1]
+    for raw, _, _ in sink.dead:  # what the publisher sends round-trips byte for byte
+        assert quality.raw_bytes(json.loads(json.dumps(quality.letter("x", raw, "r")))) == raw
 
 
 def test_parquet_resume_skips_batches(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ class MemorySink:
     def send(self, reading: Reading) -> None:
         self.readings.append(reading)
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
+                    size: int | None = None) -> None:
         self.dead.append((raw.decode() if isinstance(raw, bytes) else raw, reason, origin))
 
     def flush(self, timeout: float | None = None) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from ingest.perfmon.parser import (
     PdhFormatError,
+    UnresolvedTimeZone,
     counter_unit,
     decode,
     guess_legacy_encoding,
@@ -142,7 +143,7 @@ def test_utf16_with_bom_and_pacific_offset() -> None:
     data = (TESTDATA / "utf16-bom.csv").read_bytes()
     assert data.startswith(codecs.BOM_UTF16_LE)
     pfile = parse(data)
-    assert pfile.encoding == "utf-16"
+    assert (pfile.encoding, pfile.bom) == ("utf-16-le", codecs.BOM_UTF16_LE)
     rows = list(pfile.rows())
     assert len(rows[0].readings) == 1  # two blanks in the first row
     kb = rows[0].readings[0]
@@ -201,8 +202,12 @@ def test_not_pdh_and_empty_files_are_file_errors() -> None:
         parse((TESTDATA / "not-pdh.csv").read_bytes())
     with pytest.raises(PdhFormatError, match="empty"):
         parse(b"\r\n")
-    with pytest.raises(PdhFormatError, match="offset"):
-        parse(b'"(PDH-CSV 4.0) (Eastern Daylight Ti')
+    # A cut zone name that begins two zones' names is not guessed; the timezone setting decides.
+    cut = b'"(PDH-CSV 4.0) (Eastern Daylight Ti'
+    with pytest.raises(UnresolvedTimeZone, match=r"Eastern Daylight Time \(Mexico\)") as exc:
+        parse(cut)
+    assert exc.value.candidates == ("America/Cancun", "America/New_York")
+    assert parse(cut, timezone="America/New_York").zone.source == "timezone setting"
 
 
 def test_utf16_without_bom_and_cut_mid_character() -> None:

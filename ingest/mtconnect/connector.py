@@ -1,11 +1,14 @@
 """MTConnect source connector: follows an agent's /sample stream into canonical readings and device events.
 
-Reads /probe for units and types, baselines with /current (or the whole buffer), then follows
-/sample from nextSequence by streaming or polling. Every batch is published, acknowledged, and
-only then is the cursor (instanceId, nextSequence) persisted, so a crash can only cause a re-read,
-and re-reads are skipped by sequence and carry the same event ids. A wrapped agent buffer becomes a
-``gap`` record that says exactly how many sequence numbers were lost; a new instanceId becomes an
-``agent_restarted`` record. Bad documents are dead-lettered and never stop the connector.
+Reads /probe for units and types, baselines with /current (or the whole buffer), then follows /sample
+by streaming or polling. Every batch is published, acknowledged, and only then is the cursor persisted,
+so a crash can only cause a re-read, and re-reads are skipped by sequence and carry the same event ids.
+An observation is identified by (instanceId, device, dataItemId, sequence); an agent that numbers
+sequences per device is detected and then read per device. Problems in the envelope (header,
+numbering, ids) never cost values: they are resolved by the rules in README.md and recorded as
+data-quality notes (mw.quality). A wrapped agent buffer becomes a ``gap`` record; a new instanceId an
+``agent_restarted`` record. Bad documents and unreadable observations are dead-lettered with their
+exact bytes and never stop the connector.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
 
 from ingest.mtconnect.config import MTConnectSettings
 from ingest.mtconnect.documents import (
     AgentError,
+    Header,
     MTConnectParseError,
     Observation,
     Probe,
@@ -34,7 +40,7 @@ from ingest.mtconnect.documents import (
     parse_timestamp_ms,
 )
 from ingest.mtconnect.multipart import MultipartError, PartTooLarge
-from ingest.mtconnect.state import Cursor, load_cursor, save_cursor
+from ingest.mtconnect.state import Cursor, DeviceCursor, load_cursor, save_cursor
 from ingest.mtconnect.transport import AgentClient, BodyTooLarge, Response
 from machinewatch.device_events import (
     KIND_AGENT_RESTARTED,
@@ -50,6 +56,12 @@ log = logging.getLogger(__name__)
 
 SOURCE = "mtconnect"
 
+# Kinds of the data-quality notes this connector writes (topic mw.quality).
+NOTE_HEADER_DISAGREES = "header_disagrees"
+NOTE_DUPLICATE_OBSERVATION = "duplicate_observation"
+NOTE_PER_DEVICE_SEQUENCES = "per_device_sequences"
+NOTE_DUPLICATE_ITEM_ID = "duplicate_item_id"
+
 
 class RecordSink(Protocol):
     """What the connector needs from ``machinewatch.kafka_io.Publisher`` (tests pass a double)."""
@@ -58,7 +70,10 @@ class RecordSink(Protocol):
 
     def send_json(self, key: str, value: bytes, topic: str | None = None) -> Any: ...
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None: ...
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> Any: ...
+
+    def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "",
+             note_id: str = "") -> Any: ...
 
     def flush(self, timeout: float | None = None) -> None: ...
 
@@ -76,6 +91,9 @@ class Metrics:
     lost: int = 0
     agent_restarts: int = 0
     reread_skipped: int = 0
+    duplicates: int = 0
+    header_disagreements: int = 0
+    notes: int = 0
     refused_documents: int = 0
     dead_lettered: int = 0
     reconnects: int = 0
@@ -97,6 +115,63 @@ def derive(obs: Observation, item_type: str) -> tuple[str, str] | None:
     return None
 
 
+def observation_event_id(instance: str, device: str, item: str, sequence: int, *rule: str) -> str:
+    """The event id of an observation (and, with ``rule``, of the alert derived from it)."""
+    return make_event_id(SOURCE, instance, device, item, sequence, *rule)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderCheck:
+    """How a document's header compares with the sequence numbers of the items it carries."""
+
+    problems: tuple[tuple[str, str], ...]  # (code, sentence)
+    lo: int | None
+    hi: int | None
+    count: int
+
+    @property
+    def agrees(self) -> bool:
+        return not self.problems
+
+    def describe(self, header: Header) -> str:
+        items = f"{self.count} items, sequences {self.lo}..{self.hi}" if self.count else "no items"
+        return (f"header firstSequence={header.first_sequence} nextSequence={header.next_sequence} "
+                f"lastSequence={header.last_sequence} vs {items}: " + "; ".join(text for _, text in self.problems))
+
+
+def check_header(header: Header, sequences: Iterable[int], sample: bool = True) -> HeaderCheck:
+    """Compare the header's numbers with the items' sequence range.
+
+    ``sample`` is False for /current, whose items may be older than firstSequence (latest values kept
+    after they left the buffer).
+    """
+    seqs = list(sequences)
+    lo, hi = (min(seqs), max(seqs)) if seqs else (None, None)
+    first, nxt, last = header.first_sequence, header.next_sequence, header.last_sequence
+    problems: list[tuple[str, str]] = []
+    if hi is not None and nxt is not None and nxt <= hi:
+        problems.append(("next_behind_items", f"nextSequence {nxt} is not above the highest item sequence {hi}"))
+    if hi is not None and last is not None and last < hi:
+        problems.append(("last_behind_items", f"lastSequence {last} is below the highest item sequence {hi}"))
+    if sample and lo is not None and first is not None and first > lo:
+        problems.append(("first_above_items", f"firstSequence {first} is above the lowest item sequence {lo}"))
+    if nxt is not None and last is not None and nxt > last + 1:
+        problems.append(("next_beyond_last", f"nextSequence {nxt} is beyond lastSequence {last} + 1"))
+    if first is not None and nxt is not None and first > nxt:
+        problems.append(("first_beyond_next", f"firstSequence {first} is beyond nextSequence {nxt}"))
+    return HeaderCheck(tuple(problems), lo, hi, len(seqs))
+
+
+def _sequences(doc: StreamsDoc) -> list[int]:
+    return [o.sequence for o in doc.observations] + [b.sequence for b in doc.bad if b.sequence is not None]
+
+
+def _bump(marks: dict[str, DeviceCursor], key: str, name: str, sequence: int) -> None:
+    mark = marks.get(key)
+    if mark is None or mark.next_sequence <= sequence:
+        marks[key] = DeviceCursor(name=(mark.name if mark and mark.name else name), next_sequence=sequence + 1)
+
+
 class MTConnectSource:
     """Follow one MTConnect agent: ``setup()``, then ``run()`` until ``stop()``."""
 
@@ -104,12 +179,17 @@ class MTConnectSource:
         self.config = config
         self.sink = sink
         self.client = AgentClient(config.agent_url, config.request_timeout_s, config.max_body_bytes)
+        # An agent URL with a device path already names one device: no /<device>/sample below it.
+        self._device_paths = not urlsplit(config.agent_url).path.strip("/")
         self.metrics = Metrics()
         self.probe: Probe | None = None
         self.cursor: Cursor | None = None
         self._stop = threading.Event()
         self._probe_instance = ""
         self._last_metrics = time.monotonic()
+        # Per stream ("" = whole agent, else a device): the header problems last noted, so a header that
+        # disagrees in the same way in every document is noted once per run, and counted every time.
+        self._header_noted: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,8 +197,10 @@ class MTConnectSource:
         """Load the persisted cursor; /probe is fetched lazily (the agent may not be up yet)."""
         self.cursor = load_cursor(self.config.state_path)
         if self.cursor:
-            log.info("resuming %s at instanceId %s, sequence %d (state %s)", self.config.agent_url,
-                     self.cursor.instance_id, self.cursor.next_sequence, self.config.state_path)
+            log.info("resuming %s at instanceId %s, sequence %d%s (state %s)", self.config.agent_url,
+                     self.cursor.instance_id, self.cursor.next_sequence,
+                     f", per device: {len(self.cursor.devices)} devices" if self.cursor.per_device else "",
+                     self.config.state_path)
         else:
             log.info("no state at %s: first run, start=%s", self.config.state_path, self.config.start)
 
@@ -140,13 +222,19 @@ class MTConnectSource:
                     self._fetch_probe()
                 if self.cursor is None:
                     self._baseline()
-                if self.config.mode == "stream":
+                if self.cursor is not None and self.cursor.per_device and self._device_paths:
+                    # One stream has one 'from'; an agent numbering per device is polled device by device.
+                    progressed = self._poll_devices()
+                    if not progressed:
+                        self._stop.wait(self.config.interval_ms / 1000)
+                elif self.config.mode == "stream" and not (self.cursor and self.cursor.per_device):
                     self._follow_stream()
                 else:
                     progressed = self._poll_once()
                     if not progressed:
                         self._stop.wait(self.config.interval_ms / 1000)
                 backoff = self.config.reconnect_min_s
+                self._maybe_log_metrics()
                 continue
             except _Restarted:
                 backoff = self.config.reconnect_min_s
@@ -190,11 +278,30 @@ class MTConnectSource:
             self._refuse(resp.body, f"/probe: {exc}")
             raise _Refused from exc
         self._probe_instance = self.probe.instance_id
-        if self.probe.duplicate_ids:
-            log.warning("agent /probe declares duplicate data item ids (first one kept): %s",
-                        ", ".join(sorted(set(self.probe.duplicate_ids))[:20]))
+        if self.probe.duplicates:
+            self._note_duplicate_ids(self.probe)
         log.info("probe of %s: %d devices, %d data items", self.config.agent_url, len(self.probe.devices),
                  sum(len(d.items) for d in self.probe.devices))
+
+    def _note_duplicate_ids(self, probe: Probe) -> None:
+        """One note per repeated ``<DataItem>`` declaration, with its exact bytes."""
+        log.warning("agent /probe declares duplicate data item ids: %s",
+                    ", ".join(sorted({f"{d}/{i}" for d, i in probe.duplicates})[:20]))
+        done: set[tuple[str, str]] = set()
+        for device, item_id in probe.duplicates:
+            if (device, item_id) in done:
+                continue
+            done.add((device, item_id))
+            decls = probe.declarations(device, item_id)
+            for n, raw in enumerate(decls[1:], start=1):
+                self._note(NOTE_DUPLICATE_ITEM_ID, raw,
+                           f"device {device} declares data item id {item_id!r} {len(decls)} times; declaration "
+                           f"{n + 1} is kept for observations of its own type, the first one for all others "
+                           "(units and types are taken from it)",
+                           note_id=make_event_id(SOURCE, probe.instance_id, device, item_id, n,
+                                                 NOTE_DUPLICATE_ITEM_ID),
+                           origin=f"{self.config.agent_url}/probe")
+        self.sink.flush()
 
     def _get(self, endpoint: str, **params: int | str | None) -> Response | None:
         try:
@@ -207,7 +314,8 @@ class MTConnectSource:
         self.metrics.refused_documents += 1
         self.metrics.dead_lettered += 1
         log.error("refused a document from MTConnect agent %s: %s", self.config.agent_url, reason)
-        self.sink.dead_letter(SOURCE, body[:65536], reason, origin=self.config.agent_url)
+        # The whole document: the shared envelope keeps the first MAX_RAW_BYTES and says if it cut.
+        self.sink.dead_letter(SOURCE, body, reason, origin=self.config.agent_url)
         self.sink.flush()
 
     def _parse(self, resp: Response, what: str) -> StreamsDoc:
@@ -226,11 +334,12 @@ class MTConnectSource:
             raise _Refused
         doc = self._parse(resp, "/current")
         self.metrics.documents += 1
-        nxt = doc.header.next_sequence
-        if nxt is None:
-            nxt = (doc.max_sequence or 0) + 1
-        self._publish(doc, instance=doc.header.instance_id, expected=0, next_sequence=nxt)
-        log.info("baselined with /current: instanceId %s, following from sequence %d", doc.header.instance_id, nxt)
+        instance = doc.header.instance_id
+        check = check_header(doc.header, _sequences(doc), sample=False)
+        self._publish(doc, instance, Cursor(instance, 0), check, current=True)
+        assert self.cursor is not None
+        log.info("baselined with /current: instanceId %s, following from sequence %d%s", instance,
+                 self.cursor.next_sequence, " (per device)" if self.cursor.per_device else "")
 
     def _poll_once(self) -> bool:
         """One /sample request; True if it returned observations (poll again at once)."""
@@ -244,6 +353,37 @@ class MTConnectSource:
             self._on_agent_error(exc)
             return True
         return self._handle(doc) > 0
+
+    def _followed_devices(self) -> list[tuple[str, str]]:
+        """(key, name) of every device to read: the probe's and those in the cursor, minus filtered ones."""
+        found: dict[str, str] = {}
+        for dev in self.probe.devices if self.probe else []:
+            found.setdefault(dev.uuid or dev.name, dev.name or dev.uuid)
+        for key, mark in (self.cursor.devices if self.cursor else {}).items():
+            found.setdefault(key, mark.name or key)
+        wanted = set(self.config.devices)
+        return [(k, n) for k, n in found.items() if not wanted or {k, n} & wanted]
+
+    def _poll_devices(self) -> bool:
+        """One ``/<device>/sample?from=<that device's mark>`` per device; True if any returned something new."""
+        progressed = False
+        for key, name in self._followed_devices():
+            if self._stop.is_set():
+                break
+            assert self.cursor is not None
+            mark = self.cursor.devices.get(key)
+            endpoint = f"{quote(name, safe='')}/sample"
+            resp = self._get(endpoint, **{"from": mark.next_sequence if mark else None, "count": self.config.count})
+            if resp is None:
+                raise _Refused
+            try:
+                doc = self._parse(resp, f"/{endpoint}")
+            except AgentError as exc:
+                self._on_agent_error(exc, endpoint, key)
+                progressed = True
+                continue
+            progressed = self._handle(doc, device=key) > 0 or progressed
+        return progressed
 
     def _follow_stream(self) -> None:
         frm = self.cursor.next_sequence if self.cursor else None
@@ -263,59 +403,64 @@ class MTConnectSource:
                     self.metrics.heartbeats += 1
                 self._handle(doc)
                 self._maybe_log_metrics()
+                if self.cursor is not None and self.cursor.per_device:
+                    return  # per-device numbering found: read device by device from now on
         # The agent ended the stream (restart, shutdown): reconnect from the cursor.
         if not self._stop.is_set():
             log.info("stream from %s ended; reconnecting from sequence %s", self.config.agent_url,
                      self.cursor.next_sequence if self.cursor else "?")
 
-    def _on_agent_error(self, exc: AgentError) -> None:
+    def _on_agent_error(self, exc: AgentError, endpoint: str = "sample", device: str = "") -> None:
         if "OUT_OF_RANGE" not in exc.doc.codes:
             raise exc
         # Our 'from' is outside the buffer: read the header to tell a wrapped buffer from a restart.
-        log.info("agent says OUT_OF_RANGE (%s); reading from its firstSequence", exc)
-        resp = self._get("sample", count=self.config.count)
+        log.info("agent says OUT_OF_RANGE for /%s (%s); reading from its firstSequence", endpoint, exc)
+        resp = self._get(endpoint, count=self.config.count)
         if resp is None:
             raise _Refused
-        self._handle(self._parse(resp, "/sample"), recovering=True)
+        self._handle(self._parse(resp, f"/{endpoint}"), recovering=True, device=device)
 
     # ------------------------------------------------------------------ documents -> records
 
-    def _handle(self, doc: StreamsDoc, recovering: bool = False) -> int:
-        """Turn one streams document into records; returns how many observations were new."""
+    def _handle(self, doc: StreamsDoc, recovering: bool = False, device: str = "") -> int:
+        """Turn one streams document into records; returns how many observations were new.
+
+        ``device`` is the device key when the document answers ``/<device>/sample``.
+        """
         self.metrics.documents += 1
         header = doc.header
+        check = check_header(header, _sequences(doc))
         instance = header.instance_id or (self.cursor.instance_id if self.cursor else "")
         if self.cursor is None:
-            # First run with start=buffer: everything the agent still holds is new.
-            expected = header.first_sequence if header.first_sequence is not None else 0
-            return self._publish(doc, instance, expected, self._next_after(doc, expected))
-        expected = self.cursor.next_sequence
-        if instance and instance != self.cursor.instance_id:
-            self._agent_restarted(doc, instance, f"instanceId changed from {self.cursor.instance_id} to {instance}")
-        if (recovering and header.next_sequence is not None and header.next_sequence < expected):
+            # First run with start=buffer: everything the agent still holds is new. A firstSequence that
+            # disagrees with the items is not used (it could skip the items below it).
+            first = header.first_sequence if check.agrees and header.first_sequence is not None else 0
+            return self._publish(doc, instance, Cursor(instance, first), check)
+        base = self.cursor
+        if instance and instance != base.instance_id:
+            self._agent_restarted(doc, instance, f"instanceId changed from {base.instance_id} to {instance}")
+        gap: DeviceEvent | None = None
+        if base.per_device:
+            # The agent's header cannot describe every device's numbering: it is checked, never used.
+            # A gap is known only when the agent said OUT_OF_RANGE, from the device's own items.
+            expected = base.device_next(device)
+            own = [o.sequence for o in doc.observations if o.device_key == device] + \
+                [b.sequence for b in doc.bad if b.device_key == device and b.sequence is not None]
+            if recovering and device and own and min(own) > expected:
+                gap = self._gap(doc, instance, expected, min(own), device)
+                marks = dict(base.devices)
+                marks[device] = DeviceCursor(marks[device].name if device in marks else device, min(own))
+                base = Cursor(base.instance_id, base.next_sequence, True, marks)
+            return self._publish(doc, instance, base, check, device=device, gap=gap)
+        expected = base.next_sequence
+        if recovering and check.agrees and header.next_sequence is not None and header.next_sequence < expected:
             # Same instanceId but the agent's sequence numbers went back: it restarted without saying so.
             self._agent_restarted(doc, instance, f"nextSequence went back from {expected} to "
                                   f"{header.next_sequence} with the same instanceId {instance}")
-        gap: DeviceEvent | None = None
-        if header.first_sequence is not None and header.first_sequence > expected:
+        if check.agrees and header.first_sequence is not None and header.first_sequence > expected:
             gap = self._gap(doc, instance, expected, header.first_sequence)
-            expected = header.first_sequence
-        return self._publish(doc, instance, expected, self._next_after(doc, expected), gap)
-
-    def _next_after(self, doc: StreamsDoc, expected: int) -> int:
-        nxt = expected
-        top = doc.max_sequence
-        if top is not None:
-            nxt = max(nxt, top + 1)
-        h = doc.header
-        # The header's nextSequence also covers items filtered out of this document, but only when it
-        # agrees with lastSequence; real agents sometimes send headers that disagree with the items.
-        if h.next_sequence is not None and (h.last_sequence is None or h.next_sequence <= h.last_sequence + 1):
-            nxt = max(nxt, h.next_sequence)
-        elif h.next_sequence is not None:
-            log.warning("inconsistent header from %s: nextSequence %s > lastSequence %s + 1; using the items",
-                        self.config.agent_url, h.next_sequence, h.last_sequence)
-        return nxt
+            base = Cursor(base.instance_id, header.first_sequence, False, base.devices)
+        return self._publish(doc, instance, base, check, gap=gap)
 
     def _doc_ts(self, doc: StreamsDoc) -> int:
         try:
@@ -337,76 +482,193 @@ class MTConnectSource:
         self.sink.send_json(event.device_id, event.to_json(), self.config.device_events_topic)
         self.sink.flush()
         self.metrics.agent_restarts += 1
-        self._persist(Cursor(instance, 1))
+        # Every device starts over; an agent that numbered per device keeps doing so.
+        self._persist(Cursor(instance, 1, old.per_device, {}))
         # Units and items may differ in the new instance.
         self.probe = None
         raise _Restarted
 
-    def _gap(self, doc: StreamsDoc, instance: str, expected: int, first: int) -> DeviceEvent:
+    def _record_device_id(self, name: str, uuid: str) -> str:
+        return (uuid if self.config.device_id_from == "uuid" else name) or name or uuid or self.config.agent_id
+
+    def _gap(self, doc: StreamsDoc, instance: str, expected: int, first: int, device: str = "") -> DeviceEvent:
         lost = first - expected
-        detail = (f"agent buffer wrapped: sequences {expected}..{first - 1} of instance {instance} were "
+        whose = f" of device {device}" if device else ""
+        detail = (f"agent buffer wrapped: sequences {expected}..{first - 1}{whose} of instance {instance} were "
                   f"overwritten before they were read ({lost} lost)")
-        if self.config.devices:
+        if self.config.devices and not device:
             detail += "; some may have belonged to devices this connector does not follow"
         log.warning("MTConnect agent %s: %s", self.config.agent_url, detail)
+        if device:
+            mark = self.cursor.devices.get(device) if self.cursor else None
+            name = mark.name if mark else device
+            device_id = self._record_device_id(name, device if device != name else "")
+            event_id = make_event_id(SOURCE, instance, device, "gap", expected, first - 1)
+        else:
+            device_id = self.config.agent_id
+            event_id = make_event_id(SOURCE, instance, "gap", expected, first - 1)
         return DeviceEvent(
-            source=SOURCE, device_id=self.config.agent_id, kind=KIND_GAP, ts=self._doc_ts(doc),
-            event_id=make_event_id(SOURCE, instance, "gap", expected, first - 1), instance_id=instance,
-            sequence=expected, lost_count=lost, detail=detail, region=self.config.region, site=self.config.site,
+            source=SOURCE, device_id=device_id, kind=KIND_GAP, ts=self._doc_ts(doc), event_id=event_id,
+            instance_id=instance, sequence=expected, lost_count=lost, detail=detail, region=self.config.region,
+            site=self.config.site,
         )
 
-    def _publish(self, doc: StreamsDoc, instance: str, expected: int, next_sequence: int,
-                 gap: DeviceEvent | None = None) -> int:
-        """Publish the new part of ``doc``, wait for the acks, then persist the cursor."""
+    def _per_device_numbering(self, doc: StreamsDoc, base: Cursor, current: bool) -> str:
+        """Why ``doc`` shows that the agent numbers sequences per device ("" if it does not)."""
+        owner: dict[int, str] = {}
+        items = [(o.sequence, o.device_key) for o in doc.observations] + \
+            [(b.sequence, b.device_key) for b in doc.bad if b.sequence is not None]
+        for seq, key in items:
+            other = owner.setdefault(seq, key)
+            if other != key:
+                return f"sequence {seq} is used by device {other} and by device {key} in one document"
+        if not current and base.next_sequence > 0:
+            # A whole-agent /sample from N never holds sequences below N, unless they count per device.
+            for seq, key in items:
+                if base.device_next(key) <= seq < base.next_sequence:
+                    return (f"device {key} sent sequence {seq}, below the requested from={base.next_sequence}, "
+                            f"that it had not sent before (its next was {base.device_next(key)})")
+        return ""
+
+    def _publish(self, doc: StreamsDoc, instance: str, base: Cursor, check: HeaderCheck, device: str = "",
+                 gap: DeviceEvent | None = None, current: bool = False) -> int:
+        """Publish the new part of ``doc``, wait for the acks, then persist the cursor.
+
+        ``base`` is the cursor the document is read against: in per-device mode an observation is new when
+        its sequence is at or above its own device's mark, otherwise when it is at or above
+        ``base.next_sequence``.
+        """
+        if not base.per_device:
+            why = self._per_device_numbering(doc, base, current)
+            if why:
+                base = self._switch_to_per_device(doc, instance, base, why)
         if gap is not None:
             self.sink.send_json(gap.device_id, gap.to_json(), self.config.device_events_topic)
             self.metrics.gaps += 1
             self.metrics.lost += gap.lost_count or 0
-        seen: set[int] = set()
+        marks = dict(base.devices)
+
+        def is_reread(key: str, sequence: int) -> bool:
+            return sequence < (base.device_next(key) if base.per_device else base.next_sequence)
+
+        first_of: dict[tuple[str, str, int], Observation] = {}
         new = 0
         for obs in doc.observations:
-            if obs.sequence < expected:
+            key = obs.device_key
+            if is_reread(key, obs.sequence):
                 self.metrics.reread_skipped += 1
                 continue
-            if obs.sequence in seen:
-                self._dead_letter(repr(asdict(obs)), f"duplicate sequence {obs.sequence} in one document",
-                                  instance, obs.sequence)
+            ident = (key, obs.item_id, obs.sequence)
+            if ident in first_of:
+                self._duplicate(doc, obs, first_of[ident], instance)
                 continue
-            seen.add(obs.sequence)
+            first_of[ident] = obs
             new += 1
+            _bump(marks, key, obs.device_name or key, obs.sequence)
             if self.config.devices and not {obs.device_name, obs.device_uuid} & set(self.config.devices):
                 continue
-            self._emit(obs, instance)
+            self._emit(doc, obs, instance)
         for bad in doc.bad:
-            if bad.sequence is not None and bad.sequence < expected:
-                continue
-            self._dead_letter(bad.raw, bad.reason, instance, bad.sequence)
+            if bad.sequence is not None:
+                if is_reread(bad.device_key, bad.sequence):
+                    continue
+                _bump(marks, bad.device_key, bad.device_name or bad.device_key, bad.sequence)
+            self._dead_letter(doc.element_bytes(bad.index), bad.reason, instance,
+                              f"{bad.device_key}/{bad.item_id}/{bad.sequence}")
+        next_sequence = self._next_sequence(doc, base, check, marks)
+        if not check.agrees:
+            self._header_disagrees(doc, instance, check, device, next_sequence, base.per_device)
         self.sink.flush()  # raises PublishError: then nothing is persisted and the batch is re-read
-        if self.cursor is None or self.cursor != Cursor(instance, next_sequence):
-            self._persist(Cursor(instance, next_sequence))
+        cursor = Cursor(instance, next_sequence, base.per_device, marks)
+        if self.cursor != cursor:
+            self._persist(cursor)
         return new
+
+    def _next_sequence(self, doc: StreamsDoc, base: Cursor, check: HeaderCheck,
+                       marks: dict[str, DeviceCursor]) -> int:
+        """The cursor's ``next_sequence`` after ``doc`` (the rule is in README.md, "Cursor")."""
+        if base.per_device:
+            # The 'from' of a whole-agent request that cannot skip any device's unread items.
+            return min((m.next_sequence for m in marks.values()), default=base.next_sequence)
+        nxt = base.next_sequence
+        top = doc.max_sequence
+        if top is not None:
+            nxt = max(nxt, top + 1)
+        # The header's nextSequence also covers items filtered out of this document, but only when it
+        # agrees with the items and with itself; max(): it never moves the cursor back.
+        if check.agrees and doc.header.next_sequence is not None:
+            nxt = max(nxt, doc.header.next_sequence)
+        return nxt
+
+    def _switch_to_per_device(self, doc: StreamsDoc, instance: str, base: Cursor, why: str) -> Cursor:
+        log.warning("MTConnect agent %s numbers sequences per device (%s): reading each device from its own "
+                    "sequence from now on", self.config.agent_url, why)
+        self._note(NOTE_PER_DEVICE_SEQUENCES, doc.data,
+                   f"the agent numbers sequences per device: {why}. Observations are identified by "
+                   "(instanceId, device, dataItemId, sequence); each device is read from its own next sequence "
+                   "(/<device>/sample?from=...), and the header's sequence numbers are no longer used",
+                   note_id=make_event_id(SOURCE, instance, "", "", "", NOTE_PER_DEVICE_SEQUENCES))
+        return Cursor(base.instance_id, base.next_sequence, True, base.devices)
+
+    def _header_disagrees(self, doc: StreamsDoc, instance: str, check: HeaderCheck, device: str,
+                          next_sequence: int, per_device: bool) -> None:
+        self.metrics.header_disagreements += 1
+        codes = tuple(code for code, _ in check.problems)
+        if self._header_noted.get(device) == codes:
+            return
+        self._header_noted[device] = codes
+        h = doc.header
+        if per_device:
+            rule = "per-device numbering: the header is not used; each device goes on from its own items"
+        else:
+            rule = (f"the header is not used: the cursor goes on from the items (next {next_sequence}) "
+                    "and no gap is inferred from it")
+        where = f" (device {device})" if device else ""
+        self._note(NOTE_HEADER_DISAGREES, doc.header_bytes(), f"{check.describe(h)}{where}; {rule}",
+                   note_id=make_event_id(SOURCE, instance, device, "",
+                                         f"{h.first_sequence}/{h.next_sequence}/{h.last_sequence}"
+                                         f":{check.lo}-{check.hi}", NOTE_HEADER_DISAGREES))
+        log.warning("MTConnect agent %s: %s%s", self.config.agent_url, check.describe(h), where)
+
+    def _duplicate(self, doc: StreamsDoc, obs: Observation, first: Observation, instance: str) -> None:
+        """A second element with the identity of one already in this document: dropped, noted with its bytes."""
+        self.metrics.duplicates += 1
+        same = "the same value" if (obs.value, obs.element) == (first.value, first.element) else \
+            f"a different value ({obs.element} {obs.value!r}; kept: {first.element} {first.value!r})"
+        self._note(NOTE_DUPLICATE_OBSERVATION, doc.element_bytes(obs.index),
+                   f"device {obs.device_key} item {obs.item_id} sequence {obs.sequence} appears again in one "
+                   f"document with {same}: the first one was published, this one is dropped as a duplicate",
+                   note_id=make_event_id(SOURCE, instance, obs.device_key, obs.item_id, obs.sequence,
+                                         NOTE_DUPLICATE_OBSERVATION))
+
+    def _note(self, kind: str, raw: bytes, reason: str, note_id: str, origin: str = "") -> None:
+        self.metrics.notes += 1
+        self.sink.note(SOURCE, kind, raw, reason, origin=origin or self.config.agent_url, note_id=note_id)
 
     def _persist(self, cursor: Cursor) -> None:
         save_cursor(self.config.state_path, cursor, self.config.agent_url)
         self.cursor = cursor
 
-    def _dead_letter(self, raw: str, reason: str, instance: str, sequence: int | None) -> None:
+    def _dead_letter(self, raw: bytes, reason: str, instance: str, where: str) -> None:
         self.metrics.dead_lettered += 1
-        self.sink.dead_letter(SOURCE, raw, reason, origin=f"{self.config.agent_url} {instance}/{sequence}")
+        self.sink.dead_letter(SOURCE, raw, reason, origin=f"{self.config.agent_url} {instance}/{where}")
 
-    def _emit(self, obs: Observation, instance: str) -> None:
+    def _emit(self, doc: StreamsDoc, obs: Observation, instance: str) -> None:
         self.metrics.observations += 1
-        item = self.probe.item(obs.device_name or obs.device_uuid, obs.item_id) if self.probe else None
-        if item is None and self.probe is not None and obs.device_uuid:
-            item = self.probe.item(obs.device_uuid, obs.item_id)
-        device_id = (obs.device_uuid if self.config.device_id_from == "uuid" else obs.device_name) or \
-            obs.device_name or obs.device_uuid or self.config.agent_id
+        hint = obs.type if obs.category == "CONDITION" and obs.type else element_to_type(obs.element)
+        item = None
+        if self.probe is not None:
+            item = self.probe.item(obs.device_name or obs.device_uuid, obs.item_id, hint)
+            if item is None and obs.device_uuid:
+                item = self.probe.item(obs.device_uuid, obs.item_id, hint)
+        device_id = self._record_device_id(obs.device_name, obs.device_uuid)
         name = (item.name if item else "") or obs.name
         metric = (name if self.config.metric_from == "name" and name else obs.item_id)
         item_type = (item.type if item else "") or obs.type or element_to_type(obs.element)
         if obs.category == "CONDITION":
             item_type = obs.type or (item.type if item else "") or item_type
-        event_id = make_event_id(SOURCE, instance, obs.sequence)
+        key = obs.device_key
+        event_id = observation_event_id(instance, key, obs.item_id, obs.sequence)
         try:
             value = _number(obs.value) if obs.category == "SAMPLE" else None
             if value is not None:
@@ -430,14 +692,16 @@ class MTConnectSource:
                 derived = DeviceEvent(
                     source=SOURCE, device_id=device_id, kind=KIND_DERIVED, category=obs.category, item=metric,
                     item_type=rule[0], value=obs.value, state=rule[1], sequence=obs.sequence,
-                    instance_id=instance, ts=obs.ts, event_id=make_event_id(SOURCE, instance, obs.sequence, rule[0]),
+                    instance_id=instance, ts=obs.ts,
+                    event_id=observation_event_id(instance, key, obs.item_id, obs.sequence, rule[0]),
                     detail=f"{rule[0]}: {item_type} {obs.element} {obs.value}".strip(),
                     region=self.config.region, site=self.config.site,
                 )
                 self.sink.send_json(device_id, derived.to_json(), self.config.alerts_topic)
                 self.metrics.derived += 1
         except RecordError as exc:
-            self._dead_letter(repr(asdict(obs)), f"observation {obs.item_id}: {exc}", instance, obs.sequence)
+            self._dead_letter(doc.element_bytes(obs.index), f"observation {obs.item_id}: {exc}", instance,
+                              f"{key}/{obs.item_id}/{obs.sequence}")
 
     # ------------------------------------------------------------------ metrics
 

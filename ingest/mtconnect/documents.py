@@ -3,17 +3,22 @@
 Format only, no transport: the poller and the streaming reader hand bytes here. Parsing refuses
 DTDs, entity declarations and external references (defusedxml) and bodies over a size cap, and it
 tolerates what real agents send: Streams/Devices 1.x-2.x or no namespace, timestamps without ``Z``,
-headers missing or disagreeing, duplicate data item ids. Observations that cannot be read come
-back beside the good ones as ``BadObservation`` (errors are data), never as an exception.
+headers missing or disagreeing, duplicate data item ids, ``encoding="UTF8"``. Observations that cannot
+be read come back beside the good ones as ``BadObservation`` (errors are data), never as an exception.
+Every observation keeps its position in the document, so the exact bytes of its element can be cut
+out of the document again (``StreamsDoc.element_bytes``) for a dead letter or a data-quality note.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 import xml.etree.ElementTree as StdET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from xml.parsers import expat
 
 import defusedxml
 import defusedxml.ElementTree as SafeET
@@ -22,6 +27,9 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 CATEGORIES = {"Samples": "SAMPLE", "Events": "EVENT", "Condition": "CONDITION"}
 CONDITION_LEVELS = {"Normal": "NORMAL", "Warning": "WARNING", "Fault": "FAULT", "Unavailable": "UNAVAILABLE"}
 _NS = re.compile(r"^urn:mtconnect\.org:MTConnect(Streams|Devices|Error):([12])\.(\d+)$")
+_DECLARED_ENCODING = re.compile(rb"""^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+# A start tag up to its closing '>' (attribute values may hold '>'); group 1 is '/' for an empty element.
+_START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
 
 # MTConnect unit names -> the short units machinewatch readings carry.
 UNITS = {
@@ -84,6 +92,23 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+def encoding_override(data: bytes) -> str | None:
+    """"UTF-8" when the declaration names UTF-8 in a spelling expat does not know (``UTF8``, ``utf_8``).
+
+    Expat then reads the document as single-byte text and refuses the first non-ASCII character, so a
+    whole document would be lost to a misspelt declaration; the bytes themselves are read as UTF-8.
+    """
+    match = _DECLARED_ENCODING.match(data[:512])
+    if not match:
+        return None
+    name = match[1].decode("ascii")
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        return None
+    return "UTF-8" if canonical == "utf-8" and name.upper() != "UTF-8" else None
+
+
 def safe_root(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> StdET.Element:
     """Parse ``data`` with DTDs, entities and external references forbidden and a size cap."""
     if len(data) > max_bytes:
@@ -92,8 +117,10 @@ def safe_root(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> StdET.Element:
     try:
         # DTDs themselves are harmless to expat (it fetches nothing); entity declarations are what
         # expand (billion laughs) or read files/URLs (XXE), so those are refused with a precise reason.
-        root: StdET.Element = SafeET.fromstring(data, forbid_dtd=False, forbid_entities=True,
-                                                forbid_external=True)
+        parser = SafeET.DefusedXMLParser(encoding=encoding_override(data), forbid_dtd=False, forbid_entities=True,
+                                         forbid_external=True)
+        parser.feed(data)
+        root: StdET.Element = parser.close()
     except defusedxml.EntitiesForbidden as exc:
         if exc.sysid or exc.pubid:
             msg = f"document declares external entity {exc.name!r} -> {exc.sysid or exc.pubid!r} (refused: XXE)"
@@ -110,6 +137,63 @@ def safe_root(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> StdET.Element:
         msg = f"not well-formed XML: {exc}"
         raise MTConnectParseError(msg) from exc
     return root
+
+
+@dataclass(frozen=True, slots=True)
+class ElementSpan:
+    """Where one element lies in a document: ``data[start:end]`` are its exact bytes."""
+
+    path: tuple[str, ...]   # local names from the root element down to this one
+    attrs: dict[str, str]
+    owner: dict[str, str]   # attributes of the nearest Device / Agent / DeviceStream around it
+    start: int
+    end: int
+
+
+def element_spans(data: bytes, want: Callable[[tuple[str, ...], dict[str, str]], bool]) -> list[ElementSpan]:
+    """The byte spans of the elements ``want(path, attrs)`` accepts, in document order.
+
+    A second pass with plain expat over a document that already passed ``safe_root`` (so it declares
+    no entities): only run when a dead letter or a note needs an element's exact bytes.
+    """
+    parser = expat.ParserCreate(encoding_override(data))
+    path: list[str] = []
+    owners: list[dict[str, str]] = [{}]
+    open_: list[tuple[int, int, bool]] = []  # (start, index in out or -1, empty element)
+    out: list[ElementSpan] = []
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        pos = parser.CurrentByteIndex
+        local = name.rsplit(":", 1)[-1]
+        path.append(local)
+        owners.append(attrs if local in ("Device", "Agent", "DeviceStream") else owners[-1])
+        tag = _START_TAG.match(data, pos)
+        empty = bool(tag and tag[1])
+        index = -1
+        if want(tuple(path), attrs):
+            index = len(out)
+            end = tag.end() if tag and empty else pos
+            out.append(ElementSpan(tuple(path), attrs, owners[-2], pos, end))
+        open_.append((pos, index, empty))
+
+    def end(_name: str) -> None:
+        pos = parser.CurrentByteIndex
+        begin, index, empty = open_.pop()
+        path.pop()
+        owners.pop()
+        if index >= 0 and not empty:
+            close = data.find(b">", pos)
+            span = out[index]
+            out[index] = ElementSpan(span.path, span.attrs, span.owner, begin, close + 1)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.Parse(data, True)
+    return out
+
+
+def _is_observation(path: tuple[str, ...], _attrs: dict[str, str]) -> bool:
+    return len(path) >= 4 and path[-2] in CATEGORIES and path[-3] == "ComponentStream" and path[-4] == "DeviceStream"
 
 
 def _check_root(root: StdET.Element, *expected: str) -> str:
@@ -152,6 +236,8 @@ class DeviceInfo:
     uuid: str
     id: str
     items: dict[str, DataItem] = field(default_factory=dict)
+    # Later declarations of an id already in ``items`` (real probes repeat ids).
+    repeats: dict[str, list[DataItem]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -161,12 +247,28 @@ class Probe:
     buffer_size: int | None
     devices: list[DeviceInfo]
     duplicate_ids: list[str] = field(default_factory=list)
+    # (device name or id, item id) of every repeated declaration, in document order.
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    data: bytes = b""
 
-    def item(self, device_key: str, item_id: str) -> DataItem | None:
-        """Look a data item up by the device's name or uuid and the item's id."""
+    def declarations(self, device_key: str, item_id: str) -> list[bytes]:
+        """The exact bytes of every ``<DataItem id=item_id>`` of one device (name, uuid or id)."""
+        spans = element_spans(self.data, lambda path, attrs: path[-1] == "DataItem" and attrs.get("id") == item_id)
+        return [self.data[s.start:s.end] for s in spans
+                if device_key in (s.owner.get("name"), s.owner.get("uuid"), s.owner.get("id"))]
+
+    def item(self, device_key: str, item_id: str, type_hint: str = "") -> DataItem | None:
+        """Look a data item up by the device's name or uuid and the item's id.
+
+        When the device declares the id more than once, the declaration whose type is ``type_hint`` (the
+        observation's own type) is taken, else the first one.
+        """
         for dev in self.devices:
             if device_key in (dev.name, dev.uuid):
-                return dev.items.get(item_id)
+                first = dev.items.get(item_id)
+                if first is not None and type_hint and first.type != type_hint:
+                    return next((alt for alt in dev.repeats.get(item_id, []) if alt.type == type_hint), first)
+                return first
         return None
 
 
@@ -178,15 +280,18 @@ def parse_probe(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Probe:
     header = next((el for el in root if _local(el.tag) == "Header"), None)
     attrs: dict[str, str] = dict(header.attrib) if header is not None else {}
     devices: list[DeviceInfo] = []
-    duplicates: list[str] = []
+    duplicates: list[tuple[str, str]] = []
     for dev_el in root.iter():
         if _local(dev_el.tag) not in ("Device", "Agent"):
             continue
         dev = DeviceInfo(name=dev_el.get("name", ""), uuid=dev_el.get("uuid", ""), id=dev_el.get("id", ""))
-        _collect_items(dev_el, dev, dev.name or dev.id, duplicates)
+        repeated: list[str] = []
+        _collect_items(dev_el, dev, dev.name or dev.id, repeated)
+        duplicates += [(dev.name or dev.uuid or dev.id, item_id) for item_id in repeated]
         devices.append(dev)
     return Probe(instance_id=attrs.get("instanceId", ""), version=attrs.get("version", ""),
-                 buffer_size=_int(attrs.get("bufferSize")), devices=devices, duplicate_ids=duplicates)
+                 buffer_size=_int(attrs.get("bufferSize")), devices=devices,
+                 duplicate_ids=[item_id for _, item_id in duplicates], duplicates=duplicates, data=data)
 
 
 def _collect_items(el: StdET.Element, dev: DeviceInfo, component: str, duplicates: list[str]) -> None:
@@ -199,16 +304,19 @@ def _collect_items(el: StdET.Element, dev: DeviceInfo, component: str, duplicate
                 item_id = item_el.get("id", "")
                 if not item_id:
                     continue
-                if item_id in dev.items:
-                    # Real probes repeat ids; the first declaration wins, the repeat is reported.
-                    duplicates.append(item_id)
-                    continue
-                dev.items[item_id] = DataItem(
+                item = DataItem(
                     id=item_id, name=item_el.get("name", ""), category=item_el.get("category", "").upper(),
                     type=item_el.get("type", ""), sub_type=item_el.get("subType", ""),
                     units=item_el.get("units", ""), native_units=item_el.get("nativeUnits", ""),
                     component=component,
                 )
+                if item_id in dev.items:
+                    # Real probes repeat ids; the first declaration is the default, the repeat is reported
+                    # and kept for observations of its own type.
+                    duplicates.append(item_id)
+                    dev.repeats.setdefault(item_id, []).append(item)
+                    continue
+                dev.items[item_id] = item
         elif tag in ("Device", "Agent"):
             continue  # nested devices are handled as devices of their own
         else:
@@ -282,6 +390,12 @@ class Observation:
     type: str = ""    # conditions carry the item type as an attribute
     sub_type: str = ""
     native_code: str = ""
+    index: int = -1   # position among the document's observation elements (for its exact bytes)
+
+    @property
+    def device_key(self) -> str:
+        """The device part of the observation's identity: its uuid, else its name."""
+        return self.device_uuid or self.device_name
 
     @property
     def level(self) -> str:
@@ -291,12 +405,18 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class BadObservation:
-    """An observation element that could not be read, with the reason and its XML."""
+    """An observation element that could not be read, with the reason (its bytes: ``StreamsDoc.element_bytes``)."""
 
     reason: str
-    raw: str
     sequence: int | None
     device_name: str
+    device_uuid: str = ""
+    item_id: str = ""
+    index: int = -1
+
+    @property
+    def device_key(self) -> str:
+        return self.device_uuid or self.device_name
 
 
 @dataclass(slots=True)
@@ -304,11 +424,25 @@ class StreamsDoc:
     header: Header
     observations: list[Observation]
     bad: list[BadObservation] = field(default_factory=list)
+    data: bytes = b""
+    _spans: list[ElementSpan] | None = field(default=None, repr=False)
 
     @property
     def max_sequence(self) -> int | None:
         seqs = [o.sequence for o in self.observations] + [b.sequence for b in self.bad if b.sequence is not None]
         return max(seqs) if seqs else None
+
+    def element_bytes(self, index: int) -> bytes:
+        """The exact bytes of the ``index``-th observation element of the document."""
+        if self._spans is None:
+            self._spans = element_spans(self.data, _is_observation)
+        span = self._spans[index]
+        return self.data[span.start:span.end]
+
+    def header_bytes(self) -> bytes:
+        """The exact bytes of the ``<Header>`` element (empty if there is none)."""
+        spans = element_spans(self.data, lambda path, _: len(path) == 2 and path[-1] == "Header")
+        return self.data[spans[0].start:spans[0].end] if spans else b""
 
 
 def _value(el: StdET.Element) -> str:
@@ -338,29 +472,32 @@ def parse_streams(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> StreamsDoc
     )
     observations: list[Observation] = []
     bad: list[BadObservation] = []
-    for dev_el in root.iter():
-        if _local(dev_el.tag) != "DeviceStream":
-            continue
-        dev_name, dev_uuid = dev_el.get("name", ""), dev_el.get("uuid", "")
-        for comp_el in dev_el:
-            if _local(comp_el.tag) != "ComponentStream":
-                continue
+    # Every element the expat pass of element_spans() selects too (_is_observation), in document order,
+    # so an observation's index finds its exact bytes again.
+    # Only the last four levels matter (element, group, ComponentStream, DeviceStream): the tuples stay short
+    # however deep a hostile document nests.
+    index = 0
+    Level = tuple[StdET.Element, tuple[str, ...], tuple[StdET.Element, ...]]
+    todo: list[Level] = [(root, (_local(root.tag),), (root,))]
+    while todo:
+        el, path, chain = todo.pop()
+        if _is_observation(path, {}):
+            dev_el, comp_el = chain[-4], chain[-3]
+            # An empty componentId (or name) is only a label: the observation's identity does not use it.
             component = comp_el.get("name") or comp_el.get("componentId") or comp_el.get("component") or ""
-            for group in comp_el:
-                category = CATEGORIES.get(_local(group.tag))
-                if category is None:
-                    continue
-                for el in group:
-                    _read_observation(el, category, dev_name, dev_uuid, component, observations, bad)
-    observations.sort(key=lambda o: o.sequence)
-    return StreamsDoc(header=header, observations=observations, bad=bad)
+            _read_observation(el, CATEGORIES[path[-2]], dev_el.get("name", ""), dev_el.get("uuid", ""), component,
+                              index, observations, bad)
+            index += 1
+        todo.extend((child, (*path[-3:], _local(child.tag)), (*chain[-3:], child)) for child in reversed(el))
+    observations.sort(key=lambda o: o.sequence)  # stable: equal sequences stay in document order
+    return StreamsDoc(header=header, observations=observations, bad=bad, data=data)
 
 
-def _read_observation(el: StdET.Element, category: str, dev_name: str, dev_uuid: str, component: str,
+def _read_observation(el: StdET.Element, category: str, dev_name: str, dev_uuid: str, component: str, index: int,
                       out: list[Observation], bad: list[BadObservation]) -> None:
     seq = _int(el.get("sequence"))
+    item_id = el.get("dataItemId", "").strip()
     try:
-        item_id = el.get("dataItemId", "").strip()
         if not item_id:
             msg = "observation has no dataItemId"
             raise MTConnectParseError(msg)
@@ -369,14 +506,14 @@ def _read_observation(el: StdET.Element, category: str, dev_name: str, dev_uuid:
             raise MTConnectParseError(msg)
         ts = parse_timestamp_ms(el.get("timestamp"))
     except MTConnectParseError as exc:
-        raw = StdET.tostring(el, encoding="unicode")[:4096]
-        bad.append(BadObservation(reason=str(exc), raw=raw, sequence=seq, device_name=dev_name))
+        bad.append(BadObservation(reason=str(exc), sequence=seq if seq is not None and seq >= 0 else None,
+                                  device_name=dev_name, device_uuid=dev_uuid, item_id=item_id, index=index))
         return
     out.append(Observation(
         device_name=dev_name, device_uuid=dev_uuid, component=component, item_id=item_id,
         name=el.get("name", ""), category=category, element=_local(el.tag), sequence=seq, ts=ts,
         value=_value(el), type=el.get("type", ""), sub_type=el.get("subType", ""),
-        native_code=el.get("nativeCode", ""),
+        native_code=el.get("nativeCode", ""), index=index,
     ))
 
 

@@ -20,7 +20,7 @@ import pytest
 from ingest.mtconnect.config import ConfigError, load_config, settings_from_dict
 from ingest.mtconnect.connector import MTConnectSource
 from ingest.mtconnect.state import Cursor, load_cursor, save_cursor
-from machinewatch import names
+from machinewatch import names, quality
 from machinewatch.device_events import DeviceEvent
 from machinewatch.kafka_io import PublishError
 from machinewatch.record import Reading, RecordError, make_event_id
@@ -30,11 +30,12 @@ SAMPLE_CONF = Path(__file__).resolve().parents[2] / "ingest" / "mtconnect" / "sa
 
 
 class RecordingSink:
-    """Stands in for Publisher: keeps (topic, key, record dict) in send order."""
+    """Stands in for Publisher: keeps (topic, key, record dict) in send order, dead letters and notes."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str, dict[str, Any]]] = []
         self.dead: list[tuple[str, str]] = []
+        self.letters: list[dict[str, Any]] = []  # dead letters and notes as the shared envelope writes them
         self.fail_flushes = 0
         self._lock = threading.Lock()
 
@@ -49,6 +50,15 @@ class RecordingSink:
     def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
         with self._lock:
             self.dead.append((reason, raw if isinstance(raw, str) else raw.decode(errors="replace")))
+            self.letters.append(quality.letter(source, raw, reason, origin))
+
+    def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "",
+             note_id: str = "") -> None:
+        with self._lock:
+            self.letters.append(quality.letter(source, raw, reason, origin, kind=kind, note_id=note_id))
+
+    def notes(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [d for d in self.letters if d["kind"] != quality.KIND_DEAD_LETTER and kind in (None, d["kind"])]
 
     def flush(self, timeout: float | None = None) -> None:
         if self.fail_flushes:
@@ -87,17 +97,23 @@ def running(cfg: Any, sink: RecordingSink) -> Iterator[MTConnectSource]:
 
 def wait_caught_up(src: MTConnectSource, sim: MTConnectAgentSimulator, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
-    want = Cursor(str(sim.instance_id), sim.next_sequence)
+    want = (str(sim.instance_id), sim.next_sequence)
     while time.monotonic() < deadline:
-        if src.cursor == want:
+        if src.cursor and (src.cursor.instance_id, src.cursor.next_sequence) == want:
             return
         time.sleep(0.02)
     pytest.fail(f"connector at {src.cursor}, agent at {want}")
 
 
+def sim_event_id(sim: MTConnectAgentSimulator, obs: Any, *rule: str) -> str:
+    """The event id of one simulated observation: (instanceId, device uuid, data item id, sequence)."""
+    return make_event_id("mtconnect", str(obs.instance_id), sim.device(obs.device).uuid, obs.item.id, obs.sequence,
+                         *rule)
+
+
 def id_index(sim: MTConnectAgentSimulator) -> dict[str, tuple[str, int]]:
     """event id -> (instanceId, sequence) for every observation the agent produced."""
-    return {make_event_id("mtconnect", inst, seq): (inst, seq) for inst, seq in sim.produced_keys()}
+    return {sim_event_id(sim, o): (str(o.instance_id), o.sequence) for o in sim.produced}
 
 
 def check_exactly_once(sim: MTConnectAgentSimulator, sink: RecordingSink) -> None:
@@ -203,15 +219,22 @@ def test_derived_alerts_match_the_ground_truth(tmp_path: Path) -> None:
             sim.fault(0, "SERVO ALARM 414")
             wait_caught_up(src, sim)
         expected = set()
+        expected_ids = set()
         for o in sim.produced:
+            rule = ""
             if o.item.type == "AVAILABILITY" and o.value == "UNAVAILABLE":
-                expected.add((o.device, o.sequence, "machine_unavailable"))
+                rule = "machine_unavailable"
             elif o.item.type == "EMERGENCY_STOP" and o.value == "TRIGGERED":
-                expected.add((o.device, o.sequence, "emergency_stop"))
+                rule = "emergency_stop"
             elif o.level == "FAULT":
-                expected.add((o.device, o.sequence, "condition_fault"))
+                rule = "condition_fault"
+            if rule:
+                expected.add((o.device, o.sequence, rule))
+                expected_ids.add(sim_event_id(sim, o, rule))
         alerts = [r for t, _, r in sink.records if t == names.TOPIC_ALERTS]
         assert {(a["device_id"], a["sequence"], a["item_type"]) for a in alerts} == expected
+        # Alert ids name the device and the data item too (and differ from the observation's own id).
+        assert {a["event_id"] for a in alerts} == expected_ids
         assert {"emergency_stop", "condition_fault", "machine_unavailable"} <= {e[2] for e in expected}
         for alert in alerts:
             DeviceEvent.from_dict(alert)
@@ -225,7 +248,7 @@ def test_records_carry_units_values_and_condition_states(tmp_path: Path) -> None
             sim.overheat(0, rounds=20, extra_c=70)
             sim.step(20)
             wait_caught_up(src, sim)
-        by_id = {make_event_id("mtconnect", str(o.instance_id), o.sequence): o for o in sim.produced}
+        by_id = {sim_event_id(sim, o): o for o in sim.produced}
         units = {"CELSIUS": "°C", "REVOLUTION/MINUTE": "rpm", "PERCENT": "%", "MILLIMETER": "mm"}
         for _, _, rec in sink.records:
             if rec.get("kind") in (None,):  # a reading
@@ -310,7 +333,7 @@ def test_publish_failure_keeps_the_cursor_and_rereads(tmp_path: Path) -> None:
             sim.step(3)
             time.sleep(0.03)
             wait_caught_up(src, sim)
-        assert saved == Cursor(str(sim.instance_id), saved.next_sequence)  # type: ignore[union-attr]
+        assert saved is not None and saved.instance_id == str(sim.instance_id)
         index = id_index(sim)
         assert {index[r["event_id"]] for r in sink.observations()} == set(index.values())
 

@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Watches the folder a PerfMon data collector set writes to. A .csv file is taken once it has "
         "not changed for settle_s seconds; its rows are published to Kafka (one reading per counter and sample, "
         "blank samples skipped), bad rows go to the dead-letter topic, and the file moves to done/ once the "
-        "broker acknowledged every row, or to error/ with a .reason.txt if it is not PDH-CSV 4.0. Progress is "
+        "broker acknowledged every row, or to error/ with a .reason.txt if it is not PDH-CSV 4.0. A file whose "
+        "header gives no time zone waits in error/ until the config's timezone setting gives one (the config file "
+        "is re-read when it changes). Progress is "
         "kept in an atomically written state file, so a restart neither loses nor repeats rows. Kafka comes "
         "from the MW_* settings; everything else from the TOML file (see ingest/perfmon/sample.conf).",
     )
@@ -35,9 +37,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         raise RuntimeError(str(exc)) from exc
-    if args.settle_s is not None:
-        config = config.model_copy(update={"settle_s": args.settle_s})
-    watcher = PerfmonWatcher(config, settings)
+    overrides = {} if args.settle_s is None else {"settle_s": args.settle_s}
+    config = config.model_copy(update=overrides)
+    # The config file is re-read when it changes (e.g. a timezone added for parked files).
+    watcher = PerfmonWatcher(config, settings, config_path=args.config, overrides=overrides)
     try:
         if args.once:
             watcher.setup()

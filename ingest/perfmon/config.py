@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import codecs
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ingest.perfmon.units import UnitTable, builtin_table, rule_from_mapping
+from ingest.perfmon.zones import table_fingerprint
 from machinewatch.config import read_toml_table, validation_problems
+from machinewatch.record import make_event_id
 
 
 class ConfigError(ValueError):
@@ -41,6 +46,40 @@ class PerfmonConfig(BaseModel):
     max_file_mb: float = Field(512.0, gt=0, description="larger files go to error/ instead of being read into memory")
     ack_timeout_s: float = Field(120.0, gt=0, description="how long to wait for the broker to acknowledge a batch")
     state_retention_days: float = Field(30.0, ge=0, description="forget finished files after this long")
+    timezone: str | None = Field(
+        None, description="IANA zone (e.g. Europe/Moscow) of files whose header has neither a usable offset "
+        "nor a known zone name")
+    unit_rules: list[dict[str, Any]] = Field(
+        default_factory=list, description="extra counter-name -> unit rules, tried before units.toml")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"unknown time zone {value!r}; use an IANA name such as Europe/Moscow or America/New_York"
+            raise ValueError(msg) from exc
+        return value
+
+    @field_validator("unit_rules")
+    @classmethod
+    def _valid_rules(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, rule in enumerate(value):
+            rule_from_mapping(rule, f"rule {i + 1}")  # ValueError names the key and what is allowed
+        return value
+
+    def unit_table(self) -> UnitTable:
+        """units.toml with this config's ``unit_rules`` tried first."""
+        return builtin_table().extended(self.unit_rules, "perfmon.unit_rules")
+
+    @property
+    def zone_fingerprint(self) -> str:
+        """Changes whenever a file parked for want of a time zone might now resolve: the ``timezone``
+        setting, or the zone-name table (zones.toml, tzlocal's CLDR table) after an upgrade."""
+        return make_event_id("perfmon-zone", self.timezone or "", table_fingerprint())[:16]
 
     @field_validator("legacy_encoding")
     @classmethod

@@ -443,6 +443,32 @@ def _cells(line: str) -> list[str]:
         raise ValueError(msg) from exc
 
 
+class _FoldTracker:
+    """Which occurrence of a repeated local time (the hour after the clocks go back) a row means.
+
+    PerfMon writes wall-clock times in order, so the file goes back in local time when the clocks
+    do: from a time earlier than one already seen, until the repeated hour ends, it is the second pass
+    (``fold=1``). Fixed offsets (``tz`` None) have no repeated hour.
+    """
+
+    def __init__(self, tz: tzinfo | None) -> None:
+        self.tz = tz
+        self.latest: datetime | None = None
+        self.second_pass = False
+
+    def fold(self, local: datetime) -> int:
+        if self.tz is None:
+            return 0
+        first, second = local.replace(tzinfo=self.tz), local.replace(tzinfo=self.tz, fold=1)
+        if first.utcoffset() == second.utcoffset():
+            self.second_pass = False
+        elif self.latest is not None and local < self.latest:
+            self.second_pass = True
+        if self.latest is None or local > self.latest:
+            self.latest = local
+        return 1 if self.second_pass else 0
+
+
 class PerfmonFile:
     """A decoded PDH-CSV file: header, zone, a stable identity, notes, and its data rows parsed on demand.
 
@@ -512,45 +538,35 @@ class PerfmonFile:
         return len(self._data)
 
     def rows(self, start: int = 0) -> Iterator[Row]:
-        latest: datetime | None = None
-        if self._dst_aware:
-            # The latest local time before ``start`` decides the repeated hour, also when resuming mid-file.
-            times = [t for _, line in self._data[:start] if (t := _local_time(line)) is not None]
-            latest = max(times, default=None)
+        folds = _FoldTracker(self.zone.tz if self._dst_aware else None)
+        # The rows before ``start`` decide whether a repeated hour is in its second pass, also on resume.
+        for _, line in self._data[:start] if self._dst_aware else ():
+            if (local := _local_time(line)) is not None:
+                folds.fold(local)
         for index in range(start, len(self._data)):
             line_no, line = self._data[index]
-            row, local = self._row(index, line_no, line, latest)
-            if local is not None and (latest is None or local > latest):
-                latest = local
-            yield row
+            yield self._row(index, line_no, line, folds)
 
     def event_id(self, row: int, column: Column) -> str:
         return make_event_id(SOURCE, self.identity, row, column.raw)
 
-    def _moment(self, text: str, latest: datetime | None) -> datetime:
+    def _moment(self, text: str, folds: _FoldTracker) -> datetime:
         moment = parse_timestamp(text, self.zone.tz)
-        if self._dst_aware:
-            later = moment.replace(fold=1)
-            # A local time that occurs twice (the hour after the clocks go back): PerfMon writes the
-            # second pass after later local times, so it is the second occurrence when the file has
-            # already been later than this.
-            if later.utcoffset() != moment.utcoffset() and latest is not None and latest > moment.replace(tzinfo=None):
-                return later
-        return moment
+        return moment.replace(fold=folds.fold(moment.replace(tzinfo=None)))
 
     def _error(self, index: int, line_no: int, line: str, reason: str) -> RowError:
         return RowError(index, line_no, line, reason, self.line_bytes(line))
 
-    def _row(self, index: int, line_no: int, line: str, latest: datetime | None) -> tuple[Row, datetime | None]:
+    def _row(self, index: int, line_no: int, line: str, folds: _FoldTracker) -> Row:
         try:
             cells = _cells(line)
         except ValueError as exc:
-            return Row(index, line_no, (), self._error(index, line_no, line, str(exc))), None
+            return Row(index, line_no, (), self._error(index, line_no, line, str(exc)))
         columns = self.header.columns
         try:
-            moment = self._moment(cells[0] if cells else "", latest)
+            moment = self._moment(cells[0] if cells else "", folds)
         except ValueError as exc:
-            return Row(index, line_no, (), self._error(index, line_no, line, str(exc))), None
+            return Row(index, line_no, (), self._error(index, line_no, line, str(exc)))
         ts = round(moment.timestamp() * 1000)
         readings: list[Reading] = []
         problems: list[str] = []
@@ -587,7 +603,7 @@ class PerfmonFile:
         if problems:
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
             error = self._error(index, line_no, line, "; ".join(problems[:5]) + more)
-        return Row(index, line_no, tuple(readings), error), moment.replace(tzinfo=None, fold=0)
+        return Row(index, line_no, tuple(readings), error)
 
 
 def parse(

@@ -20,6 +20,7 @@ import pytest
 from ingest.perfmon import watcher as watcher_mod
 from ingest.perfmon.config import PerfmonConfig
 from ingest.perfmon.watcher import CRASH_POINTS, PerfmonWatcher, WatcherState
+from machinewatch import quality
 from machinewatch.config import load_settings
 from simulators.perfmon import CORRUPT_CELL, PerfmonSimulator
 
@@ -44,8 +45,12 @@ class RecordingPublisher:
         return _Future()
 
     def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
-        self.delivered.append(json.dumps({"source": source, "origin": origin, "reason": reason,
-                                          "raw": raw if isinstance(raw, str) else raw.decode()}).encode())
+        self.delivered.append(json.dumps(quality.letter(source, raw, reason, origin)).encode())
+
+    def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "",
+             note_id: str = "") -> None:
+        self.delivered.append(json.dumps(quality.letter(source, raw, reason, origin, kind=kind,
+                                                        note_id=note_id)).encode())
 
     def flush(self, timeout: float | None = None) -> None:
         self.flushes += 1

@@ -1,19 +1,28 @@
 """Declarative per-source mappings (TOML in ``ingest/formats/mappings/``) as typed pydantic models.
 
-A mapping says which field is the device, which is the event time (and how to read it), which fields
-are metrics in which unit, and which constant tags to add. It is checked once at load time, with
-messages that name the key and the allowed values.
+A mapping says which field is the device (or which one device a single-device file is from), which is
+the event time (and how to read it), which fields are metrics in which unit, and which constant tags to
+add. It is checked once at load time, with messages that name the key and the allowed values.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping as AnyMapping
 from datetime import date
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ingest.formats.units import canonical_unit
 
@@ -21,6 +30,9 @@ MAPPINGS_DIR = Path(__file__).parent / "mappings"
 
 TimeFormat = Literal["iso", "epoch_s", "epoch_ms", "time_of_day"]
 FileFormat = Literal["csv", "jsonl", "parquet"]
+# Reading fields a mapping can set to one constant for every row (each also has a ``<name>_field``).
+CONSTANT_KEYS = ("device", "site", "region")
+_MAX_CONSTANT = 256  # the longest text a Reading accepts
 
 
 class MetricSpec(BaseModel):
@@ -50,7 +62,9 @@ class Mapping(BaseModel):
     format: FileFormat = Field(description="file format for the history loader / replay; TCP always reads JSON")
     description: str = ""
     encoding: str = "utf-8-sig"
-    device_field: str
+    device_field: str | None = Field(default=None, description="source field holding the device id")
+    device: str = Field(default="", description="one constant device id for every row (a single-device file), "
+                                                "instead of device_field; taken as it is (no device_prefix)")
     device_prefix: str = ""
     time_field: str
     time_format: TimeFormat = "iso"
@@ -77,8 +91,25 @@ class Mapping(BaseModel):
             raise ValueError(msg) from exc
         return zone
 
+    @field_validator(*CONSTANT_KEYS)
+    @classmethod
+    def _constant(cls, value: str, info: ValidationInfo) -> str:
+        if value != value.strip() or len(value) > _MAX_CONSTANT:
+            msg = (f"{info.field_name} {value!r:.80} must have no leading or trailing blanks and at most "
+                   f"{_MAX_CONSTANT} characters")
+            raise ValueError(msg)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Mapping:
+        if self.device_field and self.device:
+            msg = (f"give device_field (the field with the device id) or device (one id for every row), not both: "
+                   f"device_field={self.device_field!r}, device={self.device!r}")
+            raise ValueError(msg)
+        if not self.device_field and not self.device:
+            msg = ("no device: set device_field to the field holding the device id, or device = \"<id>\" for a file "
+                   "of one device (or pass the constant at load time, e.g. ingest history --set device=pump-7)")
+            raise ValueError(msg)
         if self.time_format == "time_of_day" and self.base_date is None:
             msg = "time_format 'time_of_day' needs base_date (YYYY-MM-DD): the source carries no date"
             raise ValueError(msg)
@@ -97,10 +128,36 @@ class Mapping(BaseModel):
 
     def known_top_fields(self) -> set[str]:
         """Top-level field names the mapping uses or deliberately ignores."""
-        paths = [self.device_field, self.time_field, *self.id_fields, *self.ignore_fields,
-                 *(m.field for m in self.metrics)]
-        paths += [p for p in (self.region_field, self.site_field) if p]
+        paths = [self.time_field, *self.id_fields, *self.ignore_fields, *(m.field for m in self.metrics)]
+        paths += [p for p in (self.device_field, self.region_field, self.site_field) if p]
         return {p.split(".", 1)[0] for p in paths} | set(paths)
+
+    def constants(self) -> dict[str, str]:
+        """The constant reading fields in force: device (when there is no device field), site, region."""
+        return {key: getattr(self, key) for key in CONSTANT_KEYS
+                if getattr(self, key) and not getattr(self, f"{key}_field")}
+
+    def with_constants(self, constants: AnyMapping[str, str]) -> Mapping:
+        """This mapping with ``device``/``site``/``region`` set to one value for every row.
+
+        A constant replaces the field it stands for (``device=pump-7`` drops ``device_field``): every row
+        then carries that value, whatever the file says. ValueError names an unknown key or a bad value.
+        """
+        unknown = sorted(set(constants) - set(CONSTANT_KEYS))
+        if unknown:
+            msg = f"constant {unknown[0]!r} is not a field a mapping can set; allowed: {', '.join(CONSTANT_KEYS)}"
+            raise ValueError(msg)
+        data = self.model_dump()
+        for key, value in constants.items():
+            if not isinstance(value, str) or not value.strip():
+                msg = f"constant {key} must be a non-empty string, got {value!r}"
+                raise ValueError(msg)
+            data[key], data[f"{key}_field"] = value, None
+        try:
+            return Mapping.model_validate(data)
+        except ValidationError as exc:
+            msg = f"mapping {self.name} with constants {dict(constants)}: {exc}"
+            raise ValueError(msg) from exc
 
 
 def mapping_names() -> list[str]:
@@ -108,8 +165,10 @@ def mapping_names() -> list[str]:
     return sorted(p.stem for p in MAPPINGS_DIR.glob("*.toml"))
 
 
-def load_mapping(name_or_path: str | Path, **overrides: object) -> Mapping:
-    """A shipped mapping by name (``equipment``) or a TOML file by path; overrides replace top-level keys."""
+def load_mapping(name_or_path: str | Path, constants: AnyMapping[str, str] | None = None,
+                 **overrides: object) -> Mapping:
+    """A shipped mapping by name (``equipment``) or a TOML file by path; overrides replace top-level keys,
+    ``constants`` set device/site/region for every row (``Mapping.with_constants``)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = MAPPINGS_DIR / f"{name_or_path}.toml"
@@ -120,7 +179,8 @@ def load_mapping(name_or_path: str | Path, **overrides: object) -> Mapping:
         data = tomllib.load(handle)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Mapping.model_validate(data)
+        mapping = Mapping.model_validate(data)
     except ValidationError as exc:
         msg = f"mapping {path}: {exc}"
         raise ValueError(msg) from exc
+    return mapping.with_constants(constants) if constants else mapping

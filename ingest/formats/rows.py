@@ -3,6 +3,8 @@
 The event id is ``make_event_id(source, device, ts_ms, metric, *id_fields)``: it depends only on what
 the row says, not on the file name, the row number or the transport, so the same event read from a
 file, replayed, or received over TCP gets the same id, and a forced re-load overwrites nothing new.
+A time repeated with a different value (a clock stepped back) is a different event: ``RepeatTracker``
+gives it an id of its own, numbered by its occurrence within the file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping as AnyMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -23,12 +25,24 @@ log = logging.getLogger(__name__)
 _MISSING = object()
 
 
+# Dead-letter reason kinds, for counting (the reason text says the details).
+UNDECODABLE = "undecodable"      # the decoder could not make a row of it (not JSON, bad bytes, extra cells)
+NO_DEVICE = "no_device"          # device field missing, empty, or not a string/integer
+NO_TIME = "no_time"              # time field missing or empty
+BAD_TIME = "bad_time"            # time field unreadable in the mapping's time format
+BAD_VALUE = "bad_value"          # a metric value that is not a finite number
+MISSING_METRIC = "missing_metric"  # a required metric field is absent
+NO_METRICS = "no_metrics"        # the row has none of the metric fields
+DUPLICATE = "duplicate"          # the same reading (device, metric, time, value) again
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """Something that goes to the dead-letter topic: the raw payload (its exact bytes where known) and why."""
 
     raw: bytes | str
     reason: str
+    kind: str = "invalid"
 
 
 @dataclass(slots=True)
@@ -106,27 +120,31 @@ class RowMapper:
         m = self.mapping
         out = MapResult()
         self._note_unknown(data)
-        device = _lookup(data, m.device_field)
-        if _blank(device):
-            out.rejects.append(Reject(raw, f"{m.name}: device field '{m.device_field}' is missing or empty"))
-            return out
-        if isinstance(device, bool) or not isinstance(device, str | int):
-            # A type flip (object, list, number with a fraction...) must not become a device id.
-            out.rejects.append(Reject(
-                raw, f"{m.name}: device field '{m.device_field}' must be a string or an integer, got {device!r:.80}"
-            ))
-            return out
+        if m.device_field is None:
+            device: Any = m.device  # a single-device source: the mapping's constant, taken as it is
+        else:
+            device = _lookup(data, m.device_field)
+            if _blank(device):
+                out.rejects.append(Reject(raw, f"{m.name}: device field '{m.device_field}' is missing or empty",
+                                          NO_DEVICE))
+                return out
+            if isinstance(device, bool) or not isinstance(device, str | int):
+                # A type flip (object, list, number with a fraction...) must not become a device id.
+                out.rejects.append(Reject(
+                    raw, f"{m.name}: device field '{m.device_field}' must be a string or an integer, "
+                         f"got {device!r:.80}", NO_DEVICE))
+                return out
         stamp = _lookup(data, m.time_field)
         if _blank(stamp):
-            out.rejects.append(Reject(raw, f"{m.name}: time field '{m.time_field}' is missing or empty"))
+            out.rejects.append(Reject(raw, f"{m.name}: time field '{m.time_field}' is missing or empty", NO_TIME))
             return out
         try:
             ts = self.parse_time(stamp)
         except (ValueError, TypeError, OverflowError, RecordError) as exc:
             out.rejects.append(Reject(raw, f"{m.name}: time field '{m.time_field}' = {stamp!r} unreadable "
-                                           f"as {m.time_format}: {exc}"))
+                                           f"as {m.time_format}: {exc}", BAD_TIME))
             return out
-        device_id = f"{m.device_prefix}{str(device).strip()}"
+        device_id = m.device if m.device_field is None else f"{m.device_prefix}{str(device).strip()}"
         region = str(_lookup(data, m.region_field)) if m.region_field and not _blank(
             _lookup(data, m.region_field)) else m.region
         site = str(_lookup(data, m.site_field)) if m.site_field and not _blank(
@@ -136,7 +154,8 @@ class RowMapper:
             value = _lookup(data, spec.field)
             if _blank(value):
                 if spec.required:
-                    out.rejects.append(Reject(raw, f"{m.name}: required metric field '{spec.field}' is missing"))
+                    out.rejects.append(Reject(raw, f"{m.name}: required metric field '{spec.field}' is missing",
+                                              MISSING_METRIC))
                 continue  # optional metric absent in this row: schema evolution, not an error
             try:
                 number = _number(value)
@@ -148,10 +167,10 @@ class RowMapper:
                 ))
             except (ValueError, RecordError) as exc:
                 out.rejects.append(Reject(raw, f"{m.name}: metric '{spec.metric}' from field '{spec.field}' "
-                                               f"= {value!r}: {exc}"))
+                                               f"= {value!r}: {exc}", BAD_VALUE))
         if not out.readings and not out.rejects:
             fields = ", ".join(s.field for s in m.metrics)
-            out.rejects.append(Reject(raw, f"{m.name}: row carries none of the metric fields ({fields})"))
+            out.rejects.append(Reject(raw, f"{m.name}: row carries none of the metric fields ({fields})", NO_METRICS))
         return out
 
 
@@ -169,6 +188,49 @@ def _number(value: Any) -> float:
         raise ValueError(msg)
     return number
 
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What ``RepeatTracker.check`` made of one reading.
+
+    ``reading`` is what to publish (None for a true duplicate); ``occurrence`` is 0 the first time a time is
+    seen for that device and metric, k for the k-th *different* value at that same time (then ``reading``
+    carries an id of its own); ``earlier_row`` is the row of the first reading at that time, or for a
+    duplicate the row with the same value.
+    """
+
+    reading: Reading | None
+    occurrence: int
+    earlier_row: int
+
+
+class RepeatTracker:
+    """Finds readings whose event (source, device, metric, time, id fields) was already read from this file.
+
+    A repeat with a *different* value is kept: a clock stepped back, or two values recorded at one time, are
+    data, not a duplicate; it gets the id ``make_event_id(<first id>, "occurrence", k)``, k counting the
+    different values in file order, so the ids are the same on every run and after a resume (the loader
+    passes the skipped rows through ``check`` again). A repeat with the *same* value is a duplicate.
+    Memory: one entry per distinct event of the file (a few hundred bytes each).
+    """
+
+    def __init__(self) -> None:
+        self._first: dict[str, tuple[float, int]] = {}       # first id -> (value, row)
+        self._more: dict[str, list[tuple[float, int]]] = {}  # first id -> later different values, in order
+
+    def check(self, reading: Reading, row: int) -> Seen:
+        first = self._first.get(reading.event_id)
+        if first is None:
+            self._first[reading.event_id] = (reading.value, row)
+            return Seen(reading, 0, row)
+        more = self._more.setdefault(reading.event_id, [])
+        for value, earlier in (first, *more):
+            if value == reading.value:
+                return Seen(None, 0, earlier)
+        more.append((reading.value, row))
+        occurrence = len(more)
+        unique = replace(reading, event_id=make_event_id(reading.event_id, "occurrence", occurrence))
+        return Seen(unique, occurrence, first[1])
 
 
 class FeedMapper:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ingest.formats import RowMapper, load_mapping, mapping_names, normalise
+from ingest.formats import RepeatTracker, RowMapper, load_mapping, mapping_names, normalise
 from ingest.formats.decoders import count_rows, iter_rows
 from ingest.formats.units import canonical_unit
+from machinewatch.record import Reading, make_event_id
 from tests.realdata import realdata_file
 
 SENSORS = "sensors/dados_sensores.txt"
@@ -152,3 +154,110 @@ def test_device_field_type_flips_are_rejected(bad: object) -> None:
     result = mapper.map({"ts": "20:53:00", "server_id": bad, "cpu_pct": "50.0"}, b"raw")
     assert result.readings == []
     assert "must be a string or an integer" in result.rejects[0].reason
+
+
+# -- constants, repeated times, the README --------------------------------------------------------
+PUMP = """name = "pump"
+source = "plant-7-export"
+format = "csv"
+device = "pump-7"
+time_field = "timestamp"
+site = "plant-7"
+
+[[metrics]]
+field = "temp"
+metric = "temperature"
+unit = "°C"
+"""
+
+
+def test_a_constant_device_maps_a_file_without_a_device_column(tmp_path: Path) -> None:
+    path = tmp_path / "pump.toml"
+    path.write_text(PUMP)
+    mapping = load_mapping(path)
+    assert mapping.constants() == {"device": "pump-7", "site": "plant-7"}
+    result = RowMapper(mapping).map({"timestamp": "2024-03-01T10:05:00Z", "temp": "61.5"}, b"raw")
+    assert not result.rejects
+    (reading,) = result.readings
+    assert (reading.device_id, reading.site, reading.value) == ("pump-7", "plant-7", 61.5)
+
+
+def test_constants_given_at_load_time_replace_the_field_they_stand_for(tmp_path: Path) -> None:
+    mapping = load_mapping("dc-usa", constants={"device": "us-single", "region": "us-east"})
+    assert mapping.device_field is None and mapping.constants()["device"] == "us-single"
+    reading = RowMapper(mapping).map({"time": 1717236000, "host": "ignored", "temp_f": 50}, b"raw").readings[0]
+    assert (reading.device_id, reading.region, reading.site) == ("us-single", "us-east", "dc-virginia")
+    with pytest.raises(ValueError, match="'colour' is not a field a mapping can set; allowed: device, site, region"):
+        load_mapping("dc-usa", constants={"colour": "red"})
+    with pytest.raises(ValueError, match="constant device must be a non-empty string"):
+        load_mapping("dc-usa", constants={"device": " "})
+
+
+def test_device_must_come_from_exactly_one_place(tmp_path: Path) -> None:
+    path = tmp_path / "pump.toml"
+    path.write_text(PUMP.replace('device = "pump-7"', 'device = "pump-7"\ndevice_field = "id"'))
+    with pytest.raises(ValueError, match=r"device_field .* or device .*, not both"):
+        load_mapping(path)
+    path.write_text(PUMP.replace('device = "pump-7"\n', ""))
+    with pytest.raises(ValueError, match="no device: set device_field"):
+        load_mapping(path)
+    path.write_text(PUMP.replace('"pump-7"', '" pump-7"'))
+    with pytest.raises(ValueError, match="no leading or trailing blanks"):
+        load_mapping(path)
+
+
+def test_reject_kinds_are_set() -> None:
+    mapper = RowMapper(load_mapping("servers"))
+    rows = list(iter_rows(TESTDATA / "servers-evolving.csv", "csv"))
+    kinds = [[r.kind for r in mapper.map(row.data or {}, row.raw).rejects] for row in rows]
+    assert kinds == [[], ["no_device"], [], ["bad_value"], ["no_metrics"]]
+    assert RowMapper(load_mapping("dc-usa")).map({"host": "h"}, b"").rejects[0].kind == "no_time"
+    assert RowMapper(load_mapping("dc-usa")).map({"host": "h", "time": "x"}, b"").rejects[0].kind == "bad_time"
+
+
+def test_repeat_tracker_keeps_a_new_value_at_a_repeated_time_and_flags_a_true_duplicate() -> None:
+    mapper = RowMapper(load_mapping("dc-usa"))
+
+    def reading(ts: int, temp_f: float) -> Reading:
+        return mapper.map({"time": ts, "host": "h1", "temp_f": temp_f}, b"").readings[0]
+
+    tracker = RepeatTracker()
+    first = tracker.check(reading(1717236000, 50.0), 1)
+    stepped_back = tracker.check(reading(1717236000, 51.0), 7)
+    again = tracker.check(reading(1717236000, 52.0), 8)
+    duplicate = tracker.check(reading(1717236000, 51.0), 9)
+    other_time = tracker.check(reading(1717236001, 50.0), 10)
+    kept = [x.reading for x in (first, stepped_back, again, other_time) if x.reading is not None]
+    assert len(kept) == 4 and len({r.event_id for r in kept}) == 4
+    assert kept[0].event_id == reading(1717236000, 50.0).event_id  # the first keeps the plain id
+    assert [first.occurrence, stepped_back.occurrence, again.occurrence, other_time.occurrence] == [0, 1, 2, 0]
+    assert stepped_back.earlier_row == 1
+    assert kept[1].event_id == make_event_id(kept[0].event_id, "occurrence", 1)  # documented in the README
+    assert duplicate.reading is None and duplicate.earlier_row == 7
+    # The same rows read again (another run, or a resume passing the skipped rows through) give the same ids.
+    replayed = RepeatTracker()
+    again_ids = [replayed.check(reading(1717236000, v), n).reading for n, v in ((1, 50.0), (7, 51.0), (8, 52.0))]
+    assert [r.event_id for r in again_ids if r] == [r.event_id for r in kept[:3]]
+
+
+def test_readme_table_says_what_the_mappings_do() -> None:
+    readme = (Path(__file__).parents[2] / "ingest/formats/README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in readme.splitlines() if line.startswith("| `")}
+    assert sorted(rows) == mapping_names()
+    for name, line in rows.items():
+        mapping = load_mapping(name)
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        assert cells[1] == f"`{mapping.source}`", name
+        assert cells[3] == f"`{mapping.device_field}`", name
+        assert cells[4].startswith(f"`{mapping.time_field}`, {mapping.time_format}"), name
+        assert cells[5] == f"`{mapping.region}` / `{mapping.site}`", name
+        shown = re.findall(r"`([^`]+ ← [^`]+)`", cells[6])
+        expected = []
+        for spec in mapping.metrics:
+            stored = canonical_unit(spec.unit)
+            unit = spec.unit if stored == spec.unit else f"{spec.unit} → {stored}"
+            expected.append(f"{spec.metric} ← {spec.field} ({unit})")
+        assert shown == expected, name
+        assert ("required" in cells[6]) == any(s.required for s in mapping.metrics), name
+        if mapping.base_date:
+            assert str(mapping.base_date) in cells[4], name

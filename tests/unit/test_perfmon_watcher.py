@@ -90,7 +90,7 @@ def kafka_readback(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RecordingPu
 
 
 def test_only_settled_files_are_taken(tmp_path: Path) -> None:
-    config = PerfmonConfig(watch_dir=tmp_path / "in", settle_s=30)
+    config = PerfmonConfig.model_validate({"watch_dir": tmp_path / "in", "settle_s": 30})
     w = _watcher(config, RecordingPublisher())
     old = config.watch_dir / "HOST_20240101-000001" / "DataCollector01.csv"
     old.parent.mkdir(parents=True)

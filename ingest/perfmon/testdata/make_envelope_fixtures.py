@@ -40,6 +40,8 @@ def ru_cut_header() -> None:
             cells.append(" " if r == 0 and rate else str(1000 * (i + 1) + r * 7 + (0.5 if i % 3 else 0)))
         if r == 6:
             cells[3] = NAN
+        if r == 9:
+            cells[10] = "н/д"  # "n/a" in Russian: a dead letter whose bytes are cp1251, not UTF-8
         rows.append([f"03/05/2024 09:{r // 4:02d}:{(r % 4) * 15:02d}.{120 + r:03d}", *cells])
     _write("ru-cut-header-cp1251.csv", ["(PDH-CSV 4.0) (RTZ 2 (", *cols], rows, "cp1251")
 

@@ -37,3 +37,19 @@ def test_relative_dirs_are_relative_to_the_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no \[perfmon\] table"):
         conf.write_text("[other]\n")
         load_config(conf)
+
+
+def test_sample_conf_commented_settings_load(tmp_path: Path) -> None:
+    """The settings sample.conf documents as comments (timezone, unit_rules) load as written there."""
+    import re
+
+    text = SAMPLE.read_text()
+    uncommented = re.sub(r"(?m)^  # (timezone|\[\[perfmon|  patterns|  unit|  factor|  orig_unit)", r"  \1", text)
+    assert uncommented != text
+    conf = tmp_path / "sample.conf"
+    conf.write_text(uncommented)
+    config = load_config(conf)
+    assert config.timezone == "Europe/Moscow"
+    table = config.unit_table()
+    assert table.unit("Processor Frequency") == ("MHz", 1.0, None)
+    assert table.unit("Total GB") == ("bytes", 1073741824.0, "GB")

@@ -186,6 +186,14 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{args.job} already running as {existing[0]['jid']} (use --force to submit another)")
             return 0
         extra = ["--batch", "--job-name", f"machinewatch-{args.job}-backfill"] if args.batch else []
+        if args.history:
+            if args.job != "window-aggregates" or not args.batch:
+                print("--history needs 'jobs submit window-aggregates --batch': a backfill over the history topic")
+                return 2
+            extra += ["--readings-topic", names.TOPIC_HISTORY_READINGS,
+                      "--aggregates-topic", names.TOPIC_HISTORY_AGGREGATES,
+                      "--late-topic", names.TOPIC_HISTORY_LATE, "--alerts-topic", names.TOPIC_HISTORY_ALERTS,
+                      "--group-id", "mw-history-window-aggregates"]
         print(jobs.submit(settings, args.job, extra, from_savepoint=args.from_savepoint))
         return 0
     if args.action == "list":
@@ -210,8 +218,15 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from sinks import influxdb_writer
 
-    influxdb_writer.main(settings, idle_exit_s=args.idle_exit, group_id=args.group_id,
-                         topics=influxdb_writer.Topics(args.aggregates_topic, args.late_topic, args.alerts_topic))
+    if args.history:
+        topics = influxdb_writer.Topics(args.aggregates_topic or names.TOPIC_HISTORY_AGGREGATES,
+                                        args.late_topic or names.TOPIC_HISTORY_LATE,
+                                        args.alerts_topic or names.TOPIC_HISTORY_ALERTS, history=True)
+    else:
+        topics = influxdb_writer.Topics(args.aggregates_topic or names.TOPIC_AGGREGATES,
+                                        args.late_topic or names.TOPIC_LATE, args.alerts_topic or names.TOPIC_ALERTS)
+    group_id = args.group_id or ("mw-history-writer" if args.history else "mw-influx-writer")
+    influxdb_writer.main(settings, idle_exit_s=args.idle_exit, group_id=group_id, topics=topics)
     return 0
 
 
@@ -230,18 +245,40 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _utc_time(text: str) -> datetime:
+    """An ISO date or date-time; one without a zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        msg = f"{text!r} is not an ISO date or date-time (e.g. 2024-01-01 or 2024-01-01T06:00:00Z)"
+        raise argparse.ArgumentTypeError(msg) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     from machinewatch import query
 
-    start = datetime.now(tz=UTC) - args.last
-    frame = query.window_aggregates(
-        settings, start, device_prefix=args.device or "", site=args.site or "", window=args.window or ""
-    )
-    if frame.empty:
-        print("no window aggregates in that range")
-        return 1
-    print(frame.tail(args.limit).to_string(index=False))
-    return 0
+    stop = args.stop
+    start = args.start or (stop or datetime.now(tz=UTC)) - args.last
+    prefix, site = args.device or "", args.site or ""
+    if args.alerts:
+        bucket = args.bucket or names.BUCKET_ALERTS
+        frames = [("threshold alerts", query.threshold_alerts(settings, start, stop, prefix, site, bucket)),
+                  ("device alerts", query.device_alerts(settings, start, stop, prefix, bucket))]
+    else:
+        bucket = args.bucket or names.BUCKET_AGGREGATES
+        frames = [("window aggregates", query.window_aggregates(settings, start, stop, prefix, site,
+                                                                args.window or "", bucket))]
+    found = 0
+    for what, frame in frames:
+        if frame.empty:
+            print(f"no {what} in bucket '{bucket}' from {start:%Y-%m-%d %H:%M:%S} UTC"
+                  f"{f' to {stop:%Y-%m-%d %H:%M:%S} UTC' if stop else ''}")
+            continue
+        found += len(frame)
+        print(f"{what} ({len(frame)} rows, the last {min(args.limit, len(frame))} shown):")
+        print(frame.tail(args.limit).to_string(index=False))
+    return 0 if found else 1
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -355,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-savepoint", help="for submit: restore the job's state from this savepoint path")
     p.add_argument("--batch", action="store_true",
                    help="for submit window-aggregates: a backfill in batch mode over the readings topic as it is now")
+    p.add_argument("--history", action="store_true",
+                   help=f"with submit window-aggregates --batch: the backfill reads {names.TOPIC_HISTORY_READINGS} "
+                   f"and writes {names.TOPIC_HISTORY_AGGREGATES} / {names.TOPIC_HISTORY_ALERTS}, never the live topics")
     p.add_argument("--cancel", action="store_true",
                    help="for savepoint: stop the job with the savepoint (Flink's stop-with-savepoint: every operator "
                         "finishes its work first; prefer it to 'cancel' for the PyFlink jobs)")
@@ -366,11 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, help="archive: folder of the Parquet archive (default STATE_DIR/archive)")
     p.add_argument("--max-age", type=float, default=60.0, help="archive: seconds before a batch is written")
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results")
-    p.add_argument("--aggregates-topic", default=names.TOPIC_AGGREGATES, help="influxdb: window results topic")
-    p.add_argument("--late-topic", default=names.TOPIC_LATE, help="influxdb: late events topic")
-    p.add_argument("--alerts-topic", default=names.TOPIC_ALERTS, help="influxdb: alerts topic (both jobs)")
-    p.add_argument("--group-id", default="mw-influx-writer",
-                   help="influxdb: Kafka consumer group (its committed offsets are the writer's progress)")
+    p.add_argument("--aggregates-topic", help=f"influxdb: window results topic (default {names.TOPIC_AGGREGATES})")
+    p.add_argument("--late-topic", help=f"influxdb: late events topic (default {names.TOPIC_LATE})")
+    p.add_argument("--alerts-topic", help=f"influxdb: alerts topic of both jobs (default {names.TOPIC_ALERTS})")
+    p.add_argument("--group-id",
+                   help="influxdb: Kafka consumer group, whose committed offsets are the writer's progress "
+                   "(default mw-influx-writer; mw-history-writer with --history)")
+    p.add_argument("--history", action="store_true",
+                   help=f"influxdb: a backfill's results: read the {names.TOPIC_HISTORY_AGGREGATES} / "
+                   f"{names.TOPIC_HISTORY_LATE} / {names.TOPIC_HISTORY_ALERTS} topics (unless given) and write "
+                   f"everything into the '{names.BUCKET_HISTORY}' bucket, which keeps data of any age")
     p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser(
@@ -388,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site")
     p.add_argument("--window", help="window shape: 10s (tumbling) or 30s@10s (sliding); default all")
     p.add_argument("--limit", type=int, default=30, help="rows to print (default 30)")
+    p.add_argument("--start", type=_utc_time, help="range start, e.g. 2024-01-01 or 2024-01-01T06:00 (UTC); "
+                   "default STOP minus --last")
+    p.add_argument("--stop", type=_utc_time, help="range end (UTC); default now")
+    p.add_argument("--bucket", help=f"InfluxDB bucket (default '{names.BUCKET_AGGREGATES}', or "
+                   f"'{names.BUCKET_ALERTS}' with --alerts; '{names.BUCKET_HISTORY}' for backfills)")
+    p.add_argument("--alerts", action="store_true", help="print alerts (threshold rules and device alerts) instead")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("demo", help="stack up, submit the jobs, start a live simulator with overheats, show results")

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     influx_raw_retention_s: int = 7 * 24 * 3600
     influx_aggregates_retention_s: int = 90 * 24 * 3600
     influx_alerts_retention_s: int = 365 * 24 * 3600
+    influx_history_retention_s: int = 0  # 0 = keep forever: backfills of any age land
     # Tokens: given directly (env) or read from the 0600 files the stack writes on setup.
     influx_token: SecretStr | None = None
     influx_write_token: SecretStr | None = None

@@ -6,6 +6,7 @@ raised by ``flush()``, never dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -295,3 +296,44 @@ class BrokerBackoff:
             return False
         self.commit_pending = False
         return True
+
+
+def ensure_topics(admin: Any, partitions: int, topics: Iterable[str] = names.ALL_TOPICS) -> list[str]:
+    """Create the missing ``topics`` with ``names.topic_config``, and put that config on existing ones.
+
+    Idempotent (a concurrent run's topics are fine); returns the names it created. An existing topic
+    whose machinewatch settings differ (e.g. a result topic made before it had to keep history) is
+    altered, so an upgrade needs no manual step.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    topics = list(topics)
+    existing = set(admin.list_topics())
+    wanted = [NewTopic(t, partitions, 1, topic_configs=names.topic_config(t)) for t in topics if t not in existing]
+    if wanted:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics(wanted)
+    configured = [t for t in topics if t in existing and names.topic_config(t)]
+    if configured:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in configured])
+        current = {t: _topic_config_values(described, t) for t in configured}
+        stale = [t for t in configured if any(current[t].get(k) != v for k, v in names.topic_config(t).items())]
+        if stale:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=names.topic_config(t))
+                                 for t in stale])
+            log.info("kafka: set %s on %s", names.RESULT_TOPIC_CONFIG, ", ".join(stale))
+    return [t.name for t in wanted]
+
+
+def _topic_config_values(described: Any, topic: str) -> dict[str, str]:
+    """``{name: value}`` of one topic from ``describe_configs``, in kafka-python 3's shape or 2.x's."""
+    if isinstance(described, dict):  # 3.x: {"topic": {name: {key: {"value": ...}}}}
+        entries = described.get("topic", {}).get(topic, {})
+        return {key: str(entry.get("value") if isinstance(entry, dict) else entry) for key, entry in entries.items()}
+    for response in described:  # 2.x: DescribeConfigs responses
+        for resource in response.resources:
+            # (error_code, error_message, resource_type, resource_name, config_entries)
+            if resource[3] == topic:
+                return {entry[0]: entry[1] for entry in resource[4]}
+    return {}

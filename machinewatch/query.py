@@ -65,13 +65,33 @@ def run_flux(settings: Settings, flux: str, params: dict[str, Any] | None = None
 
 def window_aggregates(
     settings: Settings, start: datetime, stop: datetime | None = None,
-    device_prefix: str = "", site: str = "", window: str = "",
+    device_prefix: str = "", site: str = "", window: str = "", bucket: str = names.BUCKET_AGGREGATES,
 ) -> pd.DataFrame:
     """Window aggregates as one row per (device, metric, window end) with avg/min/max/count."""
     flux = (FLUX_DIR / "window_aggregates.flux").read_text()
     params = {
-        "bucket": names.BUCKET_AGGREGATES, "start": start,
+        "bucket": bucket, "start": start,
         "stop": stop or datetime.now(tz=UTC) + timedelta(minutes=1),
         "devicePrefix": device_prefix, "site": site, "window": window,
     }
     return run_flux(settings, flux, params)
+
+
+def threshold_alerts(
+    settings: Settings, start: datetime, stop: datetime | None = None, device_prefix: str = "", site: str = "",
+    bucket: str = names.BUCKET_ALERTS,
+) -> pd.DataFrame:
+    """Threshold rules that fired: one row per (device, rule group, severity, label) with a count and the last time."""
+    params = {"bucket": bucket, "start": start, "stop": stop or datetime.now(tz=UTC) + timedelta(minutes=1),
+              "devicePrefix": device_prefix, "region": "", "site": site}
+    return run_flux(settings, (FLUX_DIR / "threshold_alerts.flux").read_text(), params)
+
+
+def device_alerts(
+    settings: Settings, start: datetime, stop: datetime | None = None, device_prefix: str = "",
+    bucket: str = names.BUCKET_ALERTS,
+) -> pd.DataFrame:
+    """The latest state of every device alert (sustained overheat, MTConnect), newest first."""
+    params = {"bucket": bucket, "start": start, "stop": stop or datetime.now(tz=UTC) + timedelta(minutes=1),
+              "devicePrefix": device_prefix}
+    return run_flux(settings, (FLUX_DIR / "alert_states.flux").read_text(), params)

@@ -30,8 +30,9 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 from kafka import KafkaConsumer
 
-from machinewatch import names
+from machinewatch import names, quality
 from machinewatch.config import Settings
+from machinewatch.influx_admin import bucket_retention_s
 from machinewatch.kafka_io import BrokerBackoff, DeadLetters
 
 log = logging.getLogger(__name__)
@@ -278,50 +279,91 @@ class InfluxWriter:
         self.stop_event = threading.Event()
         self.written = 0
         self.rejected = 0
+        self._retention: dict[str, tuple[float, int | None]] = {}  # bucket -> (read at, seconds; 0 = forever)
 
     def _dead_letter(self, raw: bytes, reason: str, origin: str) -> None:
         self.dead_letters.send(raw, reason, origin)
 
-    def write(self, bucket: str, points: Sequence[str | Point]) -> None:
-        """Write lines (or Points, at ms precision) in requests of at most ~1 MB, each until InfluxDB accepts it."""
+    def _refuse(self, bucket: str, lines: Sequence[str], reason: str) -> int:
+        """Dead-letter lines that cannot land, in letters of whole lines of at most MAX_RAW_BYTES each."""
+        group: list[bytes] = []
+        size = 0
+        for line in lines:
+            data = line.encode()
+            if group and size + len(data) + 1 > quality.MAX_RAW_BYTES:
+                self._dead_letter(b"\n".join(group), f"{reason} ({len(group)} points)", f"bucket {bucket}")
+                group, size = [], 0
+            group.append(data)
+            size += len(data) + 1
+        if group:
+            self._dead_letter(b"\n".join(group), f"{reason} ({len(group)} points)", f"bucket {bucket}")
+        self.rejected += len(lines)
+        log.warning("InfluxDB bucket '%s': %d points dead-lettered: %s", bucket, len(lines), reason)
+        return len(lines)
+
+    def retention_s(self, bucket: str) -> int | None:
+        """The bucket's retention (0 = forever, None = unknown), read again every 10 minutes."""
+        now = time.monotonic()
+        read_at, seconds = self._retention.get(bucket, (-1e9, None))
+        if now - read_at > 600:
+            seconds = bucket_retention_s(self.s, bucket)
+            self._retention[bucket] = (now, seconds)
+        return seconds
+
+    def write(self, bucket: str, points: Sequence[str | Point]) -> int:
+        """Write lines (or Points, at ms precision) in requests of at most ~1 MB, each until InfluxDB accepts it.
+
+        Returns how many points could not land (dead-lettered with the reason): those older than the
+        bucket's retention, found before writing, and those InfluxDB refused.
+        """
         lines = [p if isinstance(p, str) else _ms_line(p) for p in points]
+        refused = 0
+        retention = self.retention_s(bucket)
+        if retention:
+            horizon_ms = int(time.time() * 1000) - retention * 1000
+            old = [line for line in lines if line and int(line.rsplit(" ", 1)[1]) < horizon_ms]
+            if old:
+                refused += self._refuse(bucket, old, f"older than bucket '{bucket}' keeps ({retention} s retention); "
+                                        "write history with 'machinewatch sink influxdb --history'")
+                lines = [line for line in lines if line and int(line.rsplit(" ", 1)[1]) >= horizon_ms]
         chunk: list[str] = []
         size = 0
         for line in lines:
             if not line:
                 continue  # a point without fields: influxdb_client sent a blank line, which InfluxDB skips
             if chunk and size + len(line) >= _MAX_BODY:
-                self._write_lines(bucket, chunk)
+                refused += self._write_lines(bucket, chunk)
                 chunk, size = [], 0
             chunk.append(line)
             size += len(line) + 1
         if chunk:
-            self._write_lines(bucket, chunk)
+            refused += self._write_lines(bucket, chunk)
+        return refused
 
     def _post(self, bucket: str, lines: list[str]) -> None:
         body = zlib.compress("\n".join(lines).encode(), _GZIP_LEVEL, wbits=31)  # wbits 31: gzip framing
         self.write_service.post_write(org=self.org, bucket=bucket, body=body, precision=WritePrecision.MS,
                                       content_encoding="gzip", content_type="text/plain; charset=utf-8")
 
-    def _write_lines(self, bucket: str, lines: list[str]) -> None:
-        """One request, retried with back-off on outages (the caller has not committed yet).
+    def _write_lines(self, bucket: str, lines: list[str]) -> int:
+        """One request, retried with back-off on outages (the caller has not committed yet); returns how
+        many of the points InfluxDB refused (they are dead-lettered, never counted as written).
 
         Rejections of the data itself (400/422) are never retried as they are: they would block every
-        result behind them. A partial write already stored the rest; otherwise the batch is halved until
-        only the rejected points remain, which go to the dead-letter topic with InfluxDB's message.
+        result behind them. A partial write stored the rest but does not say which points it dropped:
+        if it dropped all, all are dead-lettered; otherwise the batch is written again in halves (the
+        stored points are overwritten, unchanged) until only the refused points remain.
         """
         delay = 0.5
         while True:
             try:
                 self._post(bucket, lines)
-                return
+                return 0
             except ApiException as exc:
                 if exc.status in (400, 422):
-                    self._rejected_by_server(bucket, lines, exc)
-                    return
+                    return self._rejected_by_server(bucket, lines, exc)
                 if exc.status == 413 and len(lines) > 1:
-                    self._halves(bucket, lines)
-                    return
+                    return self._halves(bucket, lines)
                 error: Exception = exc
             except Exception as exc:  # noqa: BLE001 - connection errors and the like: keep the data, retry
                 error = exc
@@ -332,26 +374,22 @@ class InfluxWriter:
             self.stop_event.wait(delay)
             delay = min(delay * 2, 30.0)
 
-    def _halves(self, bucket: str, lines: list[str]) -> None:
+    def _halves(self, bucket: str, lines: list[str]) -> int:
         half = len(lines) // 2
-        self._write_lines(bucket, lines[:half])
-        self._write_lines(bucket, lines[half:])
+        return self._write_lines(bucket, lines[:half]) + self._write_lines(bucket, lines[half:])
 
-    def _rejected_by_server(self, bucket: str, lines: list[str], exc: ApiException) -> None:
+    def _rejected_by_server(self, bucket: str, lines: list[str], exc: ApiException) -> int:
         body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
         if "partial write" in body:
             match = re.search(r"dropped[= ](\d+)", body)  # "dropped=1" (2.x) or "dropped 2 points"
-            dropped = int(match[1]) if match else 0
-            self.rejected += dropped
-            self._dead_letter(body.encode(), f"InfluxDB kept the batch but dropped {dropped} points: {body[:300]}",
-                              f"bucket {bucket}")
-            return
+            dropped = int(match[1]) if match else len(lines)
+            if dropped >= len(lines) or len(lines) == 1:
+                return self._refuse(bucket, lines, f"InfluxDB dropped them: {body[:300]}")
+            return self._halves(bucket, lines)
         if len(lines) == 1:
-            self.rejected += 1
-            self._dead_letter(lines[0].encode(), f"InfluxDB rejected the point: {body[:300]}", f"bucket {bucket}")
-            return
+            return self._refuse(bucket, lines, f"InfluxDB rejected the point: {body[:300]}")
         # Nothing of the batch was stored: halving finds the bad points in a few requests, not one per point.
-        self._halves(bucket, lines)
+        return self._halves(bucket, lines)
 
     def handle(self, messages: Iterable[Any]) -> int:
         by_bucket: dict[str, list[str | Point]] = {}
@@ -366,8 +404,8 @@ class InfluxWriter:
                 self._dead_letter(msg.value, str(exc), f"{msg.topic}/{msg.partition}@{msg.offset}")
         written = 0
         for bucket, points in by_bucket.items():
-            self.write(bucket, points)
-            written += len(points)
+            refused = self.write(bucket, points)
+            written += len(points) - refused
         self.written += written
         return written
 
@@ -385,7 +423,7 @@ class InfluxWriter:
                         self.handle(records)
                     broker.commit()
                     last_data = time.monotonic()
-                    log.info("written %d points so far (%d rejected)", self.written, self.rejected)
+                    log.info("written %d points so far (%d dead-lettered, never written)", self.written, self.rejected)
                 elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
                     break
         finally:
@@ -404,12 +442,17 @@ class Topics:
     aggregates: str = names.TOPIC_AGGREGATES
     late: str = names.TOPIC_LATE
     alerts: str = names.TOPIC_ALERTS
+    # A backfill (``history``) writes windows, late events and alerts into the history bucket, which
+    # keeps data of any age; the live buckets' retention would drop it.
+    history: bool = False
 
     def routes(self) -> dict[str, tuple[Converter, str]]:
+        results = names.BUCKET_HISTORY if self.history else names.BUCKET_AGGREGATES
+        alerts = names.BUCKET_HISTORY if self.history else names.BUCKET_ALERTS
         return {
-            self.aggregates: (window_line, names.BUCKET_AGGREGATES),
-            self.late: (late_line, names.BUCKET_AGGREGATES),
-            self.alerts: (alert_line, names.BUCKET_ALERTS),
+            self.aggregates: (window_line, results),
+            self.late: (late_line, results),
+            self.alerts: (alert_line, alerts),
         }
 
 

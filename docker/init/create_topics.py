@@ -6,31 +6,25 @@ auto-creation off too, so this runs before anything produces or consumes.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
 from machinewatch import names
 from machinewatch.config import Settings, load_settings
+from machinewatch.kafka_io import ensure_topics
 
 
 def create_topics(settings: Settings) -> list[str]:
     """Create the missing topics; returns the names it created. Raises if any is still missing."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=15000)
     try:
-        existing = set(admin.list_topics())
-        wanted = [NewTopic(t, settings.kafka_partitions, 1) for t in names.ALL_TOPICS if t not in existing]
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent run made them
-                admin.create_topics(wanted)
+        created = ensure_topics(admin, settings.kafka_partitions)
         missing = sorted(set(names.ALL_TOPICS) - set(admin.list_topics()))
         if missing:
             msg = f"topics still missing after create: {', '.join(missing)}"
             raise RuntimeError(msg)
-        return [t.name for t in wanted]
+        return created
     finally:
         admin.close()
 

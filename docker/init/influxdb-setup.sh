@@ -34,7 +34,8 @@ ensure_bucket() {  # name retention-seconds
 ensure_bucket raw "${MW_INFLUX_RAW_RETENTION_S:-604800}"
 ensure_bucket aggregates "${MW_INFLUX_AGGREGATES_RETENTION_S:-7776000}"
 ensure_bucket alerts "${MW_INFLUX_ALERTS_RETENTION_S:-31536000}"
-bucket_ids=("$(bucket_id raw)" "$(bucket_id aggregates)" "$(bucket_id alerts)")
+ensure_bucket history "${MW_INFLUX_HISTORY_RETENTION_S:-0}"   # 0s: kept forever (backfills of any age)
+bucket_ids=("$(bucket_id raw)" "$(bucket_id aggregates)" "$(bucket_id alerts)" "$(bucket_id history)")
 
 # A token file is (re)written when it is missing or this server no longer has its token (e.g.
 # the InfluxDB volume was removed but not the secrets volume).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -277,19 +276,14 @@ class Kafka(Service):
 
     def after_ready(self) -> None:
         from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
+
+        from machinewatch.kafka_io import ensure_topics
 
         admin = KafkaAdminClient(**self._client(), request_timeout_ms=10000)
         try:
-            existing = set(admin.list_topics())
-            wanted = [
-                NewTopic(t, self.s.kafka_partitions, 1) for t in names.ALL_TOPICS if t not in existing
-            ]
-            if wanted:
-                with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent 'up' made them
-                    admin.create_topics(wanted)
-                provision.say(f"kafka: created topics {', '.join(t.name for t in wanted)}")
+            created = ensure_topics(admin, self.s.kafka_partitions)
+            if created:
+                provision.say(f"kafka: created topics {', '.join(created)}")
         finally:
             admin.close()
 
@@ -525,8 +519,10 @@ class InfluxDB(Service):
             names.BUCKET_RAW: self.s.influx_raw_retention_s,
             names.BUCKET_AGGREGATES: self.s.influx_aggregates_retention_s,
             names.BUCKET_ALERTS: self.s.influx_alerts_retention_s,
+            names.BUCKET_HISTORY: self.s.influx_history_retention_s,
         }
         bucket_ids = {}
+        created_any = False
         for bucket, seconds in retention.items():
             resp = requests.get(
                 f"{self.address()}/api/v2/buckets", params={"name": bucket, "orgID": org_id},
@@ -539,10 +535,16 @@ class InfluxDB(Service):
             created = self._api(
                 "POST", "/api/v2/buckets", token,
                 json={"orgID": org_id, "name": bucket,
-                      "retentionRules": [{"type": "expire", "everySeconds": seconds}]},
+                      # No rule at all is InfluxDB's "forever".
+                      "retentionRules": [{"type": "expire", "everySeconds": seconds}] if seconds else []},
             ).json()
             bucket_ids[bucket] = created["id"]
-            provision.say(f"influxdb: created bucket '{bucket}' (retention {seconds}s)")
+            created_any = True
+            kept = f"retention {seconds}s" if seconds else "kept forever"
+            provision.say(f"influxdb: created bucket '{bucket}' ({kept})")
+        if created_any:
+            # Tokens name their buckets: one made before this bucket existed cannot use it. Replace them.
+            self._revoke_tokens(token, ("influx_write_token", "influx_read_token"))
         for filename, action, description in (
             ("influx_write_token", "write", "machinewatch pipeline (write-only)"),
             ("influx_read_token", "read", "machinewatch dashboards (read-only)"),
@@ -559,6 +561,21 @@ class InfluxDB(Service):
         if not self._write_and_query():
             msg = "InfluxDB accepted the set-up but a test write could not be read back"
             raise StackError(msg)
+
+    def _revoke_tokens(self, operator: str, filenames: tuple[str, ...]) -> None:
+        """Delete the pipeline's tokens (in InfluxDB and their files) so set-up makes them anew."""
+        secrets = self.s.secrets_dir
+        old = {(secrets / f).read_text().strip() for f in filenames if (secrets / f).exists()}
+        if not old:
+            return
+        auths = self._api("GET", f"/api/v2/authorizations?org={self.s.influx_org}", operator).json()
+        for auth in auths.get("authorizations", []):
+            if auth.get("token") in old:
+                self._api("DELETE", f"/api/v2/authorizations/{auth['id']}", operator)
+        for f in filenames:
+            (secrets / f).unlink(missing_ok=True)
+        provision.say("influxdb: replaced the pipeline and dashboard tokens to cover the new bucket "
+                      "(restart writers and dashboards started before)")
 
     def _write_and_query(self) -> bool:
         """Readiness that uses the server for real: a write with the pipeline token, read back."""

@@ -48,6 +48,52 @@ def test_topics_exist_with_configured_partitions(stack: Stack, settings: Setting
         assert len(described[topic]["partitions"]) == settings.kafka_partitions
 
 
+def test_result_topics_keep_history_by_arrival_time_also_after_an_upgrade(stack: Stack, settings: Settings) -> None:
+    # Results carry their event time; retention counted from it would delete a 2013 backfill at once.
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from machinewatch.kafka_io import _topic_config_values, ensure_topics
+
+    def timestamp_types() -> dict[str, str]:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in names.ALL_TOPICS])
+        return {t: _topic_config_values(described, t).get("message.timestamp.type", "CreateTime")
+                for t in names.ALL_TOPICS}
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
+    try:
+        types = timestamp_types()
+        assert {t for t, v in types.items() if v == "LogAppendTime"} == set(names.RESULT_TOPICS)
+        # A topic made by an older version (CreateTime) is put right by the next 'stack up'.
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, names.TOPIC_ALERTS,
+                                            configs={"message.timestamp.type": "CreateTime"})])
+        assert timestamp_types()[names.TOPIC_ALERTS] == "CreateTime"
+        assert ensure_topics(admin, settings.kafka_partitions) == []
+        assert timestamp_types()[names.TOPIC_ALERTS] == "LogAppendTime"
+    finally:
+        admin.close()
+
+
+def test_history_bucket_keeps_everything_and_the_pipeline_tokens_cover_it(stack: Stack, settings: Settings) -> None:
+    from machinewatch.influx_admin import bucket_retention_s
+
+    assert bucket_retention_s(settings, names.BUCKET_HISTORY) == 0
+    assert bucket_retention_s(settings, names.BUCKET_AGGREGATES) == settings.influx_aggregates_retention_s
+    stamp_ns = 1_388_534_400_000_000_000  # 2014-01-01: far beyond every other bucket's retention
+    ok = requests.post(
+        f"{settings.influx}/api/v2/write",
+        params={"org": settings.influx_org, "bucket": names.BUCKET_HISTORY},
+        headers={"Authorization": f"Token {settings.write_token()}"},
+        data=f"history_probe,check=old v=1 {stamp_ns}", timeout=10,
+    )
+    assert ok.status_code == 204, ok.text
+    from machinewatch.query import run_flux
+
+    frame = run_flux(settings, f'from(bucket: "{names.BUCKET_HISTORY}") |> range(start: 2013-12-31T00:00:00Z, '
+                     'stop: 2014-01-02T00:00:00Z) |> filter(fn: (r) => r._measurement == "history_probe")')
+    assert len(frame) == 1
+
+
 def test_tokens_are_0600_and_the_dashboard_token_cannot_write(stack: Stack, settings: Settings) -> None:
     for name in ("influx_token", "influx_write_token", "influx_read_token"):
         mode = (settings.secrets_dir / name).stat().st_mode

@@ -293,6 +293,7 @@ class _FakeAdmin:
 
     topics: ClassVar[set[str]] = set()
     created: ClassVar[list[tuple[str, int, int]]] = []
+    configs: ClassVar[dict[str, dict[str, str]]] = {}
     drop_creates: ClassVar[bool] = False
 
     def __init__(self, **kwargs: object) -> None:
@@ -306,6 +307,16 @@ class _FakeAdmin:
             type(self).created.append((t.name, t.num_partitions, t.replication_factor))
             if not self.drop_creates:
                 type(self).topics.add(t.name)
+                type(self).configs[t.name] = dict(t.topic_configs)
+
+    def describe_configs(self, resources: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
+        # kafka-python 3's shape; the real broker's answer is checked in tests/integration/test_stack.py
+        return {"topic": {r.name: {k: {"value": v} for k, v in self.configs.get(r.name, {}).items()}
+                          for r in resources}}
+
+    def alter_configs(self, resources: list[Any]) -> None:
+        for r in resources:
+            type(self).configs.setdefault(r.name, {}).update(r.configs)
 
     def close(self) -> None:
         pass
@@ -316,12 +327,16 @@ def test_kafka_init_creates_every_topic_of_names(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(mod, "KafkaAdminClient", _FakeAdmin)
     monkeypatch.setattr(_FakeAdmin, "topics", {names.TOPIC_READINGS, "someone-elses"})
     monkeypatch.setattr(_FakeAdmin, "created", [])
+    monkeypatch.setattr(_FakeAdmin, "configs", {})
     settings = load_settings(kafka_bootstrap="kafka:9092", kafka_partitions=5)
     created = mod.create_topics(settings)
     assert set(created) == set(names.ALL_TOPICS) - {names.TOPIC_READINGS}
     assert {name for name, _, _ in _FakeAdmin.created} == set(created)
     assert all(parts == 5 and repl == 1 for _, parts, repl in _FakeAdmin.created)
-    assert mod.create_topics(settings) == []  # a second 'up' creates nothing
+    assert all(_FakeAdmin.configs[t] == names.topic_config(t) for t in created)
+    _FakeAdmin.configs[names.TOPIC_ALERTS] = {}  # made by an older version
+    assert mod.create_topics(settings) == []  # a second 'up' creates nothing, and fixes the old topic's config
+    assert _FakeAdmin.configs[names.TOPIC_ALERTS] == {"message.timestamp.type": "LogAppendTime"}
 
 
 def test_kafka_init_fails_when_a_topic_is_still_missing(monkeypatch: pytest.MonkeyPatch) -> None:

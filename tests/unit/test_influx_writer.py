@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -122,9 +123,10 @@ def test_incomplete_results_are_rejected_by_the_line_builders_too() -> None:
 class _FakeWriteService:
     """Answers like InfluxDB's write endpoint: a scripted exception per call, then success."""
 
-    def __init__(self, failures: list[Exception], bad_marker: str = "") -> None:
+    def __init__(self, failures: list[Exception], bad_marker: str = "", drop_marker: str = "") -> None:
         self.failures = failures
         self.bad_marker = bad_marker
+        self.drop_marker = drop_marker  # points InfluxDB keeps quiet about: a partial write, as for retention
         self.stored: list[str] = []
         self.requests = 0
 
@@ -136,7 +138,12 @@ class _FakeWriteService:
             raise self.failures.pop(0)
         if self.bad_marker and any(self.bad_marker in line for line in lines):
             raise _api_error(400, "unable to parse point")
-        self.stored += lines
+        kept = [line for line in lines if not (self.drop_marker and self.drop_marker in line)]
+        self.stored += kept
+        if len(kept) < len(lines):
+            # InfluxDB 2.x's answer: which points it dropped, it does not say
+            raise _api_error(422, f"failure writing points to database: partial write: points beyond retention "
+                             f"policy dropped={len(lines) - len(kept)}")
 
 
 def _api_error(status: int, message: str) -> ApiException:
@@ -145,8 +152,9 @@ def _api_error(status: int, message: str) -> ApiException:
     return exc
 
 
-def _writer(api: _FakeWriteService) -> tuple[InfluxWriter, list[tuple[bytes, str]]]:
+def _writer(api: _FakeWriteService, retention_s: int | None = None) -> tuple[InfluxWriter, list[tuple[bytes, str]]]:
     writer = InfluxWriter.__new__(InfluxWriter)  # no Kafka, no InfluxDB: only the write path
+    writer.retention_s = lambda bucket: retention_s  # type: ignore[method-assign]
     writer.write_service = api  # type: ignore[assignment]
     writer.org = "o"
     writer.stop_event = threading.Event()
@@ -161,16 +169,35 @@ def _points(n: int) -> list[str]:
     return [window_line({**RESULT, "device_id": f"d{i:03d}"}) for i in range(n)]  # all of one length
 
 
-@pytest.mark.parametrize("message", [
-    "partial write: dropped 2 points outside retention policy",
-    'partial write: field type conflict: input field "count" is type float, already exists as type integer dropped=2',
-])
-def test_partial_write_is_not_retried_and_is_dead_lettered(message: str) -> None:
-    api = _FakeWriteService([_api_error(422, message)])
+def test_points_a_partial_write_dropped_are_found_dead_lettered_and_never_counted_as_written() -> None:
+    api = _FakeWriteService([], drop_marker="device_id=d00")  # d000..d009 of 64: dropped, the rest stored
     writer, letters = _writer(api)
-    writer.write("b", _points(5))
-    assert writer.rejected == 2 and len(letters) == 1 and "dropped 2 points" in letters[0][1]
-    assert api.stored == []  # InfluxDB kept the others itself; nothing is written twice
+    points = _points(64)
+    refused = writer.write("b", points)
+    dropped = [p for p in points if "device_id=d00" in p]
+    assert refused == writer.rejected == 10
+    assert sorted(line for raw, _ in letters for line in raw.decode().split("\n")) == dropped
+    assert all("dropped" in reason for _, reason in letters)
+    assert set(api.stored) == set(points) - set(dropped)  # the rest stored (some twice: the same point again)
+    assert api.requests <= 2 * 10 * math.log2(64) + 1  # halving, not one request per point
+
+
+def test_a_batch_dropped_whole_is_dead_lettered_at_once() -> None:
+    api = _FakeWriteService([], drop_marker="window_agg")
+    writer, letters = _writer(api)
+    assert writer.write("b", _points(64)) == 64 and api.requests == 1
+    assert b"\n".join(raw for raw, _ in letters) == "\n".join(_points(64)).encode()
+
+
+def test_points_older_than_the_buckets_retention_are_dead_lettered_before_writing() -> None:
+    api = _FakeWriteService([])
+    writer, letters = _writer(api, retention_s=3600)
+    now_ms = int(time.time() * 1000)
+    old = [window_line({**RESULT, "device_id": f"old{i}", "window_end_ms": now_ms - 7200_000}) for i in range(3)]
+    new = [window_line({**RESULT, "device_id": f"new{i}", "window_end_ms": now_ms - 60_000}) for i in range(3)]
+    assert writer.write("b", [*old, *new]) == 3
+    assert api.stored == new and letters[0][0] == "\n".join(old).encode()
+    assert "older than bucket 'b' keeps (3600 s retention)" in letters[0][1] and "--history" in letters[0][1]
 
 
 def test_a_bad_point_is_isolated_and_the_rest_is_written() -> None:

@@ -1,38 +1,72 @@
 """Load historical files through a mapping into Kafka: chunked, acknowledged, resumable.
 
 Every ``chunk_rows`` rows the publisher is flushed (acks=all) and only then is the state advanced, so
-a crash resumes after the last acknowledged chunk. ``force`` ignores the state; the re-sent readings
-carry the same event ids as before.
+a crash resumes after the last acknowledged chunk. Progress is kept per file content *and* load key
+(the options that change what is sent: mapping, base date, constants, topic), so a changed option
+loads again while a plain re-run sends nothing. ``force`` ignores the state; the re-sent readings carry
+the same event ids as before. A time repeated within a file with a different value is kept under an id
+of its own and noted on ``mw.quality``; the same value again is dead-lettered as a duplicate. A guard
+(the retention check of ``ingest.history.target``) sees a file's first event times before anything of
+the file is published, and may refuse the load.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
+import hashlib
+import json
 import logging
 import time
-from dataclasses import dataclass
-from datetime import date
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ingest.formats import Mapping, RowMapper, load_mapping
-from ingest.formats.decoders import count_rows, iter_rows
+from ingest.formats import Mapping, RepeatTracker, RowMapper, load_mapping
+from ingest.formats.decoders import Row, count_rows, iter_rows
+from ingest.formats.rows import DUPLICATE, UNDECODABLE
 from ingest.history.state import LoadState
-from machinewatch.record import Reading
+from ingest.history.target import check_topic_name
+from machinewatch import names
+from machinewatch.record import Reading, make_event_id
 
 log = logging.getLogger(__name__)
 
+# Data-quality note kind: a time repeated in a file with a different value, kept as another occurrence.
+NOTE_REPEATED_TIME = "repeated_time"
+# Dead-letter kind of a reading the publisher refused for a time too far in the future.
+FUTURE_TIME = "future_time"
+# Part of every load key: a change in how event ids are made must load files again.
+ID_SCHEME = 2
+
 
 class Sink(Protocol):
-    """What the loader needs of machinewatch.kafka_io.Publisher (a test double can stand in)."""
+    """What a collector needs of machinewatch.kafka_io.Publisher (a test double can stand in)."""
 
     def send(self, reading: Reading) -> object: ...
     def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
                     size: int | None = None) -> object: ...
     def flush(self, timeout: float | None = None) -> None: ...
+
+
+class HistorySink(Sink, Protocol):
+    """What the history loader needs beyond ``Sink``: notes, the target topic, and the publisher's own
+    count of dead letters (it refuses a reading from the future or an event id it sent already)."""
+
+    topic: str
+    dead_lettered: int
+    max_future_ms: int
+
+    def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "",
+             note_id: str = "") -> object: ...
+
+
+# (file, oldest event time ms, newest event time ms) of a file's first chunk; raises to refuse the load.
+Guard = Callable[[Path, int, int], None]
 
 
 class HistoryConfig(BaseModel):
@@ -45,7 +79,17 @@ class HistoryConfig(BaseModel):
     state_file: Path = Field(default=Path("history-state.json"), description="resume state (JSON)")
     chunk_rows: int = Field(default=5000, gt=0, description="rows between acknowledged checkpoints")
     base_date: date | None = Field(default=None, description="overrides the mapping's base_date")
+    constants: dict[str, str] = Field(default_factory=dict,
+                                      description="device/site/region for every row, e.g. {device = 'pump-7'}")
+    topic: str = Field(default=names.TOPIC_READINGS, description="Kafka topic the readings go to")
+    bucket: str = Field(default=names.BUCKET_AGGREGATES,
+                        description="InfluxDB bucket the results will land in: its retention is checked")
     progress: bool = True
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, topic: str) -> str:
+        return check_topic_name(topic)
 
     def paths(self) -> list[Path]:
         found: list[Path] = []
@@ -54,89 +98,238 @@ class HistoryConfig(BaseModel):
             found += [Path(m) for m in matches]
         return found
 
+    def load_mapping(self) -> Mapping:
+        return load_mapping(self.mapping, constants=self.constants, base_date=self.base_date)
+
+
+def load_key(mapping: Mapping, topic: str) -> tuple[str, dict[str, object]]:
+    """(key, what it is made of): a hash of everything that changes what a load sends, and a readable summary.
+
+    The mapping enters as its validated content (name, fields, units, base date, constants...), so a changed
+    option is a new load while a comment in the TOML is not.
+    """
+    options = {"mapping": mapping.model_dump(mode="json"), "topic": topic, "ids": ID_SCHEME}
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+    about: dict[str, object] = {"mapping": mapping.name, "topic": topic, **mapping.constants()}
+    if mapping.base_date:
+        about["base_date"] = mapping.base_date.isoformat()
+    return key, about
+
 
 @dataclass
-class FileReport:
-    path: Path
+class LoadReport:
+    """What a load did, for one file or (``add``) several; every dead letter and note is counted by kind."""
+
+    path: Path | None = None
+    topic: str = ""
+    files: int = 0
     rows: int = 0           # rows read in this run
-    skipped: int = 0        # rows already acknowledged in an earlier run
-    readings: int = 0
-    rejects: int = 0
+    skipped: int = 0        # rows already acknowledged in an earlier run with the same options
+    readings: int = 0       # readings sent to the topic (not refused by the publisher)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+
+    @property
+    def rejects(self) -> int:
+        """Every dead letter, of any kind."""
+        return sum(self.dead_letters.values())
+
+    def add(self, other: LoadReport) -> None:
+        self.files += other.files
+        self.rows += other.rows
+        self.skipped += other.skipped
+        self.readings += other.readings
+        self.dead_letters.update(other.dead_letters)
+        self.notes.update(other.notes)
+        self.seconds += other.seconds
+        self.topic = self.topic or other.topic
+
+    def describe(self) -> str:
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        what = f"{self.path}" if self.path else f"{self.files} file{'' if self.files == 1 else 's'}"
+        return (f"{what}: {self.rows} rows read ({self.skipped} skipped as already loaded), {self.readings} readings "
+                f"to {self.topic or '?'}, {self.rejects} dead-lettered{_kinds(self.dead_letters)}, "
+                f"{sum(self.notes.values())} data-quality notes{_kinds(self.notes)}, {rate:.0f} rows/s")
+
+
+def _kinds(counts: Counter[str]) -> str:
+    return f" ({', '.join(f'{kind} {n}' for kind, n in sorted(counts.items()))})" if counts else ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class _Dead:
+    raw: bytes | str
+    reason: str
+    origin: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Note:
+    raw: bytes | str
+    reason: str
+    origin: str
+    kind: str
+    note_id: str
+
+
+_Out = _Send | _Dead | _Note
+
+
+@dataclass
+class _Held:
+    """A file's output kept back until the guard has seen its first event times."""
+
+    outs: list[_Out] = field(default_factory=list)
+    oldest: int | None = None
+    newest: int | None = None
+
+    def add(self, outs: list[_Out]) -> None:
+        self.outs += outs
+        for out in outs:
+            if isinstance(out, _Send):
+                ts = out.reading.ts
+                self.oldest = ts if self.oldest is None else min(self.oldest, ts)
+                self.newest = ts if self.newest is None else max(self.newest, ts)
 
 
 class HistoryLoader:
     """Loads files of one mapping into a sink (the Publisher)."""
 
-    def __init__(self, sink: Sink, mapping: Mapping, state: LoadState, chunk_rows: int = 5000,
-                 progress: bool = True) -> None:
+    def __init__(self, sink: HistorySink, mapping: Mapping, state: LoadState, chunk_rows: int = 5000,
+                 progress: bool = True, guard: Guard | None = None) -> None:
         self.sink = sink
         self.mapping = mapping
         self.state = state
         self.chunk_rows = chunk_rows
         self.progress = progress
+        self.guard = guard
+        self.load_key, self.options = load_key(mapping, sink.topic)
 
     @classmethod
-    def from_config(cls, sink: Sink, config: HistoryConfig) -> HistoryLoader:
-        mapping = load_mapping(config.mapping, base_date=config.base_date)
-        return cls(sink, mapping, LoadState(config.state_file), config.chunk_rows, config.progress)
+    def from_config(cls, sink: HistorySink, config: HistoryConfig, guard: Guard | None = None) -> HistoryLoader:
+        return cls(sink, config.load_mapping(), LoadState(config.state_file), config.chunk_rows, config.progress,
+                   guard)
 
-    def load(self, path: Path, force: bool = False) -> FileReport:
-        report = FileReport(path)
+    def load(self, path: Path, force: bool = False) -> LoadReport:
+        report = LoadReport(path=path, topic=self.sink.topic, files=1)
         if not path.exists():
             msg = f"no such file: {path}"
             raise FileNotFoundError(msg)
         started = time.monotonic()
-        skip = 0 if force else self.state.rows_done(path)
+        skip = 0 if force else self.state.rows_done(path, self.load_key)
         report.skipped = skip
         mapper = RowMapper(self.mapping)
-        total = count_rows(path, self.mapping.format)
-        bar = _progress(total, skip, path.name, self.progress)
-        last_row = skip
-        pending = 0
-        if self.mapping.time_format == "time_of_day" and skip:
-            # Day rollover needs every time of day from the top; re-read the skipped rows cheaply.
+        repeats = RepeatTracker()
+        if skip:
+            # Day rollover and occurrence numbers depend on every earlier row: pass the skipped ones through
+            # the mapper again (nothing is sent), so a resumed load gives the ids a whole one gives.
             for row in iter_rows(path, self.mapping.format, self.mapping.encoding):
                 if row.number > skip:
                     break
-                if row.data is not None:
-                    stamp = row.data.get(self.mapping.time_field)
-                    if stamp:
-                        with contextlib.suppress(ValueError, TypeError):
-                            mapper.parse_time(stamp)
+                self._map(row, path, mapper, repeats)
+        total = count_rows(path, self.mapping.format)
+        bar = _progress(total, skip, path.name, self.progress)
+        held: _Held | None = _Held() if self.guard else None
+        last_row = skip
+        pending = 0
         for row in iter_rows(path, self.mapping.format, self.mapping.encoding, skip=skip):
-            origin = f"{path}:{row.number}"
-            if row.data is None:
-                self.sink.dead_letter(self.mapping.source, row.raw, f"{self.mapping.name}: {row.error}", origin)
-                report.rejects += 1
+            outs = self._map(row, path, mapper, repeats)
+            if held is None:
+                self._emit(outs, report)
             else:
-                result = mapper.map(row.data, row.raw)
-                for reading in result.readings:
-                    self.sink.send(reading)
-                for reject in result.rejects:
-                    self.sink.dead_letter(self.mapping.source, reject.raw, reject.reason, origin)
-                report.readings += len(result.readings)
-                report.rejects += len(result.rejects)
+                held.add(outs)
             report.rows += 1
             last_row = row.number
             pending += 1
             if pending >= self.chunk_rows:
+                if held is not None:
+                    if held.oldest is None:
+                        continue  # no event time yet: the guard cannot judge, nothing may be published
+                    self._release(path, held, report)
+                    held = None
                 self._checkpoint(path, last_row, complete=False)
                 bar.update(pending)
                 pending = 0
+        if held is not None:
+            self._release(path, held, report)
         self._checkpoint(path, last_row, complete=True)
         bar.update(pending)
         bar.close()
         report.seconds = time.monotonic() - started
-        rate = report.rows / report.seconds if report.seconds else 0.0
-        log.info("%s: %d rows (%d skipped as already loaded), %d readings, %d dead-lettered, %.0f rows/s",
-                 path, report.rows, report.skipped, report.readings, report.rejects, rate)
+        log.info("%s", report.describe())
         return report
+
+    # -- one row -------------------------------------------------------------------------------
+    def _map(self, row: Row, path: Path, mapper: RowMapper, repeats: RepeatTracker) -> list[_Out]:
+        name = self.mapping.name
+        origin = f"{path}:{row.number}"
+        if row.data is None:
+            return [_Dead(row.raw, f"{name}: {row.error}", origin, UNDECODABLE)]
+        result = mapper.map(row.data, row.raw)
+        outs: list[_Out] = [_Dead(r.raw, r.reason, origin, r.kind) for r in result.rejects]
+        repeated: list[tuple[Reading, int, int]] = []
+        for reading in result.readings:
+            seen = repeats.check(reading, row.number)
+            if seen.reading is None:
+                reason = (f"{name}: duplicate reading: device {reading.device_id} metric {reading.metric} at "
+                          f"{_iso(reading.ts)} = {reading.value:g} {reading.unit}, the same value as row "
+                          f"{seen.earlier_row} of this file")
+                outs.append(_Dead(row.raw, reason, origin, DUPLICATE))
+                continue
+            outs.append(_Send(seen.reading))
+            if seen.occurrence:
+                repeated.append((seen.reading, seen.occurrence, seen.earlier_row))
+        if repeated:
+            first = repeated[0][0]
+            kept = ", ".join(f"{r.metric} = {r.value:g} {r.unit} (occurrence {k}, first at row {earlier})"
+                             for r, k, earlier in repeated)
+            reason = (f"{name}: time {_iso(first.ts)} of device {first.device_id} was already read from this file "
+                      f"with other values (a clock stepped back?); kept as further readings: {kept}")
+            note_id = make_event_id(NOTE_REPEATED_TIME, *(r.event_id for r, _, _ in repeated))
+            outs.append(_Note(row.raw, reason, origin, NOTE_REPEATED_TIME, note_id))
+        return outs
+
+    def _emit(self, outs: list[_Out], report: LoadReport) -> None:
+        source = self.mapping.source
+        for out in outs:
+            if isinstance(out, _Send):
+                before = self.sink.dead_lettered
+                self.sink.send(out.reading)
+                if self.sink.dead_lettered == before:
+                    report.readings += 1
+                else:  # the publisher refused it (and dead-lettered it with its own reason)
+                    report.dead_letters[self._refusal(out.reading)] += 1
+            elif isinstance(out, _Dead):
+                self.sink.dead_letter(source, out.raw, out.reason, out.origin)
+                report.dead_letters[out.kind] += 1
+            else:
+                self.sink.note(source, out.kind, out.raw, out.reason, out.origin, out.note_id)
+                report.notes[out.kind] += 1
+
+    def _refusal(self, reading: Reading) -> str:
+        # The Publisher refuses only two things: a time too far ahead of its clock, and an id it sent already.
+        return FUTURE_TIME if reading.ts > time.time() * 1000 + self.sink.max_future_ms else DUPLICATE
+
+    def _release(self, path: Path, held: _Held, report: LoadReport) -> None:
+        if self.guard is not None and held.oldest is not None and held.newest is not None:
+            self.guard(path, held.oldest, held.newest)
+        self._emit(held.outs, report)
 
     def _checkpoint(self, path: Path, rows: int, complete: bool) -> None:
         # Flush raises PublishError if anything was not acknowledged: the state is then not advanced.
         self.sink.flush()
-        self.state.mark(path, rows, complete)
+        self.state.mark(path, rows, complete, self.load_key, self.options)
+
+
+def _iso(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class _NoBar:

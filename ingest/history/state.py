@@ -1,5 +1,9 @@
-"""The loader's resume state: one JSON file, file -> rows acknowledged, replaced atomically.
+"""The loader's resume state: one JSON file, (file, load options) -> rows acknowledged, replaced atomically.
 
+An entry is found by the file's path and a *load key*: a hash of the options that change what is sent
+(the mapping with its overrides and constants, the base date, the target topic; ``loader.load_key``).
+It holds a fingerprint of the file's content, so a rewritten file starts over; a load with other options
+is another entry, so it loads again, while a plain re-run finds its entry complete and sends nothing.
 A crash between a Kafka acknowledgement and the state write only means those rows are sent again
 on resume; their event ids are identical, so consumers recognise them.
 """
@@ -23,7 +27,7 @@ def fingerprint(path: Path) -> str:
 
 
 class LoadState:
-    """Rows acknowledged per file; ``rows_done`` is 0 for a new or rewritten file."""
+    """Rows acknowledged per file and load key; ``rows_done`` is 0 for a new or rewritten file, or new options."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -32,21 +36,27 @@ class LoadState:
             self._data = json.loads(path.read_text() or "{}")
 
     @staticmethod
-    def key(file: Path) -> str:
-        return str(file.resolve())
+    def key(file: Path, load_key: str = "") -> str:
+        path = str(file.resolve())
+        return f"{path}#{load_key}" if load_key else path
 
-    def rows_done(self, file: Path) -> int:
-        entry = self._data.get(self.key(file))
+    def rows_done(self, file: Path, load_key: str = "") -> int:
+        entry = self._data.get(self.key(file, load_key))
         if not entry or entry.get("fingerprint") != fingerprint(file):
             return 0
         return int(entry.get("rows", 0))
 
-    def mark(self, file: Path, rows: int, complete: bool = False) -> None:
-        self._data[self.key(file)] = {"fingerprint": fingerprint(file), "rows": rows, "complete": complete}
+    def mark(self, file: Path, rows: int, complete: bool = False, load_key: str = "",
+             options: dict[str, Any] | None = None) -> None:
+        """Rows acknowledged so far; ``options`` (what the load key was made of) is kept for people to read."""
+        entry: dict[str, Any] = {"fingerprint": fingerprint(file), "rows": rows, "complete": complete}
+        if options:
+            entry["options"] = options
+        self._data[self.key(file, load_key)] = entry
         self._save()
 
-    def forget(self, file: Path) -> None:
-        self._data.pop(self.key(file), None)
+    def forget(self, file: Path, load_key: str = "") -> None:
+        self._data.pop(self.key(file, load_key), None)
         self._save()
 
     def _save(self) -> None:

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -137,6 +137,20 @@ class Settings(BaseSettings):
     hop_slide_s: int = 10
     watermark_delay_ms: int = 2000
     source_idle_timeout_ms: int = 5000
+
+    @model_validator(mode="after")
+    def _overheat_times_agree(self) -> Settings:
+        # Contradictions that would make the lifecycle silently useless: an alert that goes silent before a
+        # gap could even break its run, or a gap rule finer than the buckets it is measured in.
+        if self.overheat_silence_s <= self.overheat_max_gap_s:
+            msg = (f"MW_OVERHEAT_SILENCE_S ({self.overheat_silence_s}) must exceed MW_OVERHEAT_MAX_GAP_S "
+                   f"({self.overheat_max_gap_s}); both must exceed the sensors' sampling interval")
+            raise ValueError(msg)
+        if self.overheat_max_gap_s < self.overheat_bucket_s:
+            msg = (f"MW_OVERHEAT_MAX_GAP_S ({self.overheat_max_gap_s}) is shorter than MW_OVERHEAT_BUCKET_S "
+                   f"({self.overheat_bucket_s}): every bucket would be a gap")
+            raise ValueError(msg)
+        return self
 
     @property
     def kafka_servers(self) -> str:

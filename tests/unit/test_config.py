@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from machinewatch.config import load_settings
+from machinewatch.config import Settings, load_settings
 
 
 def test_env_overrides_and_derived_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +41,20 @@ def test_to_env_round_trips_through_the_environment(tmp_path: Path, monkeypatch:
     again = load_settings()
     assert again.kafka_port == 12345 and again.window_size_s == 30 and again.state_dir == tmp_path
     assert again.smtp_to == ["ops@example.com", "b@x.org"]
+
+
+def test_every_setting_is_documented_in_the_readme_table() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = "\n".join(line for line in readme.splitlines() if line.startswith("| `MW_"))
+    undocumented = [f"MW_{name.upper()}" for name in Settings.model_fields if f"`MW_{name.upper()}`" not in rows]
+    assert not undocumented, f"settings missing from the README's configuration table: {undocumented}"
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"overheat_silence_s": 10, "overheat_max_gap_s": 10}, "MW_OVERHEAT_SILENCE_S (10) must exceed"),
+    ({"overheat_max_gap_s": 1, "overheat_bucket_s": 2}, "MW_OVERHEAT_MAX_GAP_S (1) is shorter than"),
+])
+def test_contradictory_overheat_times_are_refused_at_start_up(overrides: dict[str, int], named: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        load_settings(**overrides)
+    load_settings(overheat_max_gap_s=600, overheat_silence_s=900)  # 5-minute data: fine

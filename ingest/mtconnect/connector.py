@@ -139,11 +139,14 @@ class HeaderCheck:
                 f"lastSequence={header.last_sequence} vs {items}: " + "; ".join(text for _, text in self.problems))
 
 
-def check_header(header: Header, sequences: Iterable[int], sample: bool = True) -> HeaderCheck:
-    """Compare the header's numbers with the items' sequence range.
+def check_header(header: Header, sequences: Iterable[int], *, sample: bool = True, requested: int | None = None,
+                 filtered: bool = False) -> HeaderCheck:
+    """Compare the header's numbers with the items' sequence range (the rule is in README.md, "Cursor").
 
     ``sample`` is False for /current, whose items may be older than firstSequence (latest values kept
-    after they left the buffer).
+    after they left the buffer). ``requested`` is the ``from`` the document answers (None: no ``from``).
+    ``filtered`` says the request named one device, so the agent may skip other devices' sequences; an
+    unfiltered answer's nextSequence must be exactly the one after its last item (or ``from`` if empty).
     """
     seqs = list(sequences)
     lo, hi = (min(seqs), max(seqs)) if seqs else (None, None)
@@ -151,6 +154,13 @@ def check_header(header: Header, sequences: Iterable[int], sample: bool = True) 
     problems: list[tuple[str, str]] = []
     if hi is not None and nxt is not None and nxt <= hi:
         problems.append(("next_behind_items", f"nextSequence {nxt} is not above the highest item sequence {hi}"))
+    elif requested is not None and nxt is not None and nxt < requested:
+        problems.append(("next_behind_from", f"nextSequence {nxt} is below the requested from={requested}"))
+    if sample and not filtered and nxt is not None and (hi is not None or requested is not None):
+        after = max(hi + 1 if hi is not None else 0, requested or 0)
+        if nxt > after:
+            problems.append(("next_skips", f"nextSequence {nxt} would skip {after}..{nxt - 1}, which this "
+                             "unfiltered answer should have carried"))
     if hi is not None and last is not None and last < hi:
         problems.append(("last_behind_items", f"lastSequence {last} is below the highest item sequence {hi}"))
     if sample and lo is not None and first is not None and first > lo:
@@ -322,6 +332,8 @@ class MTConnectSource:
         try:
             return parse_streams(resp.body, self.config.max_body_bytes)
         except MTConnectParseError as exc:
+            if self._stop.is_set():
+                raise _Refused from exc  # stop() cut the connection: not the agent's document
             self._refuse(resp.body, f"{what}: {exc}")
             raise _Refused from exc
 
@@ -429,11 +441,12 @@ class MTConnectSource:
         """
         self.metrics.documents += 1
         header = doc.header
-        check = check_header(header, _sequences(doc))
         instance = header.instance_id or (self.cursor.instance_id if self.cursor else "")
+        filtered = bool(device) or not self._device_paths
         if self.cursor is None:
             # First run with start=buffer: everything the agent still holds is new. A firstSequence that
             # disagrees with the items is not used (it could skip the items below it).
+            check = check_header(header, _sequences(doc), filtered=filtered)
             first = header.first_sequence if check.agrees and header.first_sequence is not None else 0
             return self._publish(doc, instance, Cursor(instance, first), check)
         base = self.cursor
@@ -443,6 +456,9 @@ class MTConnectSource:
         if base.per_device:
             # The agent's header cannot describe every device's numbering: it is checked, never used.
             # A gap is known only when the agent said OUT_OF_RANGE, from the device's own items.
+            mark = base.devices.get(device)
+            requested = mark.next_sequence if mark and not recovering else None
+            check = check_header(header, _sequences(doc), requested=requested, filtered=filtered)
             expected = base.device_next(device)
             own = [o.sequence for o in doc.observations if o.device_key == device] + \
                 [b.sequence for b in doc.bad if b.device_key == device and b.sequence is not None]
@@ -453,6 +469,7 @@ class MTConnectSource:
                 base = Cursor(base.instance_id, base.next_sequence, True, marks)
             return self._publish(doc, instance, base, check, device=device, gap=gap)
         expected = base.next_sequence
+        check = check_header(header, _sequences(doc), requested=None if recovering else expected, filtered=filtered)
         if recovering and check.agrees and header.next_sequence is not None and header.next_sequence < expected:
             # Same instanceId but the agent's sequence numbers went back: it restarted without saying so.
             self._agent_restarted(doc, instance, f"nextSequence went back from {expected} to "

@@ -69,6 +69,9 @@ class AgentClient:
             body = resp.read(self.max_body_bytes + 1)
             if len(body) > self.max_body_bytes:
                 raise BodyTooLarge(self.max_body_bytes, body[:4096])
+            if length is not None and length.isdigit() and len(body) < int(length):
+                # The connection was cut (or abort() was called): a short body is not a document.
+                raise http.client.IncompleteRead(body, int(length) - len(body))
             return Response(resp.status, resp.getheader("Content-Type", ""), body)
         finally:
             conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,81 @@ def test_oversized_document_is_refused_before_parsing() -> None:
     body = b"<MTConnectStreams>" + b" " * 5000 + b"</MTConnectStreams>"
     with pytest.raises(MTConnectParseError, match="larger than the 4096-byte cap"):
         parse_streams(body, max_bytes=4096)
+
+
+TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "mtconnect" / "testdata"
+
+
+def _text_elements(data: bytes) -> list[bytes]:
+    """Every observation element's bytes, in document order, found by text search (no XML parser)."""
+    out = []
+    for match in re.finditer(rb"<([A-Za-z:]+)(\s[^<>]*?\bsequence=\"[^\"]*\"[^<>]*?)(/?)>", data):
+        if match[3]:
+            out.append(match[0])
+        else:
+            close = data.index(b"</" + match[1] + b">", match.end())
+            out.append(data[match.start():close + len(match[1]) + 3])
+    return out
+
+
+@pytest.mark.parametrize("name", [*sorted(p.name for p in TESTDATA.glob("*sample*.xml")), "multi-current.xml"])
+def test_every_observation_knows_its_exact_bytes(name: str) -> None:
+    data = (TESTDATA / name).read_bytes()
+    doc = parse_streams(data)
+    expected = _text_elements(data)
+    got = {o.index: doc.element_bytes(o.index) for o in doc.observations}
+    got.update({b.index: doc.element_bytes(b.index) for b in doc.bad})
+    assert [got[i] for i in sorted(got)] == expected
+    for obs in doc.observations:
+        raw = doc.element_bytes(obs.index)
+        assert f'sequence="{obs.sequence}"'.encode() in raw and f'dataItemId="{obs.item_id}"'.encode() in raw
+    assert doc.header_bytes() == re.search(rb"<Header\s[^>]*/>", data)[0]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["mazak-current-1.7.xml", "demo-sample-1.7.xml"])
+def test_real_documents_exact_bytes(name: str) -> None:
+    data = realdata_file(f"mtconnect/{name}").read_bytes()
+    doc = parse_streams(data)
+    assert [doc.element_bytes(i) for i in range(len(doc.observations))] == _text_elements(data)
+
+
+def test_exact_bytes_of_odd_but_well_formed_elements() -> None:
+    data = ('<?xml version="1.0" encoding="UTF8"?>\n'
+            '<m:MTConnectStreams xmlns:m="urn:mtconnect.org:MTConnectStreams:1.3">'
+            '<m:Header instanceId="1" nextSequence="4"/><m:Streams><m:DeviceStream name="M" uuid="u">'
+            '<m:ComponentStream componentId=""><m:Condition>'
+            '<m:Normal dataItemId="c" sequence="1" timestamp="2024-01-01T00:00:00" type="A>B"/>'
+            '<m:Fault dataItemId="c" sequence="2" timestamp="2024-01-01T00:00:01Z" type="X">'
+            'Überhitzt &lt;90°C&gt;</m:Fault >'
+            '</m:Condition><m:Events><m:Execution dataItemId="e" sequence="3" timestamp="never">ACTIVE</m:Execution>'
+            '</m:Events></m:ComponentStream></m:DeviceStream></m:Streams></m:MTConnectStreams>').encode()
+    doc = parse_streams(data)
+    assert [o.value for o in doc.observations] == ["", "Überhitzt <90°C>"]
+    assert doc.element_bytes(0) == \
+        b'<m:Normal dataItemId="c" sequence="1" timestamp="2024-01-01T00:00:00" type="A>B"/>'
+    assert doc.element_bytes(1) == ('<m:Fault dataItemId="c" sequence="2" timestamp="2024-01-01T00:00:01Z" '
+                                    'type="X">Überhitzt &lt;90°C&gt;</m:Fault >').encode()
+    [bad] = doc.bad
+    assert doc.element_bytes(bad.index) == \
+        b'<m:Execution dataItemId="e" sequence="3" timestamp="never">ACTIVE</m:Execution>'
+    assert (bad.sequence, bad.device_key, bad.item_id) == (3, "u", "e")
+
+
+def test_utf8_declared_as_UTF8_with_non_ascii_text_is_read() -> None:  # noqa: N802 - the spelling is the point
+    doc = parse_streams((TESTDATA / "multi-current.xml").read_bytes())
+    assert any(o.value == "Kühlmittel niedrig" for o in doc.observations)
+    assert len(doc.observations) == 12 and not doc.bad
+
+
+def test_probe_keeps_every_declaration_of_a_repeated_id() -> None:
+    data = (TESTDATA / "multi-probe.xml").read_bytes()
+    probe = parse_probe(data)
+    assert probe.duplicates == [("MILL2", "pos")]
+    decls = probe.declarations("MILL2", "pos")
+    assert len(decls) == 2 and b'type="POSITION"' in decls[0] and b'type="LOAD"' in decls[1]
+    assert all(d in data for d in decls)
+    assert probe.item("MILL2", "pos").unit == "mm"  # type: ignore[union-attr]
+    assert probe.item("mill-2", "pos", "LOAD").unit == "%"  # type: ignore[union-attr]
+    assert probe.item("MILL2", "pos", "TEMPERATURE").unit == "mm"  # type: ignore[union-attr]
+    # The same id in different devices is no repeat.
+    assert {d.name for d in probe.devices if "avail" in d.items} == {"LATHE1", "MILL2", "GRIND3"}

@@ -393,3 +393,28 @@ def test_header_rule(attrs: dict[str, int], seqs: list[int], kw: dict[str, Any],
     check = check_header(header, seqs, **kw)
     assert [code for code, _ in check.problems] == problems
     assert check.agrees == (not problems)
+
+
+@pytest.mark.parametrize("padding", [100_000, 300_000])
+def test_a_refused_document_is_dead_lettered_with_its_exact_bytes(tmp_path: Path, padding: int) -> None:
+    # Latin-1 text in a document that declares UTF-8: not well-formed, so the whole document is refused.
+    good = (TESTDATA / "vmc-header-agrees.xml").read_bytes()
+    broken = good.replace(b"<Streams>", b"<!-- " + b"Temp\xe9rature " * (padding // 13) + b" --><Streams>")
+    (tmp_path / "broken.xml").write_bytes(broken)
+    routes = {"/probe": "vmc-probe.xml", "/sample?from=101": str(tmp_path / "broken.xml"),
+              "/sample?from=106": "vmc-sample-empty.xml"}
+    with RecordedAgent(TESTDATA, routes) as agent:
+        agent.serve()
+        cfg = config(agent.url, tmp_path, mode="poll", interval_ms=20)
+        cfg.state_path.write_text(json.dumps({"instance_id": "55", "next_sequence": 101}))
+        sink = RecordingSink()
+        with running(cfg, sink) as src:
+            wait_for("the refusal", lambda: src.metrics.refused_documents >= 1)
+            agent.route("/sample?from=101", "vmc-header-agrees.xml")  # the agent sends a good one next time
+            wait_for("the good document", lambda: src.cursor is not None and src.cursor.next_sequence == 106)
+    letter = next(d for d in sink.letters if d["kind"] == quality.KIND_DEAD_LETTER)
+    assert "not well-formed" in letter["reason"] and letter["raw_encoding"] == "base64"
+    assert letter["size"] == len(broken) and letter["truncated"] == (len(broken) > quality.MAX_RAW_BYTES)
+    assert quality.raw_bytes(letter) == broken[:quality.MAX_RAW_BYTES]
+    # Retried from the same cursor: the values were not lost to the refusal.
+    assert len(account("55", ["vmc-header-agrees.xml"], sink.records, [])["published"]) == 5

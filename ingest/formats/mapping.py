@@ -143,21 +143,26 @@ class Mapping(BaseModel):
         A constant replaces the field it stands for (``device=pump-7`` drops ``device_field``): every row
         then carries that value, whatever the file says. ValueError names an unknown key or a bad value.
         """
-        unknown = sorted(set(constants) - set(CONSTANT_KEYS))
-        if unknown:
-            msg = f"constant {unknown[0]!r} is not a field a mapping can set; allowed: {', '.join(CONSTANT_KEYS)}"
-            raise ValueError(msg)
-        data = self.model_dump()
-        for key, value in constants.items():
-            if not isinstance(value, str) or not value.strip():
-                msg = f"constant {key} must be a non-empty string, got {value!r}"
-                raise ValueError(msg)
-            data[key], data[f"{key}_field"] = value, None
         try:
-            return Mapping.model_validate(data)
+            return Mapping.model_validate(_with_constants(self.model_dump(), constants))
         except ValidationError as exc:
             msg = f"mapping {self.name} with constants {dict(constants)}: {exc}"
             raise ValueError(msg) from exc
+
+
+def _with_constants(data: dict[str, object], constants: AnyMapping[str, str]) -> dict[str, object]:
+    """Mapping data with the constants put in (each one's ``*_field`` dropped); ValueError for a bad one."""
+    unknown = sorted(set(constants) - set(CONSTANT_KEYS))
+    if unknown:
+        msg = f"constant {unknown[0]!r} is not a field a mapping can set; allowed: {', '.join(CONSTANT_KEYS)}"
+        raise ValueError(msg)
+    data = dict(data)
+    for key, value in constants.items():
+        if not isinstance(value, str) or not value.strip():
+            msg = f"constant {key} must be a non-empty string, got {value!r}"
+            raise ValueError(msg)
+        data[key], data[f"{key}_field"] = value, None
+    return data
 
 
 def mapping_names() -> list[str]:
@@ -178,9 +183,11 @@ def load_mapping(name_or_path: str | Path, constants: AnyMapping[str, str] | Non
     with path.open("rb") as handle:
         data = tomllib.load(handle)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if constants:
+        # Before validation: a mapping of a single-device file may name no device at all and get it here.
+        data = _with_constants(data, constants)
     try:
-        mapping = Mapping.model_validate(data)
+        return Mapping.model_validate(data)
     except ValidationError as exc:
         msg = f"mapping {path}: {exc}"
         raise ValueError(msg) from exc
-    return mapping.with_constants(constants) if constants else mapping

@@ -261,3 +261,10 @@ def test_readme_table_says_what_the_mappings_do() -> None:
         assert ("required" in cells[6]) == any(s.required for s in mapping.metrics), name
         if mapping.base_date:
             assert str(mapping.base_date) in cells[4], name
+
+
+def test_a_mapping_without_a_device_gets_it_at_load_time(tmp_path: Path) -> None:
+    path = tmp_path / "any-pump.toml"
+    path.write_text(PUMP.replace('device = "pump-7"\n', ""))
+    mapping = load_mapping(path, constants={"device": "pump-9"})
+    assert mapping.constants()["device"] == "pump-9" and mapping.device_field is None

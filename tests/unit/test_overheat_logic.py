@@ -166,3 +166,67 @@ def test_prefilter_drops_a_cool_device_and_keeps_an_episode() -> None:
 def test_negative_hysteresis_is_refused() -> None:
     with pytest.raises(ValueError, match="hysteresis"):
         OverheatRules(hysteresis=-1)
+
+
+def run_paced(buckets: list[tuple[int, int, float, float]], rules: OverheatRules, steps: list[int]) -> list[Transition]:
+    """One device as the job runs it: event time advances in ``steps`` (watermarks, moved by every device's
+    readings); at each, the SQL stage emits the buckets that end by then, and then the timers due by then
+    fire. Many small steps are a trickle of live data, one big step a backlog read in one go."""
+    st, out, timers, todo = DeviceState(), [], set(), list(buckets)
+    for watermark in steps:
+        while todo and todo[0][1] <= watermark:
+            start, end, vmin, vmax = todo.pop(0)
+            out += on_bucket(st, rules, "dev", start, end, vmin, vmax, (vmin + vmax) / 2, 2)
+            if st.status == "open":
+                timers.add(end + rules.silence_ms)
+        for ts in sorted(t for t in timers if t <= watermark):
+            timers.discard(ts)
+            out += on_timer(st, rules, "dev", ts)
+    return out
+
+
+def _pacing_case(seed: int) -> tuple[list[tuple[int, int, float, float]], OverheatRules, int]:
+    rng = random.Random(seed)
+    cadence_s = rng.choice([1, 1, 5, 60, 300])  # seconds between readings, up to the 5-minute series
+    ms = cadence_s * 1000
+    rules = OverheatRules(threshold=80, duration_ms=rng.choice([3, 10, 20]) * ms, hysteresis=rng.choice([0, 5]),
+                          clear_ms=rng.choice([2, 5, 30]) * ms, escalate_factor=2,
+                          max_gap_ms=rng.choice([2, 3, 10]) * ms, silence_ms=rng.choice([12, 20, 40]) * ms)
+    buckets = [(s * cadence_s, s * cadence_s + ms, lo, hi) for s, _e, lo, hi in random_buckets(rng, 1500)]
+    return buckets, rules, buckets[-1][1] + 2 * rules.silence_ms
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_transitions_do_not_depend_on_arrival_pacing_at_any_cadence(seed: int) -> None:
+    """A trickle (event time advancing second by second), a burst (one step to the end) and random paces
+    in between, at cadences from 1 s to 5 minutes with gaps and silences, give the same transitions:
+    event time decides, never how fast the data came."""
+    buckets, rules, horizon = _pacing_case(seed)
+    trickle = run_paced(buckets, rules, _finest(buckets, rules, horizon))
+    burst_ = run_paced(buckets, rules, [horizon])
+    rng = random.Random(seed)
+    jitter = [run_paced(buckets, rules, [*sorted(rng.sample(range(horizon), rng.randint(1, 300))), horizon])
+              for _ in range(3)]
+    want = [_key(t) for t in trickle]
+    for got in (burst_, *jitter):
+        assert [_key(t) for t in got] == want
+
+
+def test_the_pacing_cases_exercise_silence_and_every_transition() -> None:
+    states: dict[str, int] = {}
+    for seed in range(60):
+        buckets, rules, horizon = _pacing_case(seed)
+        for t in run_paced(buckets, rules, _finest(buckets, rules, horizon)):
+            states[t.state] = states.get(t.state, 0) + 1
+    assert set(states) == {"pending", "cancelled", "opened", "escalated", "resolved", "silent"}, states
+    assert states["silent"] >= 10, states
+
+
+def _finest(buckets: list[tuple[int, int, float, float]], rules: OverheatRules, horizon: int) -> list[int]:
+    """The finest pacing that can matter: a step at every bucket end and at every time a timer may be due."""
+    ends = [end for _start, end, _lo, _hi in buckets]
+    return sorted({*ends, *(e + rules.silence_ms for e in ends), horizon})
+
+
+def _key(t: Transition) -> tuple[object, ...]:
+    return tuple((k, "nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in t.to_dict().items())

@@ -32,7 +32,7 @@ from typing import Any
 
 from ingest.perfmon.config import ConfigError, PerfmonConfig, load_config
 from ingest.perfmon.parser import SOURCE, EnvelopeNote, PdhFormatError, PerfmonFile, UnresolvedTimeZone, parse
-from machinewatch import names
+from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import make_event_id
@@ -337,7 +337,10 @@ class PerfmonWatcher:
         try:
             size = path.stat().st_size
             if size > cfg.max_file_mb * 1024 * 1024:
-                return self._reject(path, b"", f"file is {size} bytes, larger than max_file_mb={cfg.max_file_mb}")
+                with path.open("rb") as fh:  # its head for the dead letter, which says how big it really is
+                    head = fh.read(quality.MAX_RAW_BYTES)
+                return self._reject(path, head, f"file is {size} bytes, larger than max_file_mb={cfg.max_file_mb}",
+                                    size=size)
             data = path.read_bytes()
         except FileNotFoundError:
             return Outcome(path, "skipped", detail="vanished")
@@ -488,12 +491,12 @@ class PerfmonWatcher:
 
     # -- moving files --------------------------------------------------------------------------
 
-    def _reject(self, path: Path, data: bytes, reason: str) -> Outcome:
+    def _reject(self, path: Path, data: bytes, reason: str, size: int | None = None) -> Outcome:
         """Dead-letter a whole unusable file, write its reason file, and move it to error/."""
         pub = self.publisher
         try:
             # The file's exact bytes (the core keeps the first MAX_RAW_BYTES, with size and truncated).
-            pub.dead_letter(SOURCE, data, reason, f"perfmon-file:{self._display(path)}")
+            pub.dead_letter(SOURCE, data, reason, f"perfmon-file:{self._display(path)}", size=size)
             pub.flush(timeout=self.config.ack_timeout_s)
         except Exception as exc:
             self._reset_publisher()

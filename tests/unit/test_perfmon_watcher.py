@@ -44,8 +44,9 @@ class RecordingPublisher:
         self.delivered.append(reading.to_json())
         return _Future()
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
-        self.delivered.append(json.dumps(quality.letter(source, raw, reason, origin)).encode())
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
+                    size: int | None = None) -> None:
+        self.delivered.append(json.dumps(quality.letter(source, raw, reason, origin, size=size)).encode())
 
     def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "",
              note_id: str = "") -> None:
@@ -233,3 +234,18 @@ def test_cli_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     for option in ("--config", "--once", "settle_s", "--out-dir", "--rows-per-file", "--offset-minutes"):
         assert option in out
+
+
+def test_a_file_too_large_to_read_is_dead_lettered_with_its_head_and_real_size(tmp_path: Path) -> None:
+    config = _config(tmp_path, max_file_mb=0.25)  # 256 KiB: the file below is 4x that
+    pub = RecordingPublisher()
+    w = _watcher(config, pub)
+    big = config.watch_dir / "big.csv"
+    body = bytes(range(256)) * 4096
+    big.write_bytes(body)
+    assert w.process(big).status == "error"
+    (letter,) = pub.docs()
+    assert "larger than max_file_mb=0.25" in letter["reason"]
+    assert letter["size"] == len(body) and letter["truncated"] is True
+    assert quality.raw_bytes(letter) == body[: len(quality.raw_bytes(letter))] and len(quality.raw_bytes(letter)) > 0
+    assert (config.error_path / "big.csv").read_bytes() == body  # the file itself is kept whole

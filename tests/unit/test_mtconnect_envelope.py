@@ -319,6 +319,30 @@ def test_old_state_file_and_items_below_from_switch_to_per_device(tmp_path: Path
     assert not [n for n in sink.notes("header_disagrees") if "132011..132012" in n["reason"]]
 
 
+@pytest.mark.parametrize("mode", ["stream", "poll"])
+def test_first_run_on_the_whole_buffer_of_an_agent_numbering_per_device(tmp_path: Path, mode: str) -> None:
+    routes = {"/probe": "multi-probe.xml", "/sample": "multi-sample-all.xml", "*/sample": "multi-sample-empty.xml"}
+    with RecordedAgent(TESTDATA, routes) as agent:
+        agent.serve()
+        cfg = config(agent.url, tmp_path, mode=mode, start="buffer", interval_ms=20)
+        sink = RecordingSink()
+        with running(cfg, sink) as src:
+            wait_for("every device read", lambda: marks(src) == {"lathe-1": 132016, "mill-2": 15, "grind-3": 13})
+            wait_for("a round of polls", lambda: all(froms(agent, f"/{d}/sample") for d in UUIDS))
+        assert froms(agent, "/sample") == [None]
+        assert [froms(agent, f"/{d}/sample")[0] for d in UUIDS] == [132016, 15, 13]
+        found = account(GATEWAY, served(agent.requests, routes), sink.records, sink.letters)
+    # MILL2 and GRIND3 both used 10, 11 and 12: every one of their values is there.
+    assert {("mill-2", "pos", 10), ("grind-3", "avail", 10), ("mill-2", "pos", 11), ("grind-3", "exec", 11),
+            ("mill-2", "Srpm", 12)} <= set(found["published"])
+    assert set(found["dead"]) == {("mill-2", "pos", 13), ("grind-3", "Stemp", 12)}
+    assert set(found["duplicates"]) == {("mill-2", "Srpm", 12)}
+    [note] = sink.notes("per_device_sequences")
+    assert "used by device" in note["reason"]
+    alerts = {(r["device_id"], r["sequence"]) for t, _, r in sink.records if t == names.TOPIC_ALERTS}
+    assert alerts == {("GRIND3", 10)}
+
+
 HEADER_CASES = [
     # (document, device path in the agent URL, cursor after it, problems noted)
     ("vmc-header-behind.xml", "", 106, {"next_behind_items", "last_behind_items"}),

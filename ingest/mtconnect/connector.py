@@ -470,10 +470,16 @@ class MTConnectSource:
             return self._publish(doc, instance, base, check, device=device, gap=gap)
         expected = base.next_sequence
         check = check_header(header, _sequences(doc), requested=None if recovering else expected, filtered=filtered)
-        if recovering and check.agrees and header.next_sequence is not None and header.next_sequence < expected:
+        if recovering:
             # Same instanceId but the agent's sequence numbers went back: it restarted without saying so.
-            self._agent_restarted(doc, instance, f"nextSequence went back from {expected} to "
-                                  f"{header.next_sequence} with the same instanceId {instance}")
+            # Told by the header when it agrees with the items, else by the items alone.
+            top = doc.max_sequence
+            if check.agrees and header.next_sequence is not None and header.next_sequence < expected:
+                self._agent_restarted(doc, instance, f"nextSequence went back from {expected} to "
+                                      f"{header.next_sequence} with the same instanceId {instance}")
+            if not check.agrees and top is not None and top + 1 < expected:
+                self._agent_restarted(doc, instance, f"its items went back from {expected} to {top} (its header "
+                                      f"disagrees with them) with the same instanceId {instance}")
         if check.agrees and header.first_sequence is not None and header.first_sequence > expected:
             gap = self._gap(doc, instance, expected, header.first_sequence)
             base = Cursor(base.instance_id, header.first_sequence, False, base.devices)

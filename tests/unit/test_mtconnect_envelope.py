@@ -395,6 +395,27 @@ def test_header_is_used_only_when_it_agrees_with_the_items(
         assert said[problem] in note["reason"]
 
 
+def test_agent_restart_without_a_new_instance_is_told_by_the_items_when_the_header_disagrees(
+    tmp_path: Path,
+) -> None:
+    routes = {"/probe": "vmc-probe.xml", "/sample?from=200": "vmc-out-of-range.xml",
+              "/sample": "vmc-header-behind.xml",  # the buffer's start: items 101..105, header says 50
+              "/sample?from=1": "vmc-header-agrees.xml", "/sample?from=106": "vmc-sample-empty.xml"}
+    with RecordedAgent(TESTDATA, routes) as agent:
+        agent.serve()
+        cfg = config(agent.url, tmp_path, mode="poll", interval_ms=20)
+        cfg.state_path.write_text(json.dumps({"instance_id": "55", "next_sequence": 200}))
+        sink = RecordingSink()
+        with running(cfg, sink) as src:
+            wait_for("the new instance read", lambda: len(froms(agent, "/sample")) >= 4)
+            assert src.cursor is not None and src.cursor.next_sequence == 106
+        assert froms(agent, "/sample")[:4] == [200, None, 1, 106]
+    [restart] = sink.of_kind("agent_restarted")
+    assert "went back from 200 to 105" in restart["detail"]
+    # Read again from 1 after the restart: every value of the buffer is published once.
+    assert len(account("55", ["vmc-header-agrees.xml"], sink.records, sink.letters)["published"]) == 5
+
+
 @pytest.mark.parametrize(("attrs", "seqs", "kw", "problems"), [
     ({"next_sequence": 106, "last_sequence": 119, "first_sequence": 1}, [101, 105], {"requested": 101}, []),
     ({"next_sequence": 9, "last_sequence": 8, "first_sequence": 1}, [3, 132010], {"sample": False},

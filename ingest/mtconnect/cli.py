@@ -21,8 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "then follows /sample from nextSequence by streaming (multipart, heartbeats) or polling. Numeric SAMPLEs "
         "go to the readings topic, EVENT/CONDITION observations, buffer gaps and agent restarts to the "
         "device-events topic, and machine UNAVAILABLE / emergency stop / condition FAULT to the alerts topic. "
-        "The cursor (instanceId, nextSequence) is saved after Kafka acknowledged, so a restart resumes "
-        "without gaps. See ingest/mtconnect/README.md and sample.conf.",
+        "The cursor (instanceId, next sequence, and each device's next sequence) is saved after Kafka "
+        "acknowledged, so a restart resumes without gaps. An agent that numbers sequences per device is read "
+        "device by device; header and id problems become data-quality notes (mw.quality), never lost values. "
+        "See ingest/mtconnect/README.md and sample.conf.",
     )
     p.add_argument("--config", type=Path, required=True,
                    help="TOML file with an [mtconnect] table (see ingest/mtconnect/sample.conf)")

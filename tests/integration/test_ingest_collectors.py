@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -23,11 +24,14 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest.formats import load_mapping
+from ingest.history import cli as history_cli
 from ingest.history.loader import HistoryLoader
 from ingest.history.state import LoadState
+from ingest.history.target import RetentionError, ensure_topic
 from ingest.replay.replay import Replayer
 from ingest.tcp.listener import TcpConfig, TcpListener
 from machinewatch import names
+from machinewatch.cli import build_parser
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
@@ -35,6 +39,7 @@ from simulators.datacenter import DatacenterSimulator, write_history
 from simulators.equipment import EquipmentSimulator
 from simulators.servers import HEADER, ServerSimulator
 from tests.realdata import realdata_file
+from tests.stack_support import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -237,6 +242,134 @@ def test_history_datacentre_files_units_schema_evolution_dead_letters(
     assert all(d["raw"] for d in dead)
 
 
+# -- history loader: constants, its own topic, repeated times, one summary -------------------------
+PUMP_MAPPING = """name = "pump"
+source = "plant-7-export"
+format = "csv"
+time_field = "timestamp"
+site = "plant-7"
+
+[[metrics]]
+field = "temp"
+metric = "temperature"
+unit = "°C"
+"""
+
+
+def _history_cli(settings: Settings, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """``machinewatch ingest history ARGV`` against the test stack; the summary line it printed."""
+    capsys.readouterr()
+    args = build_parser().parse_args(["ingest", "history", "--no-progress", *argv])
+    assert history_cli.run(args, settings) == 0
+    (summary,) = capsys.readouterr().out.splitlines()
+    return summary
+
+
+def _count(summary: str, what: str) -> int:
+    match = re.search(rf"(\d+) {what}", summary)
+    assert match, f"no '{what}' in the summary: {summary}"
+    return int(match.group(1))
+
+
+def test_history_single_device_file_into_its_own_topic_summary_agrees_with_kafka(
+        stack: Stack, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tag = uuid.uuid4().hex[:6]
+    topic, device = f"mw.test-{tag}.history", f"pump-{tag}"
+    mapping = tmp_path / "pump.toml"
+    mapping.write_text(PUMP_MAPPING)  # no device field: the device comes from --set
+    # A 5-minute series of one device; the clock steps back an hour (12 times again, other values),
+    # one row is repeated exactly, one value is unreadable.
+    start = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=6)
+    stamp = [(start + pd.Timedelta(minutes=5 * i)).isoformat() for i in range(50)]
+    lines = ["timestamp,temp", *(f"{stamp[i]},{40 + i * 0.5}" for i in range(50)),
+             *(f"{stamp[38 + i]},{70 + i}" for i in range(12)), f"{stamp[49]},{40 + 49 * 0.5}", f"{stamp[0]},hot"]
+    data = tmp_path / "pump-7.csv"
+    data.write_text("\n".join(lines) + "\n")
+    state = tmp_path / "state.json"
+    argv = ["--mapping", str(mapping), "--set", f"device={device}", "--topic", topic, "--state", str(state), str(data)]
+
+    readings_at, dead_at = mark(settings)
+    quality_at = end_offsets(settings, names.TOPIC_QUALITY)
+    summary = _history_cli(settings, capsys, *argv)
+
+    # The topic did not exist: the loader created it like the stack's own topics.
+    consumer = _consumer(settings)
+    assert len(consumer.partitions_for_topic(topic) or ()) == settings.kafka_partitions
+    consumer.close()
+    got = read_topic(settings, topic)
+    dead = [d for d in read_since(settings, dead_at) if d["origin"].startswith(f"{data}:")]
+    notes = [n for n in read_since(settings, quality_at) if n["origin"].startswith(f"{data}:")]
+    # What reached Kafka is what the summary says.
+    assert _count(summary, "rows read") == 64
+    assert _count(summary, f"readings to {re.escape(topic)}") == len(got) == 62
+    assert _count(summary, "dead-lettered") == len(dead) == 2
+    assert _count(summary, "data-quality notes") == len(notes) == 12
+    assert "(bad_value 1, duplicate 1)" in summary and "(repeated_time 12)" in summary
+    assert {(r["device_id"], r["site"]) for r in got} == {(device, "plant-7")}
+    assert len({r["event_id"] for r in got}) == 62
+    stepped_back = [r for r in got if r["value"] >= 70]
+    assert len(stepped_back) == 12 and sorted(r["value"] for r in stepped_back) == [70.0 + i for i in range(12)]
+    assert {n["kind"] for n in notes} == {"repeated_time"} and len({n["note_id"] for n in notes}) == 12
+    assert sorted(int(n["origin"].rsplit(":", 1)[1]) for n in notes) == list(range(51, 63))
+    assert sorted(d["reason"].split(": ")[1].split(" ")[0] for d in dead) == ["duplicate", "metric"]
+    # The live topic got nothing of it.
+    assert [r for r in read_since(settings, readings_at) if r["device_id"] == device] == []
+
+    # A plain re-run sends nothing.
+    before = end_offsets(settings, topic)
+    again = _history_cli(settings, capsys, *argv)
+    assert "0 rows read (64 skipped as already loaded), 0 readings" in again
+    assert end_offsets(settings, topic) == before
+
+    # A time-of-day file: a changed base date loads again (other times, other ids), a re-run of it sends nothing.
+    servers = tmp_path / "servers.csv"
+    servers.write_text("ts,server_id,cpu_pct\n" + "".join(f"08:00:{5 * i:02d},{tag}-s1,{i}\n" for i in range(6)))
+    day = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=2)
+    by_day = []
+    for base, expected in ((day, 6), (day, 0), (day - pd.Timedelta(days=1), 6), (day - pd.Timedelta(days=1), 0)):
+        at = end_offsets(settings, topic)
+        line = _history_cli(settings, capsys, "--mapping", "servers", "--base-date", f"{base:%Y-%m-%d}",
+                            "--topic", topic, "--state", str(state), str(servers))
+        sent = read_since(settings, at)
+        assert _count(line, "readings to") == len(sent) == expected, line
+        by_day.append(sent)
+    first, moved = by_day[0], by_day[2]
+    assert sorted(r["ts"] - 86_400_000 for r in first) == sorted(r["ts"] for r in moved)
+    assert not {r["event_id"] for r in first} & {r["event_id"] for r in moved}
+
+
+def test_history_refuses_data_older_than_the_bucket_keeps_before_sending_anything(
+        stack: Stack, settings: Settings, tmp_path: Path) -> None:
+    pytest.importorskip("machinewatch.influx_admin", reason="the core cannot read bucket retention yet")
+    tag = uuid.uuid4().hex[:6]
+    topic = f"mw.test-{tag}.history-old"
+    servers = tmp_path / "servers.csv"
+    servers.write_text("ts,server_id,cpu_pct\n" + "".join(f"08:00:{5 * i:02d},{tag}-s1,{i}\n" for i in range(6)))
+    args = build_parser().parse_args(["ingest", "history", "--no-progress", "--mapping", "servers", "--base-date",
+                                      "2024-01-01", "--topic", topic, "--bucket", "aggregates",
+                                      "--state", str(tmp_path / "s.json"), str(servers)])
+    with pytest.raises(RetentionError, match="older than the 90-day retention of InfluxDB bucket 'aggregates'"):
+        history_cli.run(args, settings)
+    assert read_topic(settings, topic) == []
+
+
+def test_history_sample_conf_is_a_backfill_that_lands(
+        stack: Stack, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    realdata_file(SERVERS)
+    monkeypatch.chdir(Path(__file__).parents[2])  # the sample's paths are from the clone's root
+    topic = "mw.history.readings"
+    ensure_topic(settings, topic)  # to note where it ends now (the loader would create it as well)
+    at = end_offsets(settings, topic)
+    summary = _history_cli(settings, capsys, "--config", "ingest/history/sample.conf",
+                           "--state", str(tmp_path / "state.json"))
+    assert _count(summary, "rows read") == 28_800
+    assert _count(summary, f"readings to {re.escape(topic)}") == 28_800 * 5
+    got = [r for r in read_since(settings, at) if r["source"] == "servers-course"]
+    assert len(got) == 28_800 * 5
+    assert min(r["ts"] for r in got) == int(pd.Timestamp("2024-01-01T20:53:00Z").value // 1_000_000)
+
+
 # -- replay ---------------------------------------------------------------------------------------
 def test_replay_gives_the_history_loaders_event_ids(stack: Stack, settings: Settings, tmp_path: Path) -> None:
     rows = 400
@@ -258,6 +391,10 @@ def test_replay_gives_the_history_loaders_event_ids(stack: Stack, settings: Sett
 
     # The history loader reading the same rows produces the same ids (transport does not matter).
     class Collect:
+        topic = names.TOPIC_READINGS
+        dead_lettered = 0
+        max_future_ms = 300_000
+
         def __init__(self) -> None:
             self.ids: list[str] = []
 
@@ -265,6 +402,9 @@ def test_replay_gives_the_history_loaders_event_ids(stack: Stack, settings: Sett
             self.ids.append(reading.event_id)
 
         def dead_letter(self, *args: Any, **kwargs: Any) -> None:
+            raise AssertionError(args)
+
+        def note(self, *args: Any, **kwargs: Any) -> None:
             raise AssertionError(args)
 
         def flush(self, timeout: float | None = None) -> None:

@@ -70,7 +70,8 @@ class RecordSink(Protocol):
 
     def send_json(self, key: str, value: bytes, topic: str | None = None) -> Any: ...
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> Any: ...
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
+                    size: int | None = None) -> Any: ...
 
     def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "",
              note_id: str = "") -> Any: ...
@@ -255,7 +256,7 @@ class MTConnectSource:
                 log.warning("agent %s silent for %.1fs (no data, no heartbeat): reconnecting",
                             self.config.agent_url, self.config.silence_timeout_s)
             except PartTooLarge as exc:
-                self._refuse(b"", f"stream part: {exc}")
+                self._refuse(exc.head, f"stream part: {exc}", size=exc.size)
             except MultipartError as exc:
                 log.warning("broken multipart stream from %s: %s; reconnecting from sequence %s",
                             self.config.agent_url, exc, self.cursor.next_sequence if self.cursor else "?")
@@ -317,15 +318,16 @@ class MTConnectSource:
         try:
             return self.client.get(endpoint, **params)
         except BodyTooLarge as exc:
-            self._refuse(exc.head, f"/{endpoint}: {exc}")
+            self._refuse(exc.head, f"/{endpoint}: {exc}", size=exc.size)
             return None
 
-    def _refuse(self, body: bytes, reason: str) -> None:
+    def _refuse(self, body: bytes, reason: str, size: int | None = None) -> None:
         self.metrics.refused_documents += 1
         self.metrics.dead_lettered += 1
         log.error("refused a document from MTConnect agent %s: %s", self.config.agent_url, reason)
-        # The whole document: the shared envelope keeps the first MAX_RAW_BYTES and says if it cut.
-        self.sink.dead_letter(SOURCE, body, reason, origin=self.config.agent_url)
+        # The whole document: the shared envelope keeps the first MAX_RAW_BYTES and says if it cut; ``size``
+        # when only a head was read (a body over the cap).
+        self.sink.dead_letter(SOURCE, body, reason, origin=self.config.agent_url, size=size)
         self.sink.flush()
 
     def _parse(self, resp: Response, what: str) -> StreamsDoc:

@@ -19,7 +19,13 @@ class MultipartError(ValueError):
 
 
 class PartTooLarge(MultipartError):
-    """A part is bigger than the cap; it is refused without being read."""
+    """A part is bigger than the cap; it is refused without being read (``head``: what had arrived of it,
+    ``size``: its declared length, or the least it can be)."""
+
+    def __init__(self, msg: str, head: bytes = b"", size: int | None = None) -> None:
+        super().__init__(msg)
+        self.head = head
+        self.size = size
 
 
 def boundary_from_content_type(content_type: str) -> str:
@@ -65,7 +71,7 @@ class MultipartReader:
             if end < 0:
                 if len(self._buf) > self._max:
                     msg = f"part without Content-length grew past the {self._max}-byte cap"
-                    raise PartTooLarge(msg)
+                    raise PartTooLarge(msg, bytes(self._buf[:4096]), len(self._buf))
                 return None
             body = bytes(self._buf[:end])
             del self._buf[:end]
@@ -118,7 +124,7 @@ class MultipartReader:
                     raise MultipartError(msg) from exc
                 if length < 0 or length > self._max:
                     msg = f"part of {length} bytes is over the {self._max}-byte cap"
-                    raise PartTooLarge(msg)
+                    raise PartTooLarge(msg, bytes(self._buf[:4096]), max(length, len(self._buf)))
         self._pending_length = length
         self._header_done = True
         return True

@@ -20,9 +20,11 @@ from ingest.mtconnect.multipart import MultipartReader, boundary_from_content_ty
 class BodyTooLarge(ValueError):
     """The agent sent more than the configured cap; the rest was not read."""
 
-    def __init__(self, cap: int, head: bytes) -> None:
+    def __init__(self, cap: int, head: bytes, size: int | None = None) -> None:
         super().__init__(f"response body is larger than the {cap}-byte cap (refused without reading the rest)")
         self.head = head
+        # The body's length when the agent said it (Content-Length), else the least it can be.
+        self.size = size if size is not None else cap + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,7 @@ class AgentClient:
             resp = conn.getresponse()
             length = resp.getheader("Content-Length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                raise BodyTooLarge(self.max_body_bytes, resp.read(4096))
+                raise BodyTooLarge(self.max_body_bytes, resp.read(4096), int(length))
             body = resp.read(self.max_body_bytes + 1)
             if len(body) > self.max_body_bytes:
                 raise BodyTooLarge(self.max_body_bytes, body[:4096])

@@ -30,7 +30,7 @@ from kafka.errors import TopicAlreadyExistsError
 from ingest.mtconnect.config import MTConnectSettings, settings_from_dict
 from ingest.mtconnect.connector import MTConnectSource
 from ingest.mtconnect.state import Cursor, load_cursor
-from machinewatch import names
+from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import make_event_id
@@ -332,6 +332,13 @@ def test_malicious_xml_is_dead_lettered_and_the_connector_keeps_running(
     dead = [r[4] for r in records if r[0] == names.TOPIC_DEAD_LETTER and r[4].get("origin") == origin]
     reasons = " | ".join(d["reason"] for d in dead)
     assert "entity expansion" in reasons and "XXE" in reasons and "cap" in reasons
+    # Refused whole: the exact bytes; refused at the cap: the head that came, cut, with the declared size.
+    by_reason = {d["reason"]: d for d in dead}
+    laughs_letter = next(d for r, d in by_reason.items() if "entity expansion" in r)
+    assert quality.raw_bytes(laughs_letter) == laughs and laughs_letter["truncated"] is False
+    capped = next(d for r, d in by_reason.items() if "cap" in r)
+    assert capped["truncated"] is True and capped["size"] == 100_000 + len(b"<MTConnectStreams></MTConnectStreams>")
+    assert quality.raw_bytes(capped).startswith(b"<MTConnectStreams>")
     assert "refused a document from MTConnect agent" in caplog.text
     assert "broken multipart stream" in caplog.text
     ids = [r[4]["event_id"] for r in observation_records(records)]

@@ -47,7 +47,8 @@ class RecordingSink:
         with self._lock:
             self.records.append((topic or names.TOPIC_READINGS, key, json.loads(value)))
 
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "") -> None:
+    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
+                    size: int | None = None) -> None:
         with self._lock:
             self.dead.append((reason, raw if isinstance(raw, str) else raw.decode(errors="replace")))
             self.letters.append(quality.letter(source, raw, reason, origin))

@@ -9,14 +9,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from machinewatch import names
+from machinewatch import influx_admin, names
 from machinewatch.config import Settings
 
 log = logging.getLogger(__name__)
 
 # The backfill flow's own readings topic and bucket (ingest/history/README.md): never the live ones.
-HISTORY_TOPIC = "mw.history.readings"
-HISTORY_BUCKET = "history"
+HISTORY_TOPIC = names.TOPIC_HISTORY_READINGS
+HISTORY_BUCKET = names.BUCKET_HISTORY
 
 # Topics that carry something other than readings: a load into one of them would corrupt its consumers.
 _NOT_READINGS = {
@@ -77,16 +77,6 @@ def ensure_topic(settings: Settings, topic: str) -> bool:
     return True
 
 
-def bucket_retention_s(settings: Settings, bucket: str) -> int | None:
-    """The bucket's retention in seconds (0 = forever), None when it cannot be read (the core's answer)."""
-    try:
-        from machinewatch.influx_admin import bucket_retention_s as lookup
-    except ImportError:
-        log.warning("this machinewatch cannot read InfluxDB bucket retention (no machinewatch.influx_admin)")
-        return None
-    return lookup(settings, bucket)
-
-
 class RetentionGuard:
     """Refuses a file whose first chunk holds event times older than the bucket's retention allows.
 
@@ -102,7 +92,7 @@ class RetentionGuard:
 
     def retention(self) -> int | None:
         if not self._read:
-            self._retention, self._read = bucket_retention_s(self.settings, self.bucket), True
+            self._retention, self._read = influx_admin.bucket_retention_s(self.settings, self.bucket), True
             if self._retention is None:
                 log.warning("not checking the data against the retention of InfluxDB bucket '%s': it could not be "
                             "read; results older than it keeps will be dropped by InfluxDB", self.bucket)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tomllib
-import types
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from ingest.history import cli as history_cli
 from ingest.history.loader import HistoryConfig, HistoryLoader
 from ingest.history.state import LoadState
 from ingest.history.target import HISTORY_BUCKET, HISTORY_TOPIC, RetentionError, RetentionGuard
-from machinewatch import quality
+from machinewatch import influx_admin, quality
 from machinewatch.cli import build_parser
 from machinewatch.config import Settings
 from machinewatch.kafka_io import PublishError
@@ -302,9 +300,8 @@ def test_the_guard_sees_the_first_chunk_before_anything_is_sent_and_can_refuse(t
 
 
 def _fake_influx_admin(monkeypatch: pytest.MonkeyPatch, retention: int | None) -> None:
-    module = types.ModuleType("machinewatch.influx_admin")
-    module.bucket_retention_s = lambda settings, bucket: retention  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "machinewatch.influx_admin", module)
+    # The retention InfluxDB would answer (the lookup itself is checked against the real server in test_stack).
+    monkeypatch.setattr(influx_admin, "bucket_retention_s", lambda settings, bucket: retention)
 
 
 def test_retention_guard_refuses_data_older_than_the_bucket_keeps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +39,38 @@ def read_messages(settings: Settings, topic: str) -> list[Any]:
 def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """The JSON records of ``topic`` from the beginning (tombstones left out)."""
     return [json.loads(m.value) for m in read_messages(settings, topic) if m.value is not None]
+
+
+def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The end offset of every partition of ``topics``: where a test starts reading what it causes."""
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        return dict(consumer.end_offsets(tps))
+    finally:
+        consumer.close()
+
+
+def read_since(settings: Settings, starts: dict[TopicPartition, int], timeout_s: float = 60
+               ) -> dict[str, list[dict[str, Any]]]:
+    """Every JSON record written to the partitions of ``starts`` after those offsets, up to now, by topic."""
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False)
+    out: dict[str, list[dict[str, Any]]] = {tp.topic: [] for tp in starts}
+    try:
+        consumer.assign(list(starts))
+        ends = consumer.end_offsets(list(starts))
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        todo = {tp for tp in starts if ends[tp] > starts[tp]}
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            assert time.monotonic() < deadline, f"could not read the topics back within {timeout_s:g} s"
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                out[tp.topic] += [json.loads(r.value) for r in records if r.offset < ends[tp]]
+            todo = {tp for tp in todo if consumer.position(tp) < ends[tp]}
+    finally:
+        consumer.close()
+    return out
 
 
 class WebhookReceiver:

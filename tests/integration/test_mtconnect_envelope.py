@@ -12,7 +12,6 @@ from its state file.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from machinewatch.record import make_event_id
 from machinewatch.stack.private import private_settings
 from machinewatch.stack.services import Kafka
 from tests.stack_support import read_messages
+from tests.unit.test_mtconnect_connector import running
 from tests.unit.test_mtconnect_envelope import (
     GATEWAY,
     PHASE_1,
@@ -63,17 +63,9 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @contextmanager
 def connector(cfg: MTConnectSettings, settings: Settings) -> Iterator[MTConnectSource]:
-    with Publisher(settings, client_id="mw-test-mtconnect-envelope") as pub:
-        src = MTConnectSource(cfg, pub)
-        src.setup()
-        thread = threading.Thread(target=src.run, daemon=True)
-        thread.start()
-        try:
-            yield src
-        finally:
-            src.stop()
-            thread.join(15)
-            assert not thread.is_alive()
+    """The connector running in a thread, publishing to the real broker."""
+    with Publisher(settings, client_id="mw-test-mtconnect-envelope") as pub, running(cfg, pub) as src:
+        yield src
 
 
 def wait_for(what: str, done: Any, timeout: float = 60) -> None:

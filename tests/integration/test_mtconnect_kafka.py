@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from machinewatch.kafka_io import Publisher
 from machinewatch.record import make_event_id
 from machinewatch.stack import Stack
 from simulators.mtconnect_agent import MTConnectAgentSimulator
+from tests.unit.test_mtconnect_connector import running
 
 pytestmark = pytest.mark.integration
 
@@ -101,17 +101,9 @@ def config(url: str, tmp_path: Path, agent_id: str, **extra: Any) -> MTConnectSe
 
 @contextmanager
 def connector(cfg: MTConnectSettings, settings: Settings) -> Iterator[MTConnectSource]:
-    with Publisher(settings, client_id="mw-test-mtconnect") as pub:
-        src = MTConnectSource(cfg, pub)
-        src.setup()
-        thread = threading.Thread(target=src.run, daemon=True)
-        thread.start()
-        try:
-            yield src
-        finally:
-            src.stop()
-            thread.join(15)
-            assert not thread.is_alive()
+    """The connector running in a thread, publishing to the real broker."""
+    with Publisher(settings, client_id="mw-test-mtconnect") as pub, running(cfg, pub) as src:
+        yield src
 
 
 def wait_cursor(get: Callable[[], Cursor | None], sim: MTConnectAgentSimulator, timeout: float = 30) -> None:

@@ -9,7 +9,6 @@ when it started and keeps to its own site and file names, so it can share a brok
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from ingest.perfmon.config import load_config
 from ingest.perfmon.parser import parse
@@ -31,6 +30,7 @@ from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.quality import MAX_RAW_BYTES
 from machinewatch.stack import Stack
+from tests.stack_support import end_offsets, read_since
 from tests.unit.test_perfmon_envelope import FIXTURES, TESTDATA, expected_utc_ms, good_cells, independent_lines
 
 pytestmark = pytest.mark.integration
@@ -38,38 +38,13 @@ pytestmark = pytest.mark.integration
 TOPICS = (names.TOPIC_READINGS, names.TOPIC_DEAD_LETTER, names.TOPIC_QUALITY)
 
 
-def _consumer(settings: Settings) -> KafkaConsumer:
-    return KafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False)
-
-
 def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    consumer = _consumer(settings)
-    try:
-        tps = [TopicPartition(t, p) for t in TOPICS for p in consumer.partitions_for_topic(t) or ()]
-        return dict(consumer.end_offsets(tps))
-    finally:
-        consumer.close()
+    return end_offsets(settings, TOPICS)
 
 
 def _read_since(settings: Settings, starts: dict[TopicPartition, int]) -> dict[str, list[dict[str, Any]]]:
-    """Every record written to the three topics after ``starts``, up to now."""
-    consumer = _consumer(settings)
-    out: dict[str, list[dict[str, Any]]] = {t: [] for t in TOPICS}
-    try:
-        consumer.assign(list(starts))
-        ends = consumer.end_offsets(list(starts))
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
-        todo = {tp for tp in starts if ends[tp] > starts[tp]}
-        deadline = time.monotonic() + 60
-        while todo:
-            assert time.monotonic() < deadline, "could not read the topics back within 60 s"
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                out[tp.topic] += [json.loads(r.value) for r in records if r.offset < ends[tp]]
-            todo = {tp for tp in todo if consumer.position(tp) < ends[tp]}
-    finally:
-        consumer.close()
-    return out
+    got = read_since(settings, starts)
+    return {t: got.get(t, []) for t in TOPICS}
 
 
 def _config(path: Path, inbox: Path, site: str, extra: str = "") -> None:

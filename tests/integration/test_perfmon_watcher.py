@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from ingest.perfmon.config import PerfmonConfig
 from ingest.perfmon.parser import parse
@@ -33,6 +31,7 @@ from machinewatch.config import Settings
 from machinewatch.stack import Stack
 from simulators.perfmon import CORRUPT_CELL, PerfmonSimulator
 from tests.realdata import realdata_file
+from tests.stack_support import end_offsets, read_since
 
 pytestmark = pytest.mark.integration
 
@@ -40,38 +39,13 @@ TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "perfmon" / "testdat
 TOPICS = (names.TOPIC_READINGS, names.TOPIC_DEAD_LETTER)
 
 
-def _consumer(settings: Settings) -> KafkaConsumer:
-    return KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False)
-
-
 def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    consumer = _consumer(settings)
-    try:
-        tps = [TopicPartition(t, p) for t in TOPICS for p in consumer.partitions_for_topic(t) or ()]
-        return dict(consumer.end_offsets(tps))
-    finally:
-        consumer.close()
+    return end_offsets(settings, TOPICS)
 
 
 def _read_since(settings: Settings, starts: dict[TopicPartition, int]) -> dict[str, list[dict[str, Any]]]:
-    """Every record written to the readings and dead-letter topics after ``starts``, up to now."""
-    consumer = _consumer(settings)
-    out: dict[str, list[dict[str, Any]]] = {t: [] for t in TOPICS}
-    try:
-        consumer.assign(list(starts))
-        ends = consumer.end_offsets(list(starts))
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
-        todo = {tp for tp in starts if ends[tp] > starts[tp]}
-        deadline = time.monotonic() + 60
-        while todo:
-            assert time.monotonic() < deadline, "could not read the topics back within 60 s"
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                out[tp.topic] += [json.loads(r.value) for r in records if r.offset < ends[tp]]
-            todo = {tp for tp in todo if consumer.position(tp) < ends[tp]}
-    finally:
-        consumer.close()
-    return out
+    got = read_since(settings, starts)
+    return {t: got.get(t, []) for t in TOPICS}
 
 
 def _oracle(path: Path, tz: Any) -> list[tuple[str, int, str, float]]:

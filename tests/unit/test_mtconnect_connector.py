@@ -83,7 +83,8 @@ def config(url: str, tmp_path: Path, **extra: Any) -> Any:
 
 
 @contextmanager
-def running(cfg: Any, sink: RecordingSink) -> Iterator[MTConnectSource]:
+def running(cfg: Any, sink: Any) -> Iterator[MTConnectSource]:
+    """The connector following its agent in a thread until the block ends (also used with a real Publisher)."""
     src = MTConnectSource(cfg, sink)
     src.setup()
     thread = threading.Thread(target=src.run, daemon=True)
@@ -92,7 +93,7 @@ def running(cfg: Any, sink: RecordingSink) -> Iterator[MTConnectSource]:
         yield src
     finally:
         src.stop()
-        thread.join(10)
+        thread.join(15)
         assert not thread.is_alive(), "connector did not stop"
 
 

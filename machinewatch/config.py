@@ -136,7 +136,10 @@ class Settings(BaseSettings):
     hop_size_s: int = 30
     hop_slide_s: int = 10
     watermark_delay_ms: int = 2000
-    source_idle_timeout_ms: int = 5000
+    # A partition that sent nothing for this long stops holding the watermark back. Long on purpose: a
+    # partition wrongly taken as idle (a busy machine, a backlog being read) lets the others move the
+    # watermark past its readings, which are then late, and the answer depends on the machine's load.
+    source_idle_timeout_ms: int = 30_000
 
     @model_validator(mode="after")
     def _overheat_times_agree(self) -> Settings:

@@ -1,9 +1,11 @@
-"""What the processes of a test's stack expose: their descendants, command lines and listening sockets."""
+"""What the processes of a test's stack expose (descendants, command lines, listening sockets); CPU stress."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -124,3 +126,26 @@ def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str]]:
             if match and match[1] in sockets:
                 seen.append((pid, sockets[match[1]]))
     return seen
+
+
+# A competing busy process: spins until stopped, and by itself as soon as its parent is gone (a killed
+# test run leaves nothing spinning).
+_SPIN = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    sum(range(200_000))\n"
+
+
+class CpuStress:
+    """``n`` busy processes competing for the CPU for as long as the ``with`` block runs."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> CpuStress:
+        self.procs = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(self.n)]  # noqa: S603
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait(timeout=10)

@@ -25,6 +25,7 @@ from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
 from sinks.influxdb_writer import InfluxWriter, alert_point, to_point
 from tests.integration.conftest import require_free_slot
+from tests.process_support import CpuStress
 from tests.realdata import realdata_file
 from tests.stack_support import create_topics
 from tests.waiting import poll
@@ -80,7 +81,10 @@ def expected_alerts(windows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["device_id", "window_end_ms", "label"])
 
 
-def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: Settings) -> None:
+@pytest.mark.parametrize("stress", [0, 3], ids=["idle-machine", "cpu-stress"])
+def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: Settings, stress: int) -> None:
+    """Same answer with the machine idle and with busy processes competing for both cores: event time is
+    the truth, so load must not make a partition look idle and its readings late."""
     data = realdata_file(DATA)
     run = uuid.uuid4().hex[:8]
     topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
@@ -105,6 +109,7 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
     })
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
+    busy = CpuStress(stress).__enter__()
     try:
         with Publisher(settings, topic=topics["readings"]) as pub:
             for row in df.itertuples(index=False):
@@ -139,6 +144,7 @@ from(bucket: "{names.BUCKET_ALERTS}")
         alerts = poll(lambda: query.run_flux(settings, flux), lambda frame: len(frame) >= len(want_set), 120,
                       f"{len(want_set)} threshold alerts in InfluxDB", every=3)
     finally:
+        busy.__exit__()
         writer.stop_event.set()
         thread.join(timeout=30)
         for job in jobs.running(settings, job_name):

@@ -14,11 +14,9 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -38,7 +36,7 @@ from ingest.perfmon.watcher import CRASH_POINTS, PerfmonWatcher, WatcherState
 from ingest.perfmon.zones import ZoneNameError, resolve_zone_name
 from machinewatch import quality
 from machinewatch.config import load_settings
-from tests.unit.test_perfmon_watcher import RecordingPublisher
+from tests.unit.conftest import RecordingPublisher
 
 TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "perfmon" / "testdata"
 MB = 1048576.0
@@ -361,25 +359,13 @@ def test_state_file_of_version_1_still_loads(tmp_path: Path) -> None:
     assert state.files["abc"].notes_acked and state.parked == {}
 
 
-@pytest.fixture
-def readback(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RecordingPublisher]]:
-    pubs: list[RecordingPublisher] = []
-
-    def read_back(_settings: Any, _since: int, _timeout: float) -> Iterator[bytes]:
-        for pub in pubs:
-            yield from pub.delivered
-
-    monkeypatch.setattr(watcher_mod, "_read_topics_since", read_back)
-    yield pubs
-
-
 class Crash(BaseException):
     pass
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_crash_at_each_point_repeats_no_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             readback: list[RecordingPublisher], point: str) -> None:
+                                             kafka_readback: list[RecordingPublisher], point: str) -> None:
     inbox, conf = tmp_path / "in", tmp_path / "perfmon.conf"
     _write_config(conf, inbox)
     inbox.mkdir()
@@ -394,12 +380,12 @@ def test_crash_at_each_point_repeats_no_note(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("MW_PERFMON_CRASH_AT", point)
     monkeypatch.setenv("MW_PERFMON_CRASH_NTH", "1")
     first = RecordingPublisher()
-    readback.append(first)
+    kafka_readback.append(first)
     with pytest.raises(Crash):
         _watcher(conf, first).run_once()
     monkeypatch.delenv("MW_PERFMON_CRASH_AT")
     second = RecordingPublisher()
-    readback.append(second)
+    kafka_readback.append(second)
     _watcher(conf, second).run_once()
     docs = first.docs() + second.docs()
     notes = [d["note_id"] for d in docs if "note_id" in d]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest.formats import Mapping, RowMapper
+from ingest.formats import Mapping, RepeatTracker, RowMapper
 from ingest.formats.decoders import iter_rows
 from ingest.history.loader import Sink
 
@@ -61,6 +61,7 @@ class Replayer:
     def run(self, path: Path, limit_rows: int | None = None) -> ReplayReport:
         report = ReplayReport()
         mapper = RowMapper(self.mapping)
+        repeats = RepeatTracker()
         started = anchor = self._clock()
         first_ts: int | None = None
         last_flush = started
@@ -87,10 +88,19 @@ class Replayer:
                 if wait > 0:
                     self._sleep(wait)
             for reading in result.readings:
-                self.sink.send(reading)
+                # The history loader's rule, so a replay gives the same ids: a time repeated with another
+                # value (a clock stepped back) is a further reading of its own, the same value a duplicate.
+                seen = repeats.check(reading, row.number)
+                if seen.reading is None:
+                    self.sink.dead_letter(self.mapping.source, row.raw, f"{self.mapping.name}: duplicate reading: "
+                                          f"device {reading.device_id} metric {reading.metric} at ts {reading.ts} "
+                                          f"= {reading.value:g}, the same value as row {seen.earlier_row}", origin)
+                    report.rejects += 1
+                    continue
+                self.sink.send(seen.reading)
+                report.readings += 1
             for reject in result.rejects:
                 self.sink.dead_letter(self.mapping.source, reject.raw, reject.reason, origin)
-            report.readings += len(result.readings)
             report.rejects += len(result.rejects)
             if self._clock() - last_flush >= 5:
                 self.sink.flush()  # surfaces unacknowledged sends during long replays

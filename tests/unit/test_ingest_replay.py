@@ -79,3 +79,35 @@ def test_speed_requested_during_a_replay_applies_from_that_row(tmp_path: Path) -
              speed_source=lambda: next(speeds)).run(path)
     # rows 10 s apart: 10 s at speed 1, then the switch at row 3 (no wait), then 1 s each at speed 10
     assert sleeps == [10.0, 1.0, 1.0]
+
+
+def test_a_clock_step_back_replays_with_the_history_loaders_ids(tmp_path: Path) -> None:
+    """A time repeated with another value is a further reading (the loader's occurrence id), the same value a
+    duplicate: a replay and a history load of one file publish the same event ids."""
+    from ingest.formats import RepeatTracker, RowMapper
+    from ingest.formats.decoders import iter_rows
+
+    rows = [{"time": 1717236000 + i, "host": "h1", "temp_f": 50.0 + i} for i in range(3)]
+    rows += [{"time": 1717236001, "host": "h1", "temp_f": 99.0},   # stepped back, another value
+             {"time": 1717236002, "host": "h1", "temp_f": 52.0}]   # stepped back, the same value: duplicate
+    path = tmp_path / "usa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    class Recording(Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dead: list[str] = []
+
+        def dead_letter(self, source: str, raw: object, reason: str, origin: str = "", **_: object) -> None:
+            self.dead.append(reason)
+
+    sink = Recording()
+    Replayer(sink, load_mapping("dc-usa"), speed=0).run(path)
+    mapper, repeats, want = RowMapper(load_mapping("dc-usa")), RepeatTracker(), []
+    for row in iter_rows(path, "jsonl"):
+        for reading in mapper.map(row.data or {}, row.raw).readings:
+            seen = repeats.check(reading, row.number)
+            if seen.reading is not None:
+                want.append(seen.reading.event_id)
+    assert [r.event_id for r in sink.readings] == want and len(want) == 4
+    assert len(set(want)) == 4 and len(sink.dead) == 1 and "the same value as row 3" in sink.dead[0]

@@ -310,10 +310,15 @@ def ensure_topics(admin: Any, partitions: int, topics: Iterable[str] = names.ALL
 
     topics = list(topics)
     existing = set(admin.list_topics())
-    wanted = [NewTopic(t, partitions, 1, topic_configs=names.topic_config(t)) for t in topics if t not in existing]
-    if wanted:
+    created: list[str] = []
+    for t in topics:
+        if t in existing:
+            continue
+        # One request each: a topic another client made meanwhile (or one the metadata did not list yet) is
+        # not reported as created, and does not hide the others.
         with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics(wanted)
+            admin.create_topics([NewTopic(t, partitions, 1, topic_configs=names.topic_config(t))])
+            created.append(t)
     configured = [t for t in topics if t in existing and names.topic_config(t)]
     if configured:
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in configured])
@@ -323,7 +328,7 @@ def ensure_topics(admin: Any, partitions: int, topics: Iterable[str] = names.ALL
             admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=names.topic_config(t))
                                  for t in stale])
             log.info("kafka: set %s on %s", names.RESULT_TOPIC_CONFIG, ", ".join(stale))
-    return [t.name for t in wanted]
+    return created
 
 
 def _topic_config_values(described: Any, topic: str) -> dict[str, str]:

@@ -48,12 +48,13 @@ def check_topic_name(topic: str) -> str:
 
 
 def ensure_topic(settings: Settings, topic: str) -> bool:
-    """Create ``topic`` (``MW_KAFKA_PARTITIONS`` partitions, the broker's default replication) unless it
-    exists; True when it was created. The stack's broker does not create topics on first use, and a send
-    to a missing topic would only fail after the producer's metadata timeout."""
+    """Create ``topic`` (``MW_KAFKA_PARTITIONS`` partitions) unless it exists; True when it was created. The
+    stack's broker does not create topics on first use, and a send to a missing topic would only fail after
+    the producer's metadata timeout. Creation itself is the core's (``kafka_io.ensure_topics``)."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.errors import KafkaError
+
+    from machinewatch.kafka_io import ensure_topics
 
     try:
         admin = KafkaAdminClient(**settings.kafka_client_config(), client_id="machinewatch-history")
@@ -61,20 +62,17 @@ def ensure_topic(settings: Settings, topic: str) -> bool:
         msg = f"cannot reach Kafka at {settings.kafka_servers} to check topic {topic!r}: {exc!r}"
         raise TargetError(msg) from exc
     try:
-        if topic in admin.list_topics():
-            return False
-        # replication_factor -1: the broker's default.replication.factor (1 on the local stack).
-        admin.create_topics([NewTopic(topic, settings.kafka_partitions, -1)])
-    except TopicAlreadyExistsError:
-        return False  # created by someone else in between: just as good
+        created = bool(ensure_topics(admin, settings.kafka_partitions, [topic]))
     except KafkaError as exc:
         msg = (f"topic {topic!r} does not exist on {settings.kafka_servers} and could not be created ({exc!r}); "
                "create it (partitions keyed by device, like mw.readings) or choose another --topic")
         raise TargetError(msg) from exc
     finally:
         admin.close()
-    log.info("created Kafka topic %s (%d partitions) on %s", topic, settings.kafka_partitions, settings.kafka_servers)
-    return True
+    if created:
+        log.info("created Kafka topic %s (%d partitions) on %s", topic, settings.kafka_partitions,
+                 settings.kafka_servers)
+    return created
 
 
 class RetentionGuard:

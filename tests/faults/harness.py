@@ -38,7 +38,7 @@ import requests
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from flink_jobs.overheat_logic import DeviceState, on_bucket
+from flink_jobs.overheat_logic import DeviceState, Transition, on_bucket, on_timer
 from flink_jobs.sustained_overheat import rules_from
 from machinewatch import jobs, names, query
 from machinewatch.config import Settings
@@ -321,15 +321,26 @@ def overheat_oracle(ledger: pd.DataFrame, settings: Settings) -> dict[tuple[str,
     bucket_ms = settings.overheat_bucket_s * 1000
     buckets = temps.assign(start=temps.ts // bucket_ms * bucket_ms).groupby(["device_id", "start"])["value"].agg(
         vmin="min", vmax="max", vsum="sum", n="count").reset_index().sort_values(["device_id", "start"])
+    # The highest watermark the job can reach: every reading (any metric) moves it, up to the last
+    # event time less the delay. A device that went quiet earlier than that is reported silent by the
+    # job's timer even though no later bucket of its own ever shows the reference the silence.
+    last_watermark = int(ledger.ts.max()) - settings.watermark_delay_ms
     out: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(transitions: list[Transition]) -> None:
+        for t in transitions:
+            key = (t.alert_id, t.state)
+            assert key not in out, f"the reference emits {key} twice"
+            out[key] = t.to_dict()
+
     for device, rows in buckets.groupby("device_id"):
         st = DeviceState(region="test", site="faults")
         for row in rows.itertuples():
-            for t in on_bucket(st, rules, str(device), int(row.start), int(row.start) + bucket_ms, float(row.vmin),
-                               float(row.vmax), float(row.vsum), int(row.n)):
-                key = (t.alert_id, t.state)
-                assert key not in out, f"the reference emits {key} twice"
-                out[key] = t.to_dict()
+            add(on_bucket(st, rules, str(device), int(row.start), int(row.start) + bucket_ms, float(row.vmin),
+                          float(row.vmax), float(row.vsum), int(row.n)))
+        if st.last_end is not None and st.last_end + rules.silence_ms <= last_watermark:
+            # Allowed, and required once it is below the horizon (Expected.closed_transitions).
+            add(on_timer(st, rules, str(device), st.last_end + rules.silence_ms))
     # Silence at the very end (every device stops with the feeder) never fires: event time stands still.
     return out
 

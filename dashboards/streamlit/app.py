@@ -122,11 +122,7 @@ def _charts(dash: data.Dashboard, f: data.Filters) -> None:
         if hist.empty:
             st.info("no devices in this range")
         else:
-            labels = [f"{lo:g}–{hi:g}" if lo != float("-inf") and hi != float("inf")
-                      else (f"< {hi:g}" if lo == float("-inf") else f"≥ {lo:g}")
-                      for lo, hi in zip(hist["bin_start"], hist["bin_end"], strict=True)]
-            st.bar_chart(pd.DataFrame({"bin": labels, "devices": hist["devices"].to_numpy()}), x="bin", y="devices",
-                         x_label=f"mean {f.metric} per device", sort=False, height=260)
+            st.altair_chart(data.histogram_chart(hist, f.metric), width="stretch")
     with right:
         st.subheader("Hottest devices")
         hottest = dash.hottest(f, n=10, metric=f.metric)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import altair as alt
 import pandas as pd
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.warnings import MissingPivotFunction
@@ -342,6 +343,29 @@ def bins_from_cumulative(frame: pd.DataFrame) -> pd.DataFrame:
     # The first bin (everything below binStart) and +Inf are kept only when they hold devices.
     edge = (out["bin_start"] == -math.inf) | (out["bin_end"] == math.inf)
     return out[~edge | (out["devices"] > 0)].reset_index(drop=True)
+
+
+def histogram_bars(hist: pd.DataFrame) -> pd.DataFrame:
+    """The bins as bars (bin label, devices), lowest bin first; the open edge bins read "< lo" and "≥ hi"."""
+    rows = hist.sort_values(["bin_start", "bin_end"], ignore_index=True)
+    labels = [f"< {hi:g}" if lo == -math.inf else f"≥ {lo:g}" if hi == math.inf else f"{lo:g}–{hi:g}"
+              for lo, hi in zip(rows["bin_start"], rows["bin_end"], strict=True)]
+    return pd.DataFrame({"bin": labels, "devices": rows["devices"].astype(int).to_numpy()})
+
+
+def histogram_chart(hist: pd.DataFrame, metric: str, height: int = 260) -> alt.Chart:
+    """A bar per bin, left to right in the order of the bins' values.
+
+    The x axis is the bins' labels. Vega-Lite sorts labels alphabetically ("10–11" before "9–10"), and
+    with no sort at all (st.bar_chart's sort=False) the page still showed "50–51" after "61–62" (issue 19):
+    the bars' numeric order is given to the axis as its explicit sort.
+    """
+    bars = histogram_bars(hist)
+    return alt.Chart(bars).mark_bar().encode(
+        x=alt.X("bin:O", sort=list(bars["bin"]), title=f"mean {metric} per device", axis=alt.Axis(labelAngle=-45)),
+        y=alt.Y("devices:Q", title="devices", axis=alt.Axis(tickMinStep=1)),
+        tooltip=[alt.Tooltip("bin:O", title=f"mean {metric}"), alt.Tooltip("devices:Q")],
+    ).properties(height=height)
 
 
 def split_alerts(states: pd.DataFrame, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

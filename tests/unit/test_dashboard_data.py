@@ -49,6 +49,25 @@ def test_bins_from_cumulative_gives_per_bin_counts() -> None:
     assert data.bins_from_cumulative(pd.DataFrame()).empty
 
 
+def test_histogram_bars_are_in_numeric_order_not_alphabetical() -> None:
+    # Issue 19: "50–51" showed after "61–62". Bins across a change of digits and the open edge bins
+    # are the cases a label sort gets wrong.
+    edges = [8.0, 9.0, 10.0, 11.0, 50.0, 51.0, 61.0, 62.0, math.inf]
+    cumulative = pd.DataFrame({"le": edges, "devices": [1.0, 2.0, 3.0, 3.0, 3.0, 4.0, 4.0, 5.0, 6.0]})
+    hist = data.bins_from_cumulative(cumulative)
+    expected = ["< 8", "8–9", "9–10", "10–11", "11–50", "50–51", "51–61", "61–62", "≥ 62"]
+    assert sorted(expected) != expected, "the case must be one an alphabetical sort gets wrong"
+    shuffled = hist.sample(frac=1, random_state=3)  # the bars do not depend on the frame's row order
+    bars = data.histogram_bars(shuffled)
+    assert bars["bin"].tolist() == expected
+    assert bars["devices"].tolist() == [1, 1, 1, 0, 0, 1, 0, 1, 1]
+    spec = data.histogram_chart(shuffled, "temperature").to_dict()
+    assert spec["encoding"]["x"]["sort"] == expected, "the axis order is given, not left to Vega-Lite"
+    assert spec["encoding"]["x"]["field"] == "bin"
+    rows = next(iter(spec["datasets"].values()))
+    assert [r["bin"] for r in rows] == expected
+
+
 def test_histogram_bins_cover_the_span() -> None:
     start, width = data.histogram_bins(41.3, 74.9, 12)
     assert start == 41.0

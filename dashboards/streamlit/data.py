@@ -42,6 +42,10 @@ ACTIVE_STATES = ("opened", "escalated", "silent")
 PENDING = "pending"
 # Alerts open for longer than this before the chosen range are not looked for.
 ALERT_LOOKBACK = timedelta(days=7)
+# The Events/s KPI is a current rate: readings in the newest minute of data, counted from the tumbling
+# windows (a sliding window counts each reading several times, whichever shape the charts show).
+RATE_SPAN = timedelta(minutes=1)
+TUMBLING = "10s"
 
 
 class InfluxUnavailable(RuntimeError):
@@ -130,7 +134,8 @@ class Dashboard:
             lambda: page.choices(f), lambda: page.series(f, "device_id", page.chart_devices(f)),
             lambda: page.series(f, "region"), lambda: page.histogram(f), lambda: page.hottest(f, 10, f.metric),
             lambda: page.alert_states(f, now), lambda: page.time_in_alarm(f, now), lambda: page.threshold_alerts(f),
-            lambda: page.kpis(f), lambda: page.late_events(f), lambda: page.events_per_source(f),
+            lambda: page.kpis(f), lambda: page.data_volume(f), lambda: page.late_events(f),
+            lambda: page.events_per_source(f),
         ]
         with ThreadPoolExecutor(workers, thread_name_prefix="flux") as pool:
             for future in [pool.submit(call) for call in calls]:
@@ -208,9 +213,9 @@ class Dashboard:
         return self.run("events_per_source", {**f.common(), "bucket": self.aggregates_bucket, "every": every})
 
     def events_rate(self, f: Filters) -> float:
-        """Readings per second ingested over the range (all sources), from the window counts."""
-        volume = self.data_volume(f)
-        return ingest_rate(volume, f.start, min(f.stop, datetime.now(tz=UTC)))
+        """Readings per second in the newest minute of data in the range (all sources), from the window counts."""
+        params = {**f.common(), "bucket": self.aggregates_bucket, "window": TUMBLING, "span": RATE_SPAN}
+        return current_rate(self.run("ingest_rate", params), window_seconds(TUMBLING), RATE_SPAN)
 
     def data_volume(self, f: Filters) -> pd.DataFrame:
         return self.run("data_volume", {**f.common(), "bucket": self.aggregates_bucket})
@@ -293,12 +298,20 @@ def compute_kpis(summary: pd.DataFrame, latest_power: pd.DataFrame, events_per_s
     return Kpis(temp, temp_n, cpu, cpu_n, power, power_n, events_per_s)
 
 
-def ingest_rate(volume: pd.DataFrame, start: datetime, stop: datetime) -> float:
-    """Readings per second over [start, stop) from the data-volume rows."""
-    seconds = (stop - start).total_seconds()
-    if volume.empty or seconds <= 0:
+def current_rate(per_window: pd.DataFrame, window_s: int, span: timedelta = RATE_SPAN) -> float:
+    """Readings per second over the newest ``span`` of data, from readings per window end (_time, readings).
+
+    Only windows that end within ``span`` of the newest window end count, divided by the time they cover:
+    all of ``span``, or less when the data began later (never the time before it began, nor the range's
+    empty tail). 0.0 without data.
+    """
+    if per_window.empty:
         return 0.0
-    return float(volume["readings"].sum()) / seconds
+    ends = pd.to_datetime(per_window["_time"], utc=True)
+    newest = ends.max()
+    recent = ends > newest - span
+    covered = min(span.total_seconds(), (newest - ends[recent].min()).total_seconds() + window_s)
+    return float(per_window.loc[recent, "readings"].sum()) / covered
 
 
 def window_seconds(window: str) -> int:

@@ -231,6 +231,24 @@ def test_flux_data_volume(known: Known, dash: data.Dashboard) -> None:
     assert volume.loc["dc-india", "readings"] == 2 * 3 * WINDOWS * COUNT  # counted by hand
 
 
+def test_flux_ingest_rate(known: Known, dash: data.Dashboard) -> None:
+    f = _filters(known)
+    params = {**f.common(), "bucket": names.BUCKET_AGGREGATES, "window": data.TUMBLING, "span": data.RATE_SPAN}
+    rows = dash.run("ingest_rate", params)
+    ends = [known.last_end - timedelta(seconds=10 * k) for k in reversed(range(6))]  # the newest minute
+    assert list(pd.to_datetime(rows["_time"], utc=True)) == ends
+    per_end = known.windows.groupby("end")["count"].sum()  # the sliding window's count is left out
+    assert rows["readings"].tolist() == [per_end[e] for e in ends]
+    assert dash.events_rate(f) == pytest.approx(sum(len(m) for *_, m in DEVICES.values()) * COUNT / 10)
+    # data that began 25 s before the newest window: three windows over the 30 s they cover
+    late_start = data.Filters(start=known.last_end - timedelta(seconds=25), stop=f.stop, device_prefix=known.prefix)
+    assert len(dash.run("ingest_rate", {**params, "start": late_start.start})) == 3
+    assert dash.events_rate(late_start) == pytest.approx(dash.events_rate(f))
+    nobody = data.Filters(start=f.start, stop=f.stop, device_prefix=f"{known.prefix}-nobody")
+    assert dash.run("ingest_rate", {**params, "devicePrefix": nobody.device_prefix}).empty
+    assert dash.events_rate(nobody) == 0.0
+
+
 def test_flux_late_events_per_source(known: Known, dash: data.Dashboard) -> None:
     late = dash.late_events(_filters(known)).set_index("source")
     assert late["late"].to_dict() == {"dc-india": 3, "dc-germany": 1}
@@ -420,3 +438,15 @@ def test_app_renders_charts_and_alerts_in_chromium(known: Known, app_url: str) -
     charts = dom.count('data-testid="stVegaLiteChart"')
     assert charts >= 4, f"expected the line charts, the histogram and the rate chart; found {charts}"
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_app_events_per_second_kpi_matches_flux_in_chromium(known: Known, app_url: str, dash: data.Dashboard) -> None:
+    """The KPI the browser shows is the rate InfluxDB gives for the same filters (issue 19: it showed 0.6)."""
+    expected = dash.events_rate(_filters(known))
+    assert expected == pytest.approx(10.0)  # 10 series x 10 readings per 10 s window
+    label = "Events/s (last minute)"
+    text, dom, _ = _load(app_url, [label])
+    assert 'data-testid="stException"' not in dom, "the page shows an exception box"
+    shown = re.search(re.escape(label) + r"\s*([\d,.]+)", text)
+    assert shown, f"no value after {label!r} on the page: {text[:2000]!r}"
+    assert float(shown[1].replace(",", "")) == pytest.approx(expected, abs=0.05)

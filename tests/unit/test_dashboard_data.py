@@ -125,10 +125,49 @@ def test_compute_kpis_counts_devices_and_sums_power() -> None:
     assert empty.avg_temperature is None and empty.power_kw is None
 
 
-def test_ingest_rate() -> None:
-    volume = pd.DataFrame({"source": ["a", "b"], "readings": [3000, 600]})
-    assert data.ingest_rate(volume, NOW - timedelta(hours=1), NOW) == pytest.approx(1.0)
-    assert data.ingest_rate(pd.DataFrame(), NOW - timedelta(hours=1), NOW) == 0.0
+def _per_window(newest: datetime, windows: int, readings: int = 100) -> pd.DataFrame:
+    """ingest_rate.flux's rows: readings per 10 s window end, ``windows`` of them up to ``newest``."""
+    ends = [newest - timedelta(seconds=10 * k) for k in reversed(range(windows))]
+    return pd.DataFrame({"_time": pd.to_datetime(ends, utc=True), "readings": [readings] * len(ends)})
+
+
+def test_events_rate_is_current_when_the_data_began_late_in_the_range() -> None:
+    # Issue 19: 10 sensors at 1 reading/s each (100 readings per 10 s window) for the last 3.6 minutes of
+    # a 1 h range. Averaged over the range, as the KPI used to be, that is 0.6 per second.
+    rows = _per_window(NOW - timedelta(seconds=20), windows=22)
+    assert rows["readings"].sum() / timedelta(hours=1).total_seconds() == pytest.approx(0.6, abs=0.02)
+    assert data.current_rate(rows, window_s=10) == pytest.approx(10.0)
+
+
+def test_events_rate_counts_only_the_newest_minute() -> None:
+    older = _per_window(NOW - timedelta(minutes=5), windows=30, readings=1000)  # a burst long ago
+    rows = pd.concat([older, _per_window(NOW, windows=6, readings=50)], ignore_index=True)
+    assert data.current_rate(rows, window_s=10) == pytest.approx(5.0)
+    # the minute is the data's newest minute, not the clock's: a pipeline a minute behind still shows its rate
+    assert data.current_rate(_per_window(NOW - timedelta(minutes=3), windows=12), window_s=10) == pytest.approx(10.0)
+
+
+def test_events_rate_of_data_younger_than_a_minute_divides_by_the_time_it_covers() -> None:
+    assert data.current_rate(_per_window(NOW, windows=3), window_s=10) == pytest.approx(10.0)  # 300 in 30 s
+    assert data.current_rate(_per_window(NOW, windows=1), window_s=10) == pytest.approx(10.0)
+    assert data.current_rate(pd.DataFrame(), window_s=10) == 0.0
+
+
+def test_events_rate_kpi_reads_the_newest_minute_of_tumbling_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, dict[str, object]]] = []
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        asked.append((name, params))
+        return _per_window(NOW, windows=30) if name == "ingest_rate" else pd.DataFrame()
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o")  # noqa: S106 - never contacted
+    kpis = dash.kpis(data.last(timedelta(hours=1), now=NOW, window="30s@10s"))
+    assert kpis.events_per_s == pytest.approx(10.0)
+    (params,) = [p for name, p in asked if name == "ingest_rate"]
+    assert params["window"] == "10s" and params["span"] == timedelta(minutes=1)  # not the charts' sliding windows
+    text = data.flux_text("ingest_rate")
+    assert all(name in text for name in params), "every parameter is an input the file reads"
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(4, "4s"), (65, "1m 5s"), (3725, "1h 2m"), (90000, "1d 1h"),

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     flink_version: str = "2.2.1"
     flink_kafka_connector_version: str = "5.0.0-2.2"
     influxdb_version: str = "2.9.1"
+    # An installed influxd to run instead of building the pinned version; its major version must match.
+    # Unset: the pinned version's cached build, else an influxd of that major version on PATH, else a build.
+    influxd: Path | None = None
 
     kafka_port: int = 9092
     kafka_controller_port: int = 9093

@@ -1,7 +1,8 @@
 """Provisioning of the real servers into the cache dir (outside the clone), once per version.
 
 Kafka and the Flink Kafka connector come from Maven Central through poms kept in this package;
-Flink itself is the installed ``apache-flink`` package; influxd is built from its Go module.
+Flink itself is the installed ``apache-flink`` package; influxd is an installed one of the pinned major
+version (MW_INFLUXD or PATH) or built from its Go module.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,10 +158,73 @@ def flink_home(settings: Settings) -> Path:
     return home
 
 
+# `influxd version` prints e.g. "InfluxDB v2.9.1 (git: 1a2b3c) build_date: ..." (1.x: "InfluxDB v1.8.10 (git: ...)").
+_INFLUXD_VERSION = re.compile(r"\bInfluxDB v?(\d+)\.(\d+)\.(\d+)")
+# The influxd chosen per (MW_INFLUXD, influxd on PATH, cache), so a stack start says which one once.
+_chosen_influxd: dict[tuple[str, str, str], Path] = {}
+
+
+def influxd_version(binary: Path, timeout: float = 30) -> str:
+    """The version ``binary version`` reports, e.g. "2.9.1"; ProvisionError when it does not say one."""
+    try:
+        done = subprocess.run(  # noqa: S603 - a path the user named or that is on their PATH
+            [str(binary), "version"], capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        msg = f"'{binary} version' did not run: {exc}"
+        raise ProvisionError(msg) from exc
+    output = (done.stdout + done.stderr).strip()
+    found = _INFLUXD_VERSION.search(output)
+    if done.returncode != 0 or found is None:
+        msg = f"'{binary} version' exited {done.returncode} without an 'InfluxDB vX.Y.Z': {output[:200]!r}"
+        raise ProvisionError(msg)
+    return ".".join(found.groups())
+
+
+def installed_influxd(settings: Settings, binary: Path, origin: str) -> Path | None:
+    """``binary`` when it is an influxd of the pinned major version, else None after saying why not."""
+    wanted = settings.influxdb_version.split(".")[0]
+    try:
+        version = influxd_version(binary)
+    except ProvisionError as exc:
+        say(f"not using {binary} ({origin}): {exc}")
+        return None
+    if version.split(".")[0] != wanted:
+        say(f"not using {binary} ({origin}): it is InfluxDB {version}; machinewatch needs InfluxDB {wanted}.x "
+            f"(pinned {settings.influxdb_version})")
+        return None
+    say(f"using InfluxDB {version} at {binary} ({origin}) instead of building {settings.influxdb_version}")
+    return binary
+
+
 def influxd_binary(settings: Settings) -> Path:
-    """The influxd binary for the configured version, built from source once (10-30 minutes)."""
+    """The influxd to run: MW_INFLUXD, else the pinned version's cached build, else an influxd on PATH,
+    else the pinned version built from source once (10-30 minutes).
+
+    An installed influxd is used only when its major version is the pinned one: a refusal is said, and
+    the next choice is taken. MW_INFLUXD comes before the cache (the user asked for it); a build already
+    in the cache before PATH (the data directory was made by it).
+    """
     dest = settings.cache_dir / "influxdb" / settings.influxdb_version
     binary = dest / "influxd"
+    on_path = shutil.which("influxd")
+    key = (str(settings.influxd or ""), on_path or "", str(binary))
+    if key in _chosen_influxd:
+        return _chosen_influxd[key]
+    chosen = None
+    if settings.influxd is not None:
+        chosen = installed_influxd(settings, settings.influxd.expanduser().absolute(), "MW_INFLUXD")
+        if chosen is None and binary.exists():
+            say(f"using the cached build of InfluxDB {settings.influxdb_version} at {binary}")
+    if chosen is None and on_path is not None and not binary.exists():
+        chosen = installed_influxd(settings, Path(on_path).absolute(), "found on PATH")
+    if chosen is None:
+        chosen = _built_influxd(settings, dest, binary)
+    _chosen_influxd[key] = chosen
+    return chosen
+
+
+def _built_influxd(settings: Settings, dest: Path, binary: Path) -> Path:
     with cache_lock(settings, "influxdb"):
         if not binary.exists():
             require("go", "cargo", "pkg-config", "cc")

@@ -1,10 +1,14 @@
-"""The sustained-overheat alert lifecycle as a pure state machine (no Flink imports, unit-testable).
+"""The sustained-condition alert lifecycle as a pure state machine (no Flink imports, unit-testable).
 
-Input: per-device temperature buckets in event-time order (start, end, min, max, sum, count), as the
-SQL stage of ``flink_jobs.sustained_overheat`` computes them. Rules:
-- a bucket is *hot* when every reading in it is above ``threshold``; the first hot bucket makes the
-  alert *pending* (with ``fires_at_ms``), a break in the run before it fires *cancels* it, and a run
-  of hot buckets with no gap longer than ``max_gap_ms`` that spans at least ``duration_ms`` opens it;
+One rule (``OverheatRules``: the shipped overheat rule by default, any metric above or below a
+threshold in general, see ``flink_jobs.sustained_rules``). Input: per-device buckets of the rule's
+metric in event-time order (start, end, min, max, sum, count), as the SQL stage of
+``flink_jobs.sustained_overheat`` computes them. Rules (for ``direction="below"`` read "below" for
+"above", ``threshold + hysteresis`` for ``threshold - hysteresis`` and "lowest" for "peak"):
+- a bucket is *hot* (in the condition) when every reading in it is above ``threshold``; the first hot
+  bucket makes the alert *pending* (with ``fires_at_ms``), a break in the run before it fires
+  *cancels* it, and a run of hot buckets with no gap longer than ``max_gap_ms`` that spans at least
+  ``duration_ms`` opens it;
 - an open alert escalates once it has lasted ``escalate_factor`` x ``duration_ms``;
 - it resolves when the device has stayed below ``threshold - hysteresis`` (every reading) for
   ``clear_ms``;
@@ -12,8 +16,8 @@ SQL stage of ``flink_jobs.sustained_overheat`` computes them. Rules:
   (not resolved) at ``last bucket end + silence_ms``, exactly when the next bucket ends later than that,
   however the readings were paced; it stays active and goes on when data resumes. Event time is moved by the other
   devices' readings: when every device stops sending, the watermark (and so silence) stands still.
-Each transition is one record with a stable alert id (device + start of the hot run), so replays
-produce identical records.
+Each transition is one record with a stable alert id (rule kind + device + start of the hot run), so
+replays produce identical records.
 """
 
 from __future__ import annotations
@@ -33,12 +37,46 @@ class OverheatRules:
     escalate_factor: float = 2.0
     max_gap_ms: int = 10_000
     silence_ms: int = 60_000
+    direction: str = "above"  # above | below: which side of the threshold is the condition
+    kind: str = "sustained_overheat"  # the alerts' kind (and part of their ids): sustained_<rule name>
+    metric: str = "temperature"
 
     def __post_init__(self) -> None:
         # A negative hysteresis would make a bucket both hot and cool; the SQL prefilter relies on it too.
         if self.hysteresis < 0:
             msg = f"hysteresis must be >= 0, got {self.hysteresis}"
             raise ValueError(msg)
+        if self.direction not in ("above", "below"):
+            msg = f"direction must be 'above' or 'below', got {self.direction!r}"
+            raise ValueError(msg)
+
+    @property
+    def above(self) -> bool:
+        return self.direction == "above"
+
+    def hot(self, vmin: float, vmax: float) -> bool:
+        """Every reading of the bucket is in the condition (strictly beyond the threshold)."""
+        return vmin > self.threshold if self.above else vmax < self.threshold
+
+    def cool(self, vmin: float, vmax: float) -> bool:
+        """Every reading of the bucket is clear of the condition by more than the hysteresis."""
+        return vmax < self.threshold - self.hysteresis if self.above else vmin > self.threshold + self.hysteresis
+
+    @property
+    def clear_line(self) -> float:
+        """The value a reading must be beyond (below for 'above' rules) to count as clear."""
+        return self.threshold - self.hysteresis if self.above else self.threshold + self.hysteresis
+
+    def extreme(self, vmin: float, vmax: float) -> float:
+        """The bucket's value furthest into the condition: the episode's peak is the extreme of these."""
+        return vmax if self.above else vmin
+
+    def further(self, a: float, b: float) -> float:
+        return max(a, b) if self.above else min(a, b)
+
+    @property
+    def no_peak(self) -> float:
+        return float("-inf") if self.above else float("inf")
 
 
 @dataclass
@@ -54,6 +92,7 @@ class DeviceState:
     ep_peak: float = float("-inf")
     region: str = ""
     site: str = ""
+    gaps_in_row: int = 0  # consecutive buckets after a gap (the job warns when a device is too sparse)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +114,8 @@ class Transition:
     site: str = ""
     fires_at_ms: int | None = None
     kind: str = field(default="sustained_overheat")
+    metric: str = "temperature"
+    direction: str = "above"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +130,8 @@ def _emit(st: DeviceState, rules: OverheatRules, device: str, state: str, ts: in
         alert_id=st.alert_id, state=state, device_id=device, ts=ts, started_ms=st.run_start,
         duration_ms=ts - st.run_start, avg=st.ep_sum / st.ep_count if st.ep_count else float("nan"),
         peak=st.ep_peak, threshold=rules.threshold, severity=severity, region=st.region, site=st.site,
-        fires_at_ms=st.run_start + rules.duration_ms if state == "pending" else None,
+        fires_at_ms=st.run_start + rules.duration_ms if state == "pending" else None, kind=rules.kind,
+        metric=rules.metric, direction=rules.direction,
     )
 
 
@@ -105,8 +147,8 @@ def on_bucket(
         # moved, e.g. a backlog read in one burst). Reporting it here makes the answer independent of
         # arrival pacing; the timer, if it fires later, finds the device active again.
         out += on_timer(st, rules, device, st.last_end + rules.silence_ms)
-    hot = vmin > rules.threshold
-    cool = vmax < rules.threshold - rules.hysteresis
+    hot = rules.hot(vmin, vmax)
+    cool = rules.cool(vmin, vmax)
     if st.last_end is not None and start - st.last_end > rules.max_gap_ms:
         # No readings for too long: "continuously hot" (or cool) cannot be claimed across the gap.
         if st.status == "normal" and st.run_start is not None:
@@ -121,15 +163,15 @@ def on_bucket(
             st.run_start = None
             return out
         if st.run_start is None:
-            st.run_start, st.ep_sum, st.ep_count, st.ep_peak = start, 0.0, 0, float("-inf")
-            st.alert_id = make_event_id("sustained_overheat", device, start)
+            st.run_start, st.ep_sum, st.ep_count, st.ep_peak = start, 0.0, 0, rules.no_peak
+            st.alert_id = make_event_id(rules.kind, device, start)
             if end - start < rules.duration_ms:
-                st.ep_sum, st.ep_count, st.ep_peak = vsum, count, vmax
+                st.ep_sum, st.ep_count, st.ep_peak = vsum, count, rules.extreme(vmin, vmax)
                 out.append(_emit(st, rules, device, "pending", end))
                 return out
         st.ep_sum += vsum
         st.ep_count += count
-        st.ep_peak = max(st.ep_peak, vmax)
+        st.ep_peak = rules.further(st.ep_peak, rules.extreme(vmin, vmax))
         if end - st.run_start >= rules.duration_ms:
             st.status = "open"
             out.append(_emit(st, rules, device, "opened", end))
@@ -138,7 +180,7 @@ def on_bucket(
     st.status = "open"
     st.ep_sum += vsum
     st.ep_count += count
-    st.ep_peak = max(st.ep_peak, vmax)
+    st.ep_peak = rules.further(st.ep_peak, rules.extreme(vmin, vmax))
     assert st.run_start is not None
     if not st.escalated and end - st.run_start >= rules.escalate_factor * rules.duration_ms:
         st.escalated = True
@@ -168,9 +210,9 @@ def keep_window_ms(rules: OverheatRules, bucket_ms: int) -> int:
 
 
 def relevant_buckets(
-    buckets: list[tuple[int, int, float]], rules: OverheatRules, bucket_ms: int,
+    buckets: list[tuple[int, int, float, float]], rules: OverheatRules, bucket_ms: int,
 ) -> list[bool]:
-    """Which of one device's buckets (start, end, vmax), in order, can change its state.
+    """Which of one device's buckets (start, end, vmin, vmax), in order, can change its state.
 
     The reference for flink_jobs/sql/overheat_prefilter.sql. A bucket is a *marker* when it is not
     cool or follows a gap longer than ``max_gap_ms`` (a device's first bucket follows none); a bucket
@@ -185,9 +227,9 @@ def relevant_buckets(
     markers: list[int] = []
     out = []
     prev_end: int | None = None
-    for _start, end, vmax in buckets:
+    for _start, end, vmin, vmax in buckets:
         after_gap = prev_end is not None and end - prev_end > near
-        if vmax >= rules.threshold - rules.hysteresis or after_gap:
+        if not rules.cool(vmin, vmax) or after_gap:
             markers.append(end)
         out.append(bool(markers) and end - markers[-1] <= keep)
         prev_end = end

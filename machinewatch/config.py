@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # Drop, in SQL, the buckets that cannot change an alert (cool devices with no episode near):
     # the Python lifecycle then runs for few devices. Off only to compare (bench) or to debug.
     overheat_prefilter: bool = True
+    # Sustained-condition rules (TOML; flink_jobs/rules/sustained.toml when unset): any metric above or
+    # below a threshold for a while, per-device-group overrides. Fields a rule omits take MW_OVERHEAT_*.
+    sustained_rules: Path | None = None
 
     # Notifications (sinks/notifier.py): e-mail when MW_SMTP_HOST and MW_SMTP_TO are set, a webhook
     # when MW_WEBHOOK_URL is; which alert kinds are notified (threshold window labels are not, by default).
@@ -131,7 +134,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     webhook_url: str | None = None
-    notify_kinds: list[str] = ["sustained_overheat", "derived"]
+    notify_kinds: list[str] = ["sustained_*", "derived"]  # globs: sustained_* = every sustained rule
     # pending/cancelled are for dashboards, not for waking people up
     notify_states: list[str] = ["opened", "escalated", "resolved", "silent"]
 

@@ -8,6 +8,7 @@ duplicate that remains possible: a crash between a delivery and its ledger entry
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import signal
@@ -44,7 +45,8 @@ def describe(alert: dict[str, Any]) -> tuple[str, str]:
     device = alert.get("device_id", "?")
     parts = []
     if alert.get("peak") is not None:
-        parts.append(f"peak {float(alert['peak']):.1f}")
+        # a below-threshold rule's peak is the lowest value of the episode
+        parts.append(f"{'lowest' if alert.get('direction') == 'below' else 'peak'} {float(alert['peak']):.1f}")
     if alert.get("avg") is not None:
         parts.append(f"avg {float(alert['avg']):.1f}")
     if alert.get("duration_ms") is not None:
@@ -60,7 +62,8 @@ def describe(alert: dict[str, Any]) -> tuple[str, str]:
         f"Severity: {alert.get('severity', '')}",
         f"Event time (UTC): {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(int(when) / 1000)) if when else '?'}",
     ]
-    for key in ("avg", "peak", "threshold", "duration_ms", "started_ms", "region", "site", "label", "values"):
+    for key in ("metric", "direction", "avg", "peak", "threshold", "duration_ms", "started_ms", "region", "site",
+                "label", "values"):
         if alert.get(key) not in (None, ""):
             lines.append(f"{key}: {alert[key]}")
     lines.append(f"Alert id: {alert.get('alert_id')}")
@@ -160,7 +163,8 @@ class Notifier:
 
     def wanted(self, alert: dict[str, Any]) -> bool:
         state = alert.get("state")
-        return (bool(alert.get("alert_id")) and str(alert.get("kind") or "threshold") in self.kinds
+        kind = str(alert.get("kind") or "threshold")
+        return (bool(alert.get("alert_id")) and any(fnmatch.fnmatchcase(kind, k) for k in self.kinds)
                 and (state is None or state in self.states))
 
     def handle(self, alerts: Iterable[dict[str, Any]]) -> None:

@@ -487,7 +487,7 @@ def test_the_random_input_covers_what_the_prefilter_must_keep(settings: Settings
     exact = sql_prefilter(scn)
     buckets = scn.buckets()
     for bs in buckets.values():
-        model = relevant_buckets([(bk.start, bk.end, bk.vmax) for bk in bs], scn.rules, scn.bucket_ms)
+        model = relevant_buckets([(bk.start, bk.end, bk.vmin, bk.vmax) for bk in bs], scn.rules, scn.bucket_ms)
         assert exact(bs) == [bk for bk, k in zip(bs, model, strict=True) if k]
     assert reference(scn, keep=exact) == want
     kept, total = sum(len(exact(bs)) for bs in buckets.values()), sum(len(bs) for bs in buckets.values())

@@ -145,7 +145,7 @@ def test_prefilter_keeps_every_bucket_that_matters(seed: int) -> None:
                           clear_ms=rng.choice([2_000, 5_000, 30_000]), escalate_factor=2,
                           max_gap_ms=rng.choice([2_000, 3_000, 10_000]), silence_ms=rng.choice([4_000, 20_000]))
     buckets = random_buckets(rng, 4000)
-    kept = relevant_buckets([(s, e, vmax) for s, e, _vmin, vmax in buckets], rules, 1000)
+    kept = relevant_buckets(buckets, rules, 1000)
     horizon = buckets[-1][1] + 2 * rules.silence_ms
     full = run_device(buckets, rules, horizon)
     assert full, "the random walk should produce episodes"
@@ -154,11 +154,11 @@ def test_prefilter_keeps_every_bucket_that_matters(seed: int) -> None:
 
 
 def test_prefilter_drops_a_cool_device_and_keeps_an_episode() -> None:
-    cool = [(i * 1000, i * 1000 + 1000, 60.0) for i in range(100)]
+    cool = [(i * 1000, i * 1000 + 1000, 60.0, 60.0) for i in range(100)]
     assert not any(relevant_buckets(cool, RULES, 1000))
     gap = [*cool[:10], *cool[20:]]  # a gap is kept with the keep window after it (an episode may go on)
     assert sum(relevant_buckets(gap, RULES, 1000)) == 1 + (5_000 + 2 * 3_000 + 2 * 1000) // 1000
-    hot_then_cool = [(i * 1000, i * 1000 + 1000, 90.0 if i < 30 else 60.0) for i in range(100)]
+    hot_then_cool = [(i * 1000, i * 1000 + 1000, *([90.0] * 2 if i < 30 else [60.0] * 2)) for i in range(100)]
     kept = relevant_buckets(hot_then_cool, RULES, 1000)
     assert all(kept[:30]) and not any(kept[70:])
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -23,6 +23,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.record import Reading
+from machinewatch.runtime import Rejected, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +128,22 @@ class Publisher:
         A reading stamped more than ``max_future_skew_s`` ahead of this clock goes to the dead-letter
         topic instead (the returned future is then the dead letter's): a clock that is wrong by a day
         would otherwise move the jobs' watermarks a day ahead and make every correct reading late.
+        So does an event id this publisher sent among its last ``dedup_recent_ids`` (``refusal``).
         """
+        reason = self.refusal(reading)
+        if reason is not None:
+            return self.dead_letter(reading.source, reading.to_json(), reason, reading.device_id)
+        return self.send_accepted(reading)
+
+    def refusal(self, reading: Reading) -> str | None:
+        """Why ``send`` would dead-letter this reading instead of publishing it; None: it is accepted, and its
+        event id is remembered from now on (``send_accepted`` then queues it)."""
         ahead_ms = reading.ts - time.time() * 1000
         if ahead_ms > self.max_future_ms:
-            reason = (
+            return (
                 f"event time {reading.time.isoformat()} is {ahead_ms / 1000:.0f} s in the future "
                 f"(max_future_skew_s={self.max_future_ms / 1000:g}); it would push the watermark ahead"
             )
-            return self.dead_letter(reading.source, reading.to_json(), reason, reading.device_id)
         if self._recent_max:
             with self._lock:
                 repeat = reading.event_id in self._recent_ids
@@ -143,8 +152,11 @@ class Publisher:
                     if len(self._recent_ids) > self._recent_max:
                         self._recent_ids.popitem(last=False)
             if repeat:
-                reason = f"duplicate event_id {reading.event_id}: this collector already sent it"
-                return self.dead_letter(reading.source, reading.to_json(), reason, reading.device_id)
+                return f"duplicate event_id {reading.event_id}: this collector already sent it"
+        return None
+
+    def send_accepted(self, reading: Reading) -> Any:
+        """Queue a reading ``refusal`` accepted (its checks are not repeated); returns the producer future."""
         try:
             future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json())
         except BaseException:
@@ -213,6 +225,11 @@ class Publisher:
                 msg = f"{self.failed} of {self.sent} records were not acknowledged: {self._errors}"
                 raise PublishError(msg)
 
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for every queued record to be acknowledged or to fail, raising nothing: callers that track their
+        own futures (``PublisherSink``) judge them one by one; ``flush()`` counts every failure since the start."""
+        self._producer.flush(timeout=timeout)
+
     def close(self) -> None:
         self._producer.close()
 
@@ -225,6 +242,95 @@ class Publisher:
                 self.flush()
         finally:
             self.close()
+
+
+class PublisherSink:
+    """``machinewatch.runtime.Sink`` on a Publisher: readings go to its topic; what the publisher refuses (a time
+    too far ahead, an event id it sent already) comes back as ``Rejected`` for the runner's dead letters.
+
+    Each record's future is kept until ``flush``: one the broker did not acknowledge after the producer's own
+    retries, or that could not even be queued, is sent again by the next ``flush`` (which raises
+    ``TransientError`` until every record written so far is acknowledged). Closing closes the publisher.
+    """
+
+    def __init__(self, publisher: Publisher, flush_timeout_s: float | None = None) -> None:
+        self.publisher = publisher
+        self.flush_timeout_s = flush_timeout_s
+        self._inflight: list[tuple[Reading, Any]] = []
+        self._unsent: list[Reading] = []
+        self._last_error = ""
+
+    def write(self, records: Sequence[Any]) -> list[Rejected]:
+        refused: list[Rejected] = []
+        for record in records:
+            if not isinstance(record, Reading):
+                msg = f"PublisherSink writes Reading records, got {type(record).__name__}"
+                raise TypeError(msg)
+            reason = self.publisher.refusal(record)
+            if reason is not None:
+                refused.append(Rejected(record.to_json(), reason, origin=record.device_id))
+            else:
+                self._send(record)
+        return refused
+
+    def _send(self, reading: Reading) -> None:
+        try:
+            self._inflight.append((reading, self.publisher.send_accepted(reading)))
+        except Exception as exc:  # noqa: BLE001 - e.g. no metadata within max_block_ms: sent again at flush
+            self._last_error = repr(exc)
+            self._unsent.append(reading)
+
+    def flush(self) -> None:
+        retry, self._unsent = self._unsent, []
+        for reading in retry:
+            self._send(reading)
+        self.publisher.drain(self.flush_timeout_s)
+        failed = [(reading, future) for reading, future in self._inflight if not future.succeeded()]
+        total = len(self._inflight) + len(self._unsent)
+        self._inflight = []
+        if failed or self._unsent:
+            self._unsent.extend(reading for reading, _ in failed)
+            errors = {repr(future.exception) for _, future in failed if future.is_done and future.exception}
+            msg = (f"{len(self._unsent)} of {total} records were not acknowledged by Kafka "
+                   f"({', '.join(sorted(errors))[:300] or self._last_error or 'timed out'}); they are sent again")
+            raise TransientError(msg)
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+class KafkaDeadLetters:
+    """``machinewatch.runtime.DeadLetterOutput`` on a Publisher: the dead-letter topic, each letter with its
+    reason and exact bytes (``machinewatch.quality``); ``flush`` raises ``TransientError`` until every letter sent
+    so far is acknowledged, sending the unacknowledged ones again."""
+
+    def __init__(self, publisher: Publisher, flush_timeout_s: float | None = None) -> None:
+        self.publisher = publisher
+        self.flush_timeout_s = flush_timeout_s
+        self._inflight: list[tuple[str, Rejected, Any]] = []
+        self._unsent: list[tuple[str, Rejected]] = []
+
+    def send(self, source: str, rejected: Rejected) -> None:
+        try:
+            future = self.publisher.dead_letter(source, rejected.raw, rejected.reason, rejected.origin,
+                                                size=rejected.size)
+        except Exception:  # noqa: BLE001 - not queued (no metadata): sent again at flush
+            self._unsent.append((source, rejected))
+            return
+        self._inflight.append((source, rejected, future))
+
+    def flush(self) -> None:
+        retry, self._unsent = self._unsent, []
+        for source, rejected in retry:
+            self.send(source, rejected)
+        self.publisher.drain(self.flush_timeout_s)
+        failed = [(source, rejected) for source, rejected, future in self._inflight if not future.succeeded()]
+        total = len(self._inflight) + len(self._unsent)
+        self._inflight = []
+        if failed or self._unsent:
+            self._unsent.extend(failed)
+            msg = f"{len(self._unsent)} of {total} dead letters were not acknowledged by Kafka; they are sent again"
+            raise TransientError(msg)
 
 
 class DeadLetters:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # that sends the same event twice would otherwise count it twice in every window.
     dedup_recent_ids: int = 100_000
 
+    # The local MQTT broker of 'stack up --mqtt', for the MQTT collector (ingest/mqtt).
+    mosquitto_port: int = 1883
+
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
     flink_taskmanager_slots: int = 2

@@ -28,7 +28,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
     stack = Stack(settings)
     if args.action == "up":
-        stack.up(timeout=args.timeout)
+        stack.up(timeout=args.timeout, mqtt=args.mqtt)
         return 0
     if args.action == "down":
         stopped = stack.down()
@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", nargs="?", help="for logs: kafka, influxdb, flink (default: all)")
     p.add_argument("-n", "--lines", type=int, default=40, help="for logs: lines per server (default 40)")
     p.add_argument("--timeout", type=float, default=240, help="seconds to wait for each server (default 240)")
+    p.add_argument("--mqtt", action="store_true",
+                   help="up: also start the MQTT broker (mosquitto on MW_BIND_HOST:MW_MOSQUITTO_PORT), "
+                   "for 'ingest mqtt'")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("simulate", help="publish simulated device readings to Kafka")
@@ -382,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for collector in (history_cli, tcp_cli, replay_cli, mtconnect_cli, perfmon_cli):
         collector.add_parser(ingest_sub)
+    from machinewatch import plugins
+
+    plugins.add_collector_parsers(ingest_sub)  # the collectors registered as plugins (entry points)
 
     p = sub.add_parser("jobs", help="operate Flink jobs on the configured cluster")
     p.add_argument("action", choices=["submit", "list", "cancel", "savepoint"],

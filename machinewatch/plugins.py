@@ -1,0 +1,177 @@
+"""The plugin registry: collectors found through Python entry points, their settings, and how one is run.
+
+A collector registers one line in its distribution's ``pyproject.toml``::
+
+    [project.entry-points."machinewatch.collectors"]
+    mqtt = "ingest.mqtt:plugin"
+
+naming a ``Collector``: its settings model (one pydantic model, the ``[<name>]`` table of a TOML file, every
+top-level key overridable by ``MW_<NAME>_<KEY>``) and a factory of its ``runtime.Source``. The CLI builds
+``machinewatch ingest <name>`` from it; ``run_collector`` gives the source the shared Kafka sink, the
+dead-letter topic and the one runner. Nothing here imports a plugin's module before it is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from machinewatch import names
+from machinewatch.config import Settings, read_toml_table, validation_problems
+from machinewatch.runtime import Counters, RunOptions, Source
+
+log = logging.getLogger(__name__)
+
+GROUP_COLLECTORS = "machinewatch.collectors"
+
+
+class PluginConfigError(ValueError):
+    """A plugin's configuration is invalid; the message names the file, the key, the value and why."""
+
+
+class CollectorSettings(BaseModel):
+    """What every collector's settings have: the topic its readings go to and the runner's options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(names.TOPIC_READINGS, description="Kafka topic the readings go to")
+    runner: RunOptions = Field(default_factory=RunOptions, description="batching, retries, stats ([<name>.runner])")
+
+
+@dataclass(frozen=True)
+class Collector:
+    """A collector plugin: what the registry, the CLI and ``run_collector`` need to know of it.
+
+    ``make_source(config, settings)`` is called only when the collector runs, so a plugin module imports its
+    client library there, not at registration (``ingest --help`` stays cheap and works without it).
+    """
+
+    name: str
+    summary: str                       # one line for ``machinewatch ingest --help``
+    description: str                   # the paragraph of ``machinewatch ingest <name> --help``
+    settings_model: type[CollectorSettings]
+    make_source: Callable[[Any, Settings], Source]
+    sample_conf: Path | None = None    # the plugin's sample.conf (tests load every one)
+    client_id: str = ""                # the Kafka client id of its publisher (default machinewatch-<name>)
+
+    def load_settings(self, path: Path | None, overrides: Mapping[str, Any] | None = None,
+                      environ: Mapping[str, str] | None = None) -> CollectorSettings:
+        """``[<name>]`` of the TOML file at ``path`` (none: defaults only), then ``MW_<NAME>_<KEY>`` variables, then
+        ``overrides`` (command-line flags); checked once, with every bad key named."""
+        return load_plugin_settings(self.name, self.settings_model, path, overrides, environ)
+
+
+def load_plugin_settings(table: str, model: type[CollectorSettings], path: Path | None,
+                         overrides: Mapping[str, Any] | None = None,
+                         environ: Mapping[str, str] | None = None) -> CollectorSettings:
+    """The one settings loader of every plugin (see ``Collector.load_settings``)."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        data = dict(read_toml_table(Path(path), table, table, PluginConfigError))
+        origin = str(path)
+    data.update(env_overrides(table, model, os.environ if environ is None else environ))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        msg = f"invalid {table} config ({origin}): {validation_problems(exc, table)}"
+        raise PluginConfigError(msg) from exc
+
+
+def env_overrides(table: str, model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``MW_<TABLE>_<FIELD>`` for each top-level field; lists, tables and sub-models are given as JSON."""
+    found: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = f"MW_{table}_{name}".upper()
+        if key not in environ:
+            continue
+        text = environ[key]
+        if _structured(info.annotation):
+            try:
+                found[name] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                msg = f"{key} must be JSON for the {table}.{name} setting: {exc}"
+                raise PluginConfigError(msg) from exc
+        else:
+            found[name] = text
+    return found
+
+
+def _structured(annotation: Any) -> bool:
+    """A list, table or model (possibly optional): given as JSON in an environment variable."""
+    if get_origin(annotation) in (list, dict, tuple, set):
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_structured(arg) for arg in get_args(annotation) if arg is not type(None))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def collectors() -> dict[str, Collector]:
+    """Every collector registered under ``machinewatch.collectors``, by name; one that fails to load is logged
+    and left out (the others still work)."""
+    found: dict[str, Collector] = {}
+    for point in entry_points(group=GROUP_COLLECTORS):
+        try:
+            plugin = point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+            log.warning("collector plugin %s (%s) could not be loaded: %s", point.name, point.value, exc)
+            continue
+        if not isinstance(plugin, Collector):
+            log.warning("collector plugin %s (%s) is a %s, not a machinewatch.plugins.Collector", point.name,
+                        point.value, type(plugin).__name__)
+            continue
+        found.setdefault(plugin.name, plugin)
+    return dict(sorted(found.items()))
+
+
+def run_collector(plugin: Collector, config: CollectorSettings, settings: Settings,
+                  duration_s: float | None = None) -> Counters:
+    """Run one collector on the shared runner: its source, the Kafka publisher as sink and dead-letter output."""
+    from machinewatch.kafka_io import KafkaDeadLetters, Publisher, PublisherSink
+    from machinewatch.runtime import Runner
+
+    source = plugin.make_source(config, settings)
+    publisher = Publisher(settings, topic=config.topic, client_id=plugin.client_id or f"machinewatch-{plugin.name}")
+    sink = PublisherSink(publisher)  # closes the publisher
+    runner = Runner(plugin.name, source, sink, KafkaDeadLetters(publisher), config.runner)
+    return runner.run(duration_s)
+
+
+# ---------------------------------------------------------------------- the CLI's part
+
+def add_collector_parsers(sub: argparse._SubParsersAction) -> None:
+    """``machinewatch ingest <name>`` for every registered collector not already there."""
+    for plugin in collectors().values():
+        if plugin.name in sub.choices:
+            log.warning("collector plugin %s is shadowed by a built-in 'ingest %s'", plugin.name, plugin.name)
+            continue
+        p = sub.add_parser(plugin.name, help=f"{plugin.summary} [plugin]", description=plugin.description)
+        sample = f" (see {plugin.sample_conf})" if plugin.sample_conf else ""
+        p.add_argument("--config", type=Path,
+                       help=f"TOML file with a [{plugin.name}] table{sample}; MW_{plugin.name.upper()}_<KEY> "
+                       "variables override its keys")
+        p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGTERM/Ctrl-C)")
+        p.set_defaults(func=_cmd_collector, plugin=plugin)
+
+
+def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
+    plugin: Collector = args.plugin
+    try:
+        config = plugin.load_settings(args.config)
+    except PluginConfigError as exc:
+        raise RuntimeError(str(exc)) from exc
+    counters = run_collector(plugin, config, settings, args.duration)
+    print(json.dumps({"collector": plugin.name, "received": counters.received, "written": counters.written,
+                      "rejected": counters.rejected}))
+    return 0

@@ -181,6 +181,8 @@ class MqttSource:
         refused = [str(code) for code in reason_codes if code.is_failure]
         if refused:
             log.error("mqtt: the broker refused subscriptions: %s", ", ".join(refused))
+        else:
+            log.info("mqtt: the broker acknowledged the subscriptions")
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
         log.warning("mqtt: cannot connect to %s:%d; retrying", self.config.host, self.config.port)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _json_str
@@ -114,6 +114,23 @@ def _json_number(value: float) -> str:
     # What json's C encoder writes: float.__repr__ for floats (and subclasses such as numpy.float64), int.__repr__
     # for ints; validation already refused bools, NaN and infinities.
     return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)
+
+
+# What ``lookup`` returns for a field that is not there (None is a value: JSON null).
+MISSING: Any = object()
+
+
+def lookup(doc: Mapping[str, Any], path: str) -> Any:
+    """A field by its exact name, else by dotted path into nested objects; ``MISSING`` if absent
+    (shared by the collectors that map foreign documents onto readings)."""
+    if path in doc:
+        return doc[path]
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
 
 
 def json_object(payload: bytes | str) -> dict[str, Any]:

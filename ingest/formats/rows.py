@@ -18,11 +18,12 @@ from typing import Any
 
 from ingest.formats.mapping import Mapping
 from ingest.formats.units import normalise
+from machinewatch.record import MISSING as _MISSING
 from machinewatch.record import Reading, RecordError, make_event_id, to_epoch_ms
+from machinewatch.record import lookup as _lookup
 
 log = logging.getLogger(__name__)
 
-_MISSING = object()
 
 
 # Dead-letter reason kinds, for counting (the reason text says the details).
@@ -49,18 +50,6 @@ class Reject:
 class MapResult:
     readings: list[Reading] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-
-
-def _lookup(data: AnyMapping[str, Any], path: str) -> Any:
-    """A field by exact name, else by dotted path into nested objects."""
-    if path in data:
-        return data[path]
-    node: Any = data
-    for part in path.split("."):
-        if not isinstance(node, AnyMapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
 
 
 def _blank(value: Any) -> bool:

@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import Any
 
 from ingest.mqtt.config import Subscription
-from machinewatch.record import Reading, RecordError, make_event_id
+from machinewatch.record import MISSING as _MISSING
+from machinewatch.record import Reading, RecordError, json_object, make_event_id
+from machinewatch.record import lookup as _lookup
 from machinewatch.runtime import Rejected
 
 
@@ -98,7 +100,10 @@ class MessageMapper:
         if sub.format == "number":
             values = {text(sub.metric, "metric"): _number_text(payload)}
         else:
-            doc = _json_object(payload)
+            try:
+                doc = json_object(payload)
+            except RecordError as exc:
+                raise _Bad(str(exc)) from exc
             if sub.fields:
                 values = {metric: _lookup(doc, path) for metric, path in sub.fields.items()}
                 values = {metric: value for metric, value in values.items() if value is not _MISSING}
@@ -145,33 +150,6 @@ class MessageMapper:
 
 class _Bad(ValueError):
     """The message cannot become a reading; the text says why."""
-
-
-_MISSING: Any = object()
-
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        msg = f"not JSON: {exc}"
-        raise _Bad(msg) from exc
-    if not isinstance(doc, dict):
-        msg = f"expected a JSON object, got {type(doc).__name__}"
-        raise _Bad(msg)
-    return doc
-
-
-def _lookup(doc: Mapping[str, Any], path: str) -> Any:
-    """A field by its exact name, else by dotted path into nested objects; ``_MISSING`` if absent."""
-    if path in doc:
-        return doc[path]
-    node: Any = doc
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
 
 
 def _number_text(payload: bytes) -> float:

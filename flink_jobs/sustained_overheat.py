@@ -41,15 +41,7 @@ JOB_NAME = "machinewatch-sustained-overheat"
 
 def rules_from(settings: Settings) -> OverheatRules:
     """The overheat rule's parameters as the MW_OVERHEAT_* settings give them (the shipped rule's)."""
-    return OverheatRules(
-        threshold=settings.overheat_threshold_c,
-        duration_ms=settings.overheat_duration_s * 1000,
-        hysteresis=settings.overheat_hysteresis_c,
-        clear_ms=settings.overheat_clear_s * 1000,
-        escalate_factor=settings.overheat_escalate_factor,
-        max_gap_ms=settings.overheat_max_gap_s * 1000,
-        silence_ms=settings.overheat_silence_s * 1000,
-    )
+    return overheat_rule(settings).base
 
 
 def _sql(name: str) -> str:

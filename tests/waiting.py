@@ -60,3 +60,34 @@ def poll(fetch: Callable[[], T], done: Callable[[T], bool], seconds: float, what
             raise
         log.warning("timed out after %.0fs waiting for %s; checking the last answer", seconds, what)
     return answers[0]
+
+
+def wait_for_count(count: Callable[[], int], target: int, stall_s: float, what: str, every: float = 3.0) -> int:
+    """Wait until ``count()`` reaches ``target`` for as long as it keeps growing; return the last count.
+
+    A big result arrives at the speed of the machine: a loaded machine is slower, not wrong. So this
+    fails only when the count has not grown for ``stall_s`` seconds (errors count as no progress),
+    never because the whole wait took long. The caller then asserts on the full answer.
+    """
+    last, last_growth = -1, time.monotonic()
+    last_error: Exception | None = None
+    while True:
+        try:
+            now = count()
+        except Exception as exc:  # a busy server may miss one answer: that alone is not a stall
+            last_error = exc
+            log.debug("counting %s: %s: %s", what, type(exc).__name__, exc)
+        else:
+            if now >= target:
+                return now
+            if now > last:
+                if last >= 0:
+                    log.info("%s: %d of %d", what, now, target)
+                last, last_growth = now, time.monotonic()
+        if time.monotonic() - last_growth >= stall_s:
+            break
+        time.sleep(every)
+    msg = f"{what}: stuck at {max(last, 0)} of {target} for {stall_s:.0f}s"
+    if last_error is not None:
+        msg += f" (last error: {type(last_error).__name__}: {last_error})"
+    raise AssertionError(msg)

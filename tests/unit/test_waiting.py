@@ -74,3 +74,33 @@ def test_poll_without_any_answer_fails_naming_the_last_error(clock: list[float])
 
     with pytest.raises(AssertionError, match=r"waiting for three rows \(last error: TimeoutError: InfluxDB did not"):
         waiting.poll(fetch, lambda rows: len(rows) >= 3, 5, "three rows")
+
+
+def test_count_wait_goes_on_while_the_count_grows_however_long_it_takes(clock: list[float]) -> None:
+    counts = iter(range(0, 1001, 10))  # 100 answers, each 3 s apart: 300 s in all, far past the stall limit
+
+    assert waiting.wait_for_count(lambda: next(counts), 1000, 30, "windows", every=3) == 1000
+    assert clock[0] >= 297
+
+
+def test_count_wait_fails_when_the_count_stops_growing(clock: list[float]) -> None:
+    answers: list[int | Exception] = [5, 8, TimeoutError("busy"), 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]
+
+    def count() -> int:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with pytest.raises(AssertionError, match=r"windows: stuck at 8 of 10 for 20s \(last error: TimeoutError: busy"):
+        waiting.wait_for_count(count, 10, 20, "windows", every=3)
+    assert 20 <= clock[0] <= 26
+
+
+def test_count_wait_treats_errors_before_any_answer_as_no_progress(clock: list[float]) -> None:
+    def count() -> int:
+        msg = "down"
+        raise TimeoutError(msg)
+
+    with pytest.raises(AssertionError, match=r"stuck at 0 of 3 for 9s \(last error: TimeoutError: down"):
+        waiting.wait_for_count(count, 3, 9, "rows", every=3)

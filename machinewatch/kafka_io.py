@@ -342,26 +342,6 @@ class KafkaDeadLetters:
             raise TransientError(msg)
 
 
-class DeadLetters:
-    """Dead-lettering for consumers that rarely need it: the producer is made on first use, and each
-    dead letter is flushed at once, so it is acknowledged before the consumer commits past it."""
-
-    def __init__(self, settings: Settings, source: str) -> None:
-        self.settings = settings
-        self.source = source
-        self._publisher: Publisher | None = None
-
-    def send(self, raw: bytes | str, reason: str, origin: str) -> None:
-        if self._publisher is None:
-            self._publisher = Publisher(self.settings, topic=names.TOPIC_DEAD_LETTER)
-        self._publisher.dead_letter(self.source, raw, reason, origin)
-        self._publisher.flush()
-
-    def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
-
-
 class KafkaMessage(Protocol):
     """One consumed record as the consumer sinks get it (kafka-python's ``ConsumerRecord`` is one, unchanged):
     where it came from and its exact bytes; ``value`` None is a tombstone."""
@@ -481,6 +461,9 @@ def run_consumer(source: KafkaSource, sink: Sink, settings: Settings, options: R
 class BrokerBackoff:
     """Keeps a consumer loop alive through a broker outage: a poll or commit that fails for a Kafka or
     connection error is logged and retried with back-off instead of ending the process.
+
+    No sink uses it any more: the writer, the notifier and the archiver run on ``runtime.Runner`` with
+    ``KafkaSource``, which turns the same failures into ``TransientError`` for the runner's back-off.
 
     kafka-python 3 raises out of ``poll()`` when the group coordinator cannot be reached (2.x retried
     inside); a writer or notifier that died of that would stop the pipeline for good. A commit that

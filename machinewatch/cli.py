@@ -214,7 +214,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     if args.target == "archive":
         from sinks import archiver
 
-        archiver.main(settings, args.root or settings.state_dir / "archive", args.max_age)
+        archiver.main(settings, args.root or settings.state_dir / "archive", args.max_age, idle_exit_s=args.idle_exit)
         return 0
     from sinks import influxdb_writer
 
@@ -241,7 +241,8 @@ def cmd_ingest_archive(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import notifier
 
-    notifier.main(settings, topic=args.alerts_topic, group_id=args.group_id, ledger_path=args.ledger)
+    notifier.main(settings, topic=args.alerts_topic, group_id=args.group_id, ledger_path=args.ledger,
+                  idle_exit_s=args.idle_exit)
     return 0
 
 
@@ -411,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="influxdb: results into InfluxDB; archive: raw readings into hourly Parquet files (cold path)")
     p.add_argument("--root", type=Path, help="archive: folder of the Parquet archive (default STATE_DIR/archive)")
     p.add_argument("--max-age", type=float, default=60.0, help="archive: seconds before a batch is written")
-    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results")
+    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results (or readings)")
     p.add_argument("--aggregates-topic", help=f"influxdb: window results topic (default {names.TOPIC_AGGREGATES})")
     p.add_argument("--late-topic", help=f"influxdb: late events topic (default {names.TOPIC_LATE})")
     p.add_argument("--alerts-topic", help=f"influxdb: alerts topic of both jobs (default {names.TOPIC_ALERTS})")
@@ -431,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-id", default="mw-notifier", help="Kafka consumer group")
     p.add_argument("--ledger", type=Path,
                    help="SQLite ledger of what was delivered (default STATE_DIR/notifier/ledger.sqlite)")
+    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without alerts")
     p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("query", help="print window aggregates from InfluxDB (read-only token)")

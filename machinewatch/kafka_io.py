@@ -1,4 +1,5 @@
-"""The one Kafka publisher every simulator and collector uses, plus the dead-letter path.
+"""Kafka I/O of the core: the one publisher every simulator and collector uses, the dead-letter path, and the
+consumer source the sinks run on (``KafkaSource``, ``run_consumer``).
 
 acks=all with the idempotent producer, batching and compression; a failed send is counted and
 raised by ``flush()``, never dropped silently.
@@ -15,15 +16,23 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.partitioner.default import DefaultPartitioner, murmur2
+from kafka.structs import OffsetAndMetadata
 
 from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.record import Reading
-from machinewatch.runtime import Rejected, TransientError
+from machinewatch.runtime import Batch, Counters, Rejected, Runner, RunOptions, Sink, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -333,29 +342,128 @@ class KafkaDeadLetters:
             raise TransientError(msg)
 
 
-class DeadLetters:
-    """Dead-lettering for consumers that rarely need it: the producer is made on first use, and each
-    dead letter is flushed at once, so it is acknowledged before the consumer commits past it."""
+class KafkaMessage(Protocol):
+    """One consumed record as the consumer sinks get it (kafka-python's ``ConsumerRecord`` is one, unchanged):
+    where it came from and its exact bytes; ``value`` None is a tombstone."""
 
-    def __init__(self, settings: Settings, source: str) -> None:
-        self.settings = settings
-        self.source = source
-        self._publisher: Publisher | None = None
+    @property
+    def topic(self) -> str: ...
 
-    def send(self, raw: bytes | str, reason: str, origin: str) -> None:
-        if self._publisher is None:
-            self._publisher = Publisher(self.settings, topic=names.TOPIC_DEAD_LETTER)
-        self._publisher.dead_letter(self.source, raw, reason, origin)
-        self._publisher.flush()
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def message_origin(message: KafkaMessage) -> str:
+    """``topic/partition@offset``: where a dead letter of a consumed record came from."""
+    return f"{message.topic}/{message.partition}@{message.offset}"
+
+
+class KafkaSource:
+    """``machinewatch.runtime.Source`` on a Kafka consumer group: batches of consumed messages (``KafkaMessage``),
+    the group's offsets as the checkpoint.
+
+    Auto-commit is off: ``commit(checkpoint)`` commits the offsets after the last message polled up to that
+    batch, and the runner calls it only once the sink flushed those messages, so a crash repeats messages and
+    never skips one. A new group starts at the earliest offset. Poll and commit failures of the broker (kafka-
+    python 3 raises when the group coordinator cannot be reached) become ``TransientError``: the runner backs off
+    and retries instead of ending. A commit refused because the group rebalanced is not retried: the partition's
+    new owner gets those messages again (at least once still holds).
+    """
+
+    def __init__(self, settings: Settings, topics: Sequence[str], group_id: str, *, name: str, client_id: str = "",
+                 max_poll_records: int = 5000, **overrides: Any) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self.group_id = group_id
+        self.config: dict[str, Any] = {
+            **settings.kafka_client_config(),
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": max_poll_records,
+            "client_id": client_id or f"machinewatch-{name}",
+            **overrides,
+        }
+        self.consumer: Any = None
+        self._positions: dict[Any, int] = {}  # TopicPartition -> the offset after the last message polled
+
+    def open(self) -> None:
+        self.consumer = KafkaConsumer(*self.topics, **self.config)
+
+    def poll(self, timeout_s: float) -> Batch:
+        try:
+            polled = self.consumer.poll(timeout_ms=max(0, round(timeout_s * 1000)))
+        except KafkaError as exc:
+            raise TransientError(_kafka_problem("poll", exc)) from exc
+        batch = Batch()
+        for tp, messages in polled.items():
+            if messages:
+                batch.records.extend(messages)
+                self._positions[tp] = messages[-1].offset + 1
+        if batch.records:
+            batch.checkpoint = dict(self._positions)
+        return batch
+
+    def commit(self, checkpoint: object) -> None:
+        assert isinstance(checkpoint, dict)
+        assigned = self.consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in checkpoint.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError) as exc:
+            log.warning("%s: offsets not committed, the group %s rebalanced (%s): what was polled since the last "
+                        "commit is delivered again", self.name, self.group_id, type(exc).__name__)
+        except KafkaError as exc:
+            raise TransientError(_kafka_problem("commit", exc)) from exc
 
     def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
+        if self.consumer is not None:
+            self.consumer.close()
+
+    def lag(self) -> int | None:
+        """Messages on the assigned partitions after the last one polled (from the last fetch's high waters)."""
+        if self.consumer is None:
+            return None
+        behind = [self.consumer.highwater(tp) - self._positions[tp] for tp in self.consumer.assignment()
+                  if tp in self._positions and self.consumer.highwater(tp) is not None]
+        return sum(max(0, n) for n in behind) if behind else None
+
+
+def _kafka_problem(action: str, exc: Exception) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    kind = type(exc).__name__
+    if not text.startswith(kind):  # kafka-python's errors name themselves already
+        text = f"{kind}: {text}" if text else kind
+    return f"kafka {action} failed: {text}"
+
+
+def run_consumer(source: KafkaSource, sink: Sink, settings: Settings, options: RunOptions | None = None, *,
+                 stop_event: threading.Event | None = None, idle_exit_s: float | None = None,
+                 duration_s: float | None = None) -> Counters:
+    """Run a Kafka consumer sink on the one runner: ``source``'s messages to ``sink``, what either rejects to the
+    dead-letter topic (with ``source.name`` as its source), offsets committed after both were flushed."""
+    publisher = Publisher(settings, topic=names.TOPIC_DEAD_LETTER, client_id=f"machinewatch-{source.name}-deadletter")
+    try:
+        runner = Runner(source.name, source, sink, KafkaDeadLetters(publisher), options, stop_event=stop_event)
+        return runner.run(duration_s, idle_exit_s=idle_exit_s)
+    finally:
+        publisher.close()
 
 
 class BrokerBackoff:
     """Keeps a consumer loop alive through a broker outage: a poll or commit that fails for a Kafka or
     connection error is logged and retried with back-off instead of ending the process.
+
+    No sink uses it any more: the writer, the notifier and the archiver run on ``runtime.Runner`` with
+    ``KafkaSource``, which turns the same failures into ``TransientError`` for the runner's back-off.
 
     kafka-python 3 raises out of ``poll()`` when the group coordinator cannot be reached (2.x retried
     inside); a writer or notifier that died of that would stop the pipeline for good. A commit that
@@ -378,8 +486,6 @@ class BrokerBackoff:
 
     def poll(self, timeout_ms: int, **kwargs: Any) -> dict[Any, Any]:
         """``consumer.poll``; an empty batch while the broker cannot be reached."""
-        from kafka.errors import KafkaError
-
         if self.commit_pending and not self.commit():
             return {}
         try:
@@ -392,8 +498,6 @@ class BrokerBackoff:
 
     def commit(self) -> bool:
         """``consumer.commit``; False (and retried before the next poll) while it cannot be done."""
-        from kafka.errors import KafkaError
-
         try:
             self.consumer.commit()
         except (KafkaError, OSError) as exc:

@@ -180,11 +180,13 @@ class Runner:
     """Moves records from one source to one sink until stopped: ``Runner(...).run()``.
 
     ``stop()`` (or SIGTERM/SIGINT while ``run`` holds the main thread) ends it gracefully: what was polled
-    is flushed and checkpointed, then source and sink are closed.
+    is flushed and checkpointed, then source and sink are closed. ``stop_event``, when given, is the event
+    ``stop()`` sets: a sink that waits (a retry until a server is back) can wait on it and wake up to stop.
     """
 
     def __init__(self, name: str, source: Source, sink: Sink, dead_letters: DeadLetterOutput,
-                 options: RunOptions | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 options: RunOptions | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 stop_event: threading.Event | None = None) -> None:
         self.name = name
         self.source = source
         self.sink = sink
@@ -192,13 +194,14 @@ class Runner:
         self.options = options or RunOptions()
         self.counters = Counters()
         self._clock = clock
-        self._stop = threading.Event()
+        self._stop = stop_event if stop_event is not None else threading.Event()
         self._signals = 0
         self._pending = 0                      # records and rejects taken since the last checkpoint
         self._pending_written = 0              # of which records the sink accepted
         self._pending_since: float | None = None
         self._checkpoint: object | None = None
         self._last_stats = clock()
+        self._last_input = clock()
         self._poll_backoff = Backoff(self.options.retry_min_s, self.options.retry_max_s)
 
     # ------------------------------------------------------------------ control
@@ -211,14 +214,19 @@ class Runner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def run(self, duration_s: float | None = None) -> Counters:
-        """Run until ``stop()``, a signal, or ``duration_s``; returns the counters."""
+    def run(self, duration_s: float | None = None, idle_exit_s: float | None = None) -> Counters:
+        """Run until ``stop()``, a signal, ``duration_s``, or ``idle_exit_s`` without input from the source
+        (counted from the start, then from the last batch that held anything); returns the counters."""
         deadline = None if duration_s is None else self._clock() + duration_s
+        self._last_input = self._clock()
         with self._signals_stop():
             try:
                 self._open()
                 while not self._stop.is_set():
                     if deadline is not None and self._clock() >= deadline:
+                        break
+                    if idle_exit_s is not None and self._clock() - self._last_input > idle_exit_s:
+                        log.info("%s: nothing received for %g s: stopping", self.name, idle_exit_s)
                         break
                     self._poll_once()
                     if self._flush_due():
@@ -254,6 +262,8 @@ class Runner:
         self._poll_backoff.reset()
         if not len(batch) and batch.checkpoint is None:
             return
+        if len(batch):
+            self._last_input = self._clock()
         self.counters.received += len(batch)
         for rejected in batch.rejected:
             self._dead_letter(rejected)

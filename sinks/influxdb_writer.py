@@ -1,9 +1,11 @@
-"""Writes the Flink jobs' results from Kafka into InfluxDB, idempotently.
+"""Writes the Flink jobs' results from Kafka into InfluxDB, idempotently, as a sink on the one runner.
 
 Window aggregates, late events and alerts each become one point with a deterministic timestamp
-(window end or event time) and tags, so a replay overwrites the same point. Offsets are committed
-only after InfluxDB accepted the batch: an InfluxDB outage leaves the results buffered in Kafka
-(back-pressure), never dropped.
+(window end or event time) and tags, so a replay overwrites the same point. The runner
+(``machinewatch.runtime``, with ``kafka_io.KafkaSource``) commits offsets only after InfluxDB accepted the
+points polled before: an InfluxDB outage leaves the results buffered in Kafka (back-pressure), never
+dropped. What cannot land (not a result, refused by InfluxDB, older than the bucket keeps) comes back to
+the runner as ``Rejected`` and goes to the dead-letter topic with its exact bytes.
 
 Points are written as line protocol built here directly (byte for byte what influxdb_client's
 ``Point`` gives for the same result, without its per-point cost) in gzip-compressed requests of
@@ -17,7 +19,6 @@ import json
 import logging
 import math
 import re
-import signal
 import threading
 import time
 import zlib
@@ -28,12 +29,12 @@ from typing import Any
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
-from kafka import KafkaConsumer
 
 from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.influx_admin import bucket_retention_s
-from machinewatch.kafka_io import BrokerBackoff, DeadLetters
+from machinewatch.kafka_io import KafkaMessage, KafkaSource, message_origin, run_consumer
+from machinewatch.runtime import Counters, Rejected, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -254,35 +255,41 @@ def _ms_line(point: Point) -> str:
 
 
 class InfluxWriter:
-    """Consume the aggregates topic and write every result to InfluxDB with retries."""
+    """The InfluxDB write path of the result topics, and ``run()``: the topics consumed into it on the runner.
+
+    ``write(bucket, points)`` writes lines in requests of at most ~1 MB, each retried until InfluxDB is back
+    (or the run stops); what cannot land is dead-lettered, never counted as written. ``handle(messages)``
+    routes consumed results by topic to their bucket. ``InfluxResultSink`` is the runner's view of it.
+    """
+
+    name = "influx-writer"  # the dead letters' source
 
     def __init__(
         self, settings: Settings, group_id: str = "mw-influx-writer",
         routes: dict[str, tuple[Converter, str]] | None = None,
     ) -> None:
         self.s = settings
+        self.group_id = group_id
         self.routes = routes or Topics().routes()
-        self.consumer = KafkaConsumer(
-            *self.routes,
-            **settings.kafka_client_config(),
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=5000,
-            client_id="machinewatch-influx-writer",
-        )
+        # One poll of up to 5,000 results is one write; offsets are committed at most every half second.
+        self.options = RunOptions(poll_timeout_s=1.0)
         self.client = InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org)
         # The write endpoint itself, not write_api: that one would re-encode every line and gzip at level 9.
         self.write_service = WriteService(self.client.api_client)
         self.org = settings.influx_org
-        self.dead_letters = DeadLetters(settings, "influx-writer")
         self.stop_event = threading.Event()
         self.written = 0
         self.rejected = 0
+        self._refused: list[Rejected] = []
         self._retention: dict[str, tuple[float, int | None]] = {}  # bucket -> (read at, seconds; 0 = forever)
 
     def _dead_letter(self, raw: bytes, reason: str, origin: str) -> None:
-        self.dead_letters.send(raw, reason, origin)
+        self._refused.append(Rejected(raw, reason, origin))
+
+    def take_refused(self) -> list[Rejected]:
+        """What was dead-lettered since the last call (for the runner's dead-letter output)."""
+        refused, self._refused = self._refused, []
+        return refused
 
     def _refuse(self, bucket: str, lines: Sequence[str], reason: str) -> int:
         """Dead-letter lines that cannot land, in letters of whole lines of at most MAX_RAW_BYTES each."""
@@ -391,7 +398,9 @@ class InfluxWriter:
         # Nothing of the batch was stored: halving finds the bad points in a few requests, not one per point.
         return self._halves(bucket, lines)
 
-    def handle(self, messages: Iterable[Any]) -> int:
+    def handle(self, messages: Iterable[KafkaMessage]) -> int:
+        """Write consumed results to their buckets; returns how many points landed. Messages that are not
+        results are dead-lettered with their bytes and ``topic/partition@offset``."""
         by_bucket: dict[str, list[str | Point]] = {}
         for msg in messages:
             if msg.value is None:
@@ -401,7 +410,7 @@ class InfluxWriter:
                 by_bucket.setdefault(bucket, []).append(convert(parse(msg.value)))
             except (BadResult, ValueError, TypeError, OverflowError) as exc:  # Overflow: an int too big for float
                 self.rejected += 1
-                self._dead_letter(msg.value, str(exc), f"{msg.topic}/{msg.partition}@{msg.offset}")
+                self._dead_letter(msg.value, str(exc), message_origin(msg))
         written = 0
         for bucket, points in by_bucket.items():
             refused = self.write(bucket, points)
@@ -409,30 +418,38 @@ class InfluxWriter:
         self.written += written
         return written
 
-    def run(self, idle_exit_s: float | None = None) -> None:
-        """Loop until stopped (or until no message came for ``idle_exit_s`` seconds)."""
+    def run(self, idle_exit_s: float | None = None) -> Counters:
+        """Consume the routes' topics into InfluxDB until stopped (``stop_event``, SIGTERM/SIGINT in the main
+        thread) or until no message came for ``idle_exit_s`` seconds."""
         for topic, (_, bucket) in self.routes.items():
             log.info("writing %s -> %s bucket '%s'", topic, self.s.influx, bucket)
-        last_data = time.monotonic()
-        broker = BrokerBackoff(self.consumer, self.stop_event, "influx writer")
-        try:
-            while not self.stop_event.is_set():
-                batch = broker.poll(timeout_ms=1000)
-                if batch:
-                    for records in batch.values():
-                        self.handle(records)
-                    broker.commit()
-                    last_data = time.monotonic()
-                    log.info("written %d points so far (%d dead-lettered, never written)", self.written, self.rejected)
-                elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
-                    break
-        finally:
-            self.close()
+        source = KafkaSource(self.s, list(self.routes), self.group_id, name=self.name,
+                             client_id="machinewatch-influx-writer", max_poll_records=5000)
+        return run_consumer(source, InfluxResultSink(self), self.s, self.options, stop_event=self.stop_event,
+                            idle_exit_s=idle_exit_s)
 
     def close(self) -> None:
-        self.consumer.close()
         self.client.close()
-        self.dead_letters.close()
+
+
+class InfluxResultSink:
+    """``machinewatch.runtime.Sink`` of the writer: consumed results written at once (each request retried until
+    InfluxDB took it), so ``flush`` has nothing left to do but report; closing closes the writer."""
+
+    def __init__(self, writer: InfluxWriter) -> None:
+        self.writer = writer
+
+    def write(self, records: Sequence[KafkaMessage]) -> list[Rejected]:
+        self.writer.handle(records)
+        return self.writer.take_refused()
+
+    def flush(self) -> None:
+        # The line operators and tests read: points, not messages (a dead letter may hold many points).
+        log.info("written %d points so far (%d dead-lettered, never written)", self.writer.written,
+                 self.writer.rejected)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 @dataclass(frozen=True)
@@ -458,6 +475,4 @@ class Topics:
 
 def main(settings: Settings, idle_exit_s: float | None = None, group_id: str = "mw-influx-writer",
          topics: Topics | None = None) -> None:
-    writer = InfluxWriter(settings, group_id=group_id, routes=(topics or Topics()).routes())
-    signal.signal(signal.SIGTERM, lambda *_: writer.stop_event.set())
-    writer.run(idle_exit_s)
+    InfluxWriter(settings, group_id=group_id, routes=(topics or Topics()).routes()).run(idle_exit_s)

@@ -1,9 +1,12 @@
-"""Notifications: alert transitions from Kafka to e-mail (SMTP) and a webhook, each sent once.
+"""Notifications: alert transitions from Kafka to e-mail (SMTP) and a webhook, each sent once; a sink on the
+one runner (``machinewatch.runtime``, with ``kafka_io.KafkaSource``).
 
 A ledger (SQLite in the state dir) records every (alert id, state, channel) that was delivered;
 a restart, a replay of the topic or a duplicate from the job's at-least-once sink is skipped.
 Message-ID and the webhook's Idempotency-Key are deterministic, so a receiver can drop the one
-duplicate that remains possible: a crash between a delivery and its ledger entry.
+duplicate that remains possible: a crash between a delivery and its ledger entry. Offsets are
+committed after the deliveries; a record on the alerts topic that is not an alert goes to the
+dead-letter topic with its exact bytes, never stopping the notifier.
 """
 
 from __future__ import annotations
@@ -11,23 +14,22 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import signal
 import smtplib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
 
 import requests
-from kafka import KafkaConsumer
 
 from machinewatch import names
 from machinewatch.config import Settings
-from machinewatch.kafka_io import BrokerBackoff, DeadLetters
+from machinewatch.kafka_io import KafkaMessage, KafkaSource, message_origin, run_consumer
+from machinewatch.runtime import Counters, Rejected, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,11 @@ class Ledger:
 
 
 class Notifier:
-    """Consume alerts; deliver each (alert id, state) once per channel; commit after delivery."""
+    """A ``machinewatch.runtime.Sink`` of alerts: delivers each (alert id, state) once per channel (retrying a
+    channel until it answers), recorded in the ledger before ``write`` returns; ``run()`` consumes the alerts
+    topic into it on the runner, which commits the offsets after the deliveries."""
+
+    name = "notifier"  # the dead letters' source
 
     def __init__(self, settings: Settings, channels: list[Channel] | None = None, topic: str = names.TOPIC_ALERTS,
                  group_id: str = "mw-notifier", ledger_path: Path | None = None) -> None:
@@ -152,14 +158,13 @@ class Notifier:
         self.kinds = set(settings.notify_kinds)
         self.states = set(settings.notify_states)
         self.ledger = Ledger(ledger_path or settings.state_dir / "notifier" / "ledger.sqlite")
-        self.consumer = KafkaConsumer(
-            topic, **settings.kafka_client_config(), group_id=group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", client_id="machinewatch-notifier",
-        )
+        self.topic = topic
+        self.group_id = group_id
+        self.options = RunOptions(poll_timeout_s=0.5)
         self.stop_event = threading.Event()
         self.delivered = 0
         self.skipped = 0
-        self.dead_letters = DeadLetters(settings, "notifier")
+        self.rejected = 0
 
     def wanted(self, alert: dict[str, Any]) -> bool:
         state = alert.get("state")
@@ -195,37 +200,43 @@ class Notifier:
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, 60.0)
 
-    def run(self, idle_exit_s: float | None = None) -> None:
-        last = time.monotonic()
-        broker = BrokerBackoff(self.consumer, self.stop_event, "notifier")
-        try:
-            while not self.stop_event.is_set():
-                batch = broker.poll(timeout_ms=500)
-                if batch:
-                    for records in batch.values():
-                        docs, rejects = decode_alerts(records)
-                        for raw, reason, origin in rejects:
-                            # Acknowledged before the commit below moves past it.
-                            log.warning("not an alert at %s (%s): dead-lettered", origin, reason)
-                            self.dead_letters.send(raw, reason, origin)
-                        self.handle(docs)
-                    broker.commit()
-                    last = time.monotonic()
-                elif idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
-                    break
-        finally:
-            self.consumer.close()
-            self.ledger.close()
-            self.dead_letters.close()
+    # ------------------------------------------------------------------ runtime.Sink
+
+    def write(self, records: Sequence[KafkaMessage]) -> list[Rejected]:
+        """Deliver the alerts among ``records``; the rest comes back as dead letters."""
+        docs, rejects = decode_alerts(records)
+        refused = []
+        for raw, reason, origin in rejects:
+            log.warning("not an alert at %s (%s): dead-lettered", origin, reason)
+            refused.append(Rejected(raw, reason, origin))
+        self.rejected += len(refused)
+        self.handle(docs)
+        return refused
+
+    def flush(self) -> None:
+        """Nothing to do: ``write`` returns once every delivery is made and in the ledger."""
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def run(self, idle_exit_s: float | None = None) -> Counters:
+        """Consume the alerts topic until stopped (``stop_event``, SIGTERM/SIGINT in the main thread) or until no
+        message came for ``idle_exit_s`` seconds; closes the ledger at the end."""
+        source = KafkaSource(self.s, [self.topic], self.group_id, name=self.name, client_id="machinewatch-notifier",
+                             max_poll_records=500)
+        return run_consumer(source, self, self.s, self.options, stop_event=self.stop_event, idle_exit_s=idle_exit_s)
 
 
 def decode_alerts(records: Iterable[Any]) -> tuple[list[dict[str, Any]], list[tuple[bytes, str, str]]]:
     """(alert documents, [(raw bytes, reason, origin)]) of consumed records; anything that is not a JSON
-    object is a reject for the dead-letter topic, never a reason for the notifier to stop."""
+    object is a reject for the dead-letter topic, never a reason for the notifier to stop. A tombstone (no
+    value) is neither."""
     docs: list[dict[str, Any]] = []
     rejects: list[tuple[bytes, str, str]] = []
     for rec in records:
-        origin = f"{rec.topic}/{rec.partition}@{rec.offset}"
+        if rec.value is None:
+            continue
+        origin = message_origin(rec)
         try:
             doc = json.loads(rec.value)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -248,9 +259,8 @@ def default_channels(settings: Settings) -> list[Channel]:
 
 
 def main(settings: Settings, topic: str = names.TOPIC_ALERTS, group_id: str = "mw-notifier",
-         ledger_path: Path | None = None) -> None:
+         ledger_path: Path | None = None, idle_exit_s: float | None = None) -> None:
     notifier = Notifier(settings, topic=topic, group_id=group_id, ledger_path=ledger_path)
     if not notifier.channels:
         log.warning("no channel configured (MW_SMTP_HOST + MW_SMTP_TO, or MW_WEBHOOK_URL): nothing will be sent")
-    signal.signal(signal.SIGTERM, lambda *_: notifier.stop_event.set())
-    notifier.run()
+    notifier.run(idle_exit_s)

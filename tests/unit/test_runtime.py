@@ -245,3 +245,31 @@ def test_backoff_doubles_up_to_its_limit_and_resets() -> None:
 def test_run_options_refuse_a_minimum_above_the_maximum() -> None:
     with pytest.raises(ValueError, match="retry_min_s"):
         RunOptions(retry_min_s=10, retry_max_s=1)
+
+
+def test_idle_exit_ends_the_run_once_the_source_has_been_quiet_that_long() -> None:
+    events: list[str] = []
+    source = ScriptedSource([Batch([1], [], 1)], events)
+    runner = Runner("t", source, ListSink(events), ListDeadLetters(events), FAST)
+    started = time.monotonic()
+    counters = runner.run(idle_exit_s=0.2)
+    assert 0.2 <= time.monotonic() - started < 5
+    assert source.commits == [1] and counters.written == 1  # the last flush and checkpoint still happen
+
+
+def test_a_given_stop_event_stops_the_run_and_is_what_stop_sets() -> None:
+    events: list[str] = []
+    stop = threading.Event()
+    runner = Runner("t", ScriptedSource([Batch([1], [], 1)], events), ListSink(events), ListDeadLetters(events),
+                    FAST, stop_event=stop)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    while "poll 1" not in events:
+        time.sleep(0.005)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and runner.stopping
+    runner2 = Runner("t", ScriptedSource([], events), ListSink(events), ListDeadLetters(events), FAST,
+                     stop_event=threading.Event())
+    runner2.stop()
+    assert runner2.stopping

@@ -76,7 +76,9 @@ RUN set -eux; \
     # What the containers write: state (named volumes are mounted here and start out owned alike).
     useradd --system --uid 10001 --home-dir /var/lib/machinewatch --shell /usr/sbin/nologin machinewatch; \
     mkdir -p /var/lib/machinewatch/kafka /var/lib/machinewatch/flink /var/lib/machinewatch/secrets; \
-    chown -R machinewatch:machinewatch /var/lib/machinewatch
+    chown -R machinewatch:machinewatch /var/lib/machinewatch; \
+    # The provisioning code takes its locks in the cache dir (the provisioned files stay root's, read-only).
+    chown machinewatch:machinewatch "$MW_CACHE_DIR" "$MW_CACHE_DIR"/.*.lock
 
 USER machinewatch
 CMD ["machinewatch", "--help"]

@@ -129,23 +129,51 @@ def teardown_guard(docker_compose_command: str, docker_compose_file: str,
     try:
         yield base
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        with contextlib.suppress(Exception):
-            logs = _compose(base, "logs --no-color --timestamps", timeout=120)
-            ps = _compose(base, "ps -a", timeout=60)
-            (ARTIFACTS / "compose-demo.log").write_text(ps.stdout + ps.stderr + "\n" + logs.stdout + logs.stderr)
+        _save_logs(base)
         _compose(base, "down -v --remove-orphans", timeout=300)
 
 
+def _save_logs(base: str) -> None:
+    """Every container's state and log into test-artifacts/compose-demo.log, while there are containers."""
+    with contextlib.suppress(Exception):
+        ps = _compose(base, "ps -a", timeout=60)
+        if len(ps.stdout.strip().splitlines()) < 2:  # only the header: nothing (left) to read
+            return
+        logs = _compose(base, "logs --no-color --timestamps", timeout=120)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "compose-demo.log").write_text(ps.stdout + ps.stderr + "\n" + logs.stdout + logs.stderr)
+
+
+def _containers(base: str) -> dict[str, dict[str, Any]]:
+    """Service -> its container as 'compose ps -a' reports it (state, exit code, health)."""
+    out = _compose(base, "ps -a --format json")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.strip()
+    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
+    return {r["Service"]: r for r in rows}
+
+
 @pytest.fixture(scope="session")
-def demo_stack(teardown_guard: str, docker_services: Any, ports: dict[str, int]) -> Settings:
+def demo_stack(teardown_guard: str, docker_services: Any, ports: dict[str, int]) -> Iterator[Settings]:
     """The running demo, and settings that reach it from the host through its ports (the read-only token)."""
+    # 'up --wait' waits for what others depend on; the job submitter nobody waits for: wait for it here.
+    deadline = time.monotonic() + 600
+    while True:
+        state = _containers(teardown_guard)
+        pending = [n for n in ONE_SHOTS if state.get(n, {}).get("State") != "exited"]
+        if not pending:
+            break
+        assert time.monotonic() < deadline, f"one-shots still running after 600 s: {pending}"
+        time.sleep(5)
     token = _compose(teardown_guard, f"exec -T influxdb-writer cat {SECRETS}/influx_read_token")
     assert token.returncode == 0, token.stderr
-    return load_settings(
-        influx_port=ports["MW_INFLUX_PORT"], influx_url=None, influx_read_token=token.stdout.strip(),
-        flink_rest_port=ports["MW_FLINK_REST_PORT"], flink_rest_address=None,
-    )
+    try:
+        yield load_settings(
+            influx_port=ports["MW_INFLUX_PORT"], influx_url=None, influx_read_token=token.stdout.strip(),
+            flink_rest_port=ports["MW_FLINK_REST_PORT"], flink_rest_address=None,
+        )
+    finally:
+        _save_logs(teardown_guard)  # before pytest-docker's 'down -v'
 
 
 def _wait_for(what: str, probe: Any, timeout: float, every: float = 10) -> pd.DataFrame:
@@ -166,11 +194,7 @@ def _wait_for(what: str, probe: Any, timeout: float, every: float = 10) -> pd.Da
 
 
 def test_every_service_is_up_and_every_one_shot_succeeded(teardown_guard: str, demo_stack: Settings) -> None:
-    out = _compose(teardown_guard, "ps -a --format json")
-    assert out.returncode == 0, out.stderr
-    text = out.stdout.strip()
-    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
-    state = {r["Service"]: r for r in rows}
+    state = _containers(teardown_guard)
     assert set(state) == SERVERS | ONE_SHOTS
     for name in SERVERS:
         assert state[name]["State"] == "running", (name, state[name])

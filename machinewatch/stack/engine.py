@@ -143,9 +143,37 @@ class Engine:
             from machinewatch.stack.watchdog import stop_watchdog
 
             stop_watchdog(self.run_dir)
+        self._unmount_leftovers()
         if stopped:
             say("docker: private engine stopped")
         return stopped
+
+    def _unmount_leftovers(self) -> None:
+        """dockerd can leave its namespace mounts under the exec root behind; nothing of ours stays mounted."""
+        if self.proc.pid() is not None:
+            return
+        with contextlib.suppress(OSError):
+            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+            for mount in sorted((m for m in mounts if m.startswith(f"{self.run_dir}/")), reverse=True):
+                subprocess.run(["umount", "-l", mount], capture_output=True, check=False)  # noqa: S603,S607
+
+    def remove_projects(self, prefix: str) -> list[str]:
+        """Remove the containers and volumes of Compose projects named ``prefix...`` (left by a killed run)."""
+        out = self.docker("ps", "-a", "--format", '{{.ID}} {{.Label "com.docker.compose.project"}}', capture=True)
+        ids = [line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] and
+               line.split()[1].startswith(prefix)]
+        if ids:
+            self.docker("rm", "-f", "-v", *ids, capture=True)
+        out = self.docker("volume", "ls", "--format", '{{.Name}} {{.Label "com.docker.compose.project"}}', capture=True)
+        volumes = [line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] and
+                   line.split()[1].startswith(prefix)]
+        if volumes:
+            self.docker("volume", "rm", "-f", *volumes, capture=True)
+        return ids + volumes
+
+    def prune_images(self) -> None:
+        """Drop images no tag names any more (each rebuild after a code change leaves the old one behind)."""
+        self.docker("image", "prune", "--force", capture=True, check=False)
 
     # --- docker and Compose ---------------------------------------------------------------------
 
@@ -395,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         command = {"down": ["down"], "ps": ["ps"], "logs": ["logs"], "compose": []}[args.action]
         code = compose(engine, [*command, *args.args], check=False).returncode
         if args.action == "down":
+            engine.prune_images()
             engine.stop()
         return code
     except (EngineError, ProvisionError) as exc:

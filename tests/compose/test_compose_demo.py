@@ -41,6 +41,7 @@ SECRETS = "/var/lib/machinewatch/secrets"
 # Long-running services and the one-shots that must have exited 0.
 SERVERS = {"kafka", "jobmanager", "taskmanager", "influxdb", "simulator", "influxdb-writer", "dashboard"}
 ONE_SHOTS = {"kafka-init", "job-submitter", "influxdb-setup"}
+PROJECT_PREFIX = "mw-compose-test-"
 
 
 def _interfaces() -> set[str]:
@@ -63,8 +64,12 @@ def engine() -> Iterator[Engine]:
             pytest.skip(f"a Docker engine cannot start on this machine: {exc}")
     try:
         assert _interfaces() == before, "the engine made a network interface (a bridge?)"
+        # A run that was killed left its project: restarted by the engine, it would hold ports and memory.
+        engine.remove_projects(PROJECT_PREFIX)
         yield engine
     finally:
+        with contextlib.suppress(EngineError):
+            engine.prune_images()
         if not reused:
             engine.stop()
 
@@ -101,7 +106,7 @@ def docker_compose_file() -> str:
 
 @pytest.fixture(scope="session")
 def docker_compose_project_name() -> str:
-    return f"mw-compose-test-{os.getpid()}"
+    return f"{PROJECT_PREFIX}{os.getpid()}"
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,10 @@ class Engine:
         return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.root / "config"),
                 # Builds use the engine's classic builder: BuildKit's Dockerfile frontend would be pulled
                 # from a registry, and Compose's bake delegation needs a buildx plugin we do not have.
-                "DOCKER_BUILDKIT": "0", "COMPOSE_BAKE": "false"}
+                "DOCKER_BUILDKIT": "0", "COMPOSE_BAKE": "false",
+                # With the classic builder Compose builds the one image once per service, in parallel: one at
+                # a time, the first builds and the others find every layer cached.
+                "COMPOSE_PARALLEL_LIMIT": "1"}
 
     def ping(self) -> bool:
         """True when the engine answers on its socket."""

@@ -6,12 +6,15 @@ own compose file, ``up --build --wait`` and ``down -v``. The engine is this mach
 at the end, and the base images are made without a registry. What differs from a user's ``docker compose
 up`` is only what the file takes from the environment: free ports and the local image names.
 Images and layers stay in the engine's cache (``$MW_CACHE_DIR/docker``), so a second run is quick.
+Everything here is module-scoped (pyproject.toml runs pytest-docker with --container-scope=module): the demo
+and the engine are gone before the next test module starts its own servers.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -48,12 +51,20 @@ def _interfaces() -> set[str]:
     return {p.name for p in Path("/sys/class/net").iterdir()}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
     """The private engine, installed through ./run; skips only where it cannot start."""
     out = subprocess.run([str(REPO / "run"), "compose", "install"], capture_output=True, text=True, check=False)
     assert out.returncode == 0, f"./run compose install failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     engine = Engine(load_settings(), tied=True)
+    # One compose test at a time per engine (two clones on one machine share it): the second waits.
+    engine.root.mkdir(parents=True, exist_ok=True)
+    with open(engine.root / ".compose-test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _engine_in_use(engine)
+
+
+def _engine_in_use(engine: Engine) -> Iterator[Engine]:
     # Someone's './run compose up' engine on the same cache: use it and leave it running.
     reused = engine.ping()
     before = _interfaces()
@@ -74,7 +85,7 @@ def engine() -> Iterator[Engine]:
             engine.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def images(engine: Engine) -> dict[str, str]:
     """The base image (debootstrap) and the InfluxDB stand-in, made once and cached in the engine."""
     settings = load_settings()
@@ -82,7 +93,7 @@ def images(engine: Engine) -> dict[str, str]:
     return {"DEMO_BASE_IMAGE": base, "DEMO_INFLUXDB_IMAGE": influxdb_standin(engine, settings, base)}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
     names_ = ["MW_KAFKA_PORT", "MW_KAFKA_CONTROLLER_PORT", "MW_FLINK_REST_PORT", "MW_FLINK_RPC_PORT",
               "MW_INFLUX_PORT", "DEMO_DASHBOARD_PORT"]
@@ -92,30 +103,30 @@ def ports() -> dict[str, int]:
 # --- pytest-docker's fixtures, pointed at our engine, our Compose and our file ----------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_compose_command(engine: Engine, images: dict[str, str], ports: dict[str, int]) -> str:
-    keep = ("DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_BUILDKIT", "COMPOSE_BAKE")
+    keep = ("DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_BUILDKIT", "COMPOSE_BAKE", "COMPOSE_PARALLEL_LIMIT")
     env = {**{k: v for k, v in engine.env().items() if k in keep}, **images, **{k: str(v) for k, v in ports.items()}}
     return " ".join(["env", *(shlex.quote(f"{k}={v}") for k, v in env.items()), *engine.compose_command()])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_compose_file() -> str:
     return str(COMPOSE_FILE)  # the very file users run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_compose_project_name() -> str:
     return f"{PROJECT_PREFIX}{os.getpid()}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_setup() -> list[str]:
     # Builds (cold: apt, PyPI, Maven) and starts; returns when every service is healthy or has completed.
     return ["up --build --wait --wait-timeout 1800"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_cleanup() -> list[str]:
     return ["down -v --remove-orphans"]
 
@@ -125,7 +136,7 @@ def _compose(command: str, args: str, timeout: float = 120) -> subprocess.Comple
                           check=False, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def teardown_guard(docker_compose_command: str, docker_compose_file: str,
                    docker_compose_project_name: str) -> Iterator[str]:
     """Whatever happens (a failed build, a failed 'up'), the logs are kept and the project removed with its
@@ -158,7 +169,7 @@ def _containers(base: str) -> dict[str, dict[str, Any]]:
     return {r["Service"]: r for r in rows}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo_stack(teardown_guard: str, docker_services: Any, ports: dict[str, int]) -> Iterator[Settings]:
     """The running demo, and settings that reach it from the host through its ports (the read-only token)."""
     # 'up --wait' waits for what others depend on; the job submitter nobody waits for: wait for it here.

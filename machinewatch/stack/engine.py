@@ -51,6 +51,10 @@ DOCKERD_NETWORK_FLAGS = ("--bridge=none", "--iptables=false", "--ip6tables=false
                          "--ip-masq=false")
 
 
+# Seconds containers get to stop on SIGTERM when the engine stops (then SIGKILL).
+SHUTDOWN_TIMEOUT_S = 5
+
+
 class EngineError(RuntimeError):
     """The private engine could not start or a docker command failed; says what to do."""
 
@@ -108,9 +112,18 @@ class Engine:
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         (self.root / "config").mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
-        self._config_file().write_text(
+        self._config_file().write_text(json.dumps({
             # Logs of containers stay small: the demo may run for days on a laptop.
-            json.dumps({"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "2"}}))
+            "log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "2"},
+            # On SIGTERM dockerd stops its containers (SIGKILL after this many seconds), then exits.
+            "shutdown-timeout": SHUTDOWN_TIMEOUT_S,
+        }))
+        if self.proc.tied:
+            from machinewatch.stack.watchdog import ensure_watchdog
+
+            # Killed with the process that started it: dockerd gets the time to stop its containers first
+            # (a SIGKILLed dockerd would leave them running until the engine's next start).
+            ensure_watchdog(self.run_dir, grace_s=SHUTDOWN_TIMEOUT_S + 30)
         say(f"docker: starting a private engine (socket {self.socket}, data {self.root / 'data'})")
         self.proc.start(self.command(dockerd))
         deadline = time.monotonic() + timeout

@@ -24,9 +24,12 @@ def _duration(text: str) -> timedelta:
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
-    from machinewatch.stack import Stack
+    from machinewatch.stack import SERVERS, Stack
 
     stack = Stack(settings)
+    if args.action in ("serve", "ready", "setup") and len(args.service or ()) > 1:
+        print(f"stack {args.action} takes one server", file=sys.stderr)
+        return 2
     if args.action == "up":
         stack.up(timeout=args.timeout, mqtt=args.mqtt)
         return 0
@@ -42,7 +45,21 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
                   f"{st.version or '-':<10} {st.detail}")
         return 0 if all(st.ready for st in rows) else 1
     if args.action == "logs":
-        print(stack.logs(args.service, args.lines))
+        print(stack.logs(args.service[0] if args.service else None, args.lines))
+        return 0
+    if args.action == "provision":
+        stack.provision(tuple(args.service or ()))
+        return 0
+    if not args.service:
+        print(f"stack {args.action} needs a server: {', '.join(SERVERS)}", file=sys.stderr)
+        return 2
+    (name,) = args.service
+    if args.action == "serve":
+        stack.serve(name)
+    if args.action == "ready":
+        return 0 if stack.ready(name) else 1
+    if args.action == "setup":
+        stack.setup(name, timeout=args.timeout)
         return 0
     return 2
 
@@ -313,10 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stack", help="provision and run the local Kafka, Flink and InfluxDB")
-    p.add_argument("action", choices=["up", "down", "status", "logs"],
+    p.add_argument("action", choices=["up", "down", "status", "logs", "provision", "serve", "ready", "setup"],
                    help="up: provision (once, cached) and start all three; down: stop what 'up' started; "
-                   "status: server, address, pid, readiness, version; logs: tail the server logs")
-    p.add_argument("service", nargs="?", help="for logs: kafka, influxdb, flink (default: all)")
+                   "status: server, address, pid, readiness, version; logs: tail the server logs; "
+                   "provision: only fetch/build what the servers need; serve SERVER: run one in the foreground "
+                   "(the compose demo's containers); ready SERVER: exit 0 when it answers as ready, wherever it "
+                   "runs; setup SERVER: wait for it, then create topics (kafka) or buckets and tokens (influxdb)")
+    p.add_argument("service", nargs="*",
+                   help="for logs: kafka, influxdb, flink (default: all); for provision: kafka, influxdb, flink "
+                   "(default: all); for serve, ready, setup: one of kafka, influxdb, flink-jobmanager, "
+                   "flink-taskmanager")
     p.add_argument("-n", "--lines", type=int, default=40, help="for logs: lines per server (default 40)")
     p.add_argument("--timeout", type=float, default=240, help="seconds to wait for each server (default 240)")
     p.add_argument("--mqtt", action="store_true",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from typing import NoReturn
 
 from machinewatch.config import Settings
 from machinewatch.stack import provision
@@ -10,7 +12,10 @@ from machinewatch.stack.mosquitto import Mosquitto
 from machinewatch.stack.procs import ManagedProcess
 from machinewatch.stack.services import Flink, InfluxDB, Kafka, ServiceStatus, StackError
 
-__all__ = ["Stack", "StackError"]
+__all__ = ["SERVERS", "Stack", "StackError"]
+
+# The servers 'stack serve' runs in the foreground (one per container in docker/compose.yaml).
+SERVERS = ("kafka", "influxdb", "flink-jobmanager", "flink-taskmanager")
 
 
 class Stack:
@@ -62,6 +67,64 @@ class Stack:
 
             stop_watchdog(self.settings.state_dir / "run")
         return stopped
+
+    def service(self, name: str) -> Kafka | InfluxDB | Flink:
+        """The service of a server name of SERVERS (both Flink processes belong to one service)."""
+        services: dict[str, Kafka | InfluxDB | Flink] = {"kafka": self.kafka, "influxdb": self.influxdb,
+                                                         "flink": self.flink}
+        found = services.get(name.split("-")[0])
+        if found is None:
+            msg = f"unknown server '{name}'; known: {', '.join(SERVERS)}"
+            raise StackError(msg)
+        return found
+
+    def provision(self, names: tuple[str, ...] = ()) -> None:
+        """Provision the named services (default all) without starting anything, e.g. in an image build."""
+        chosen = {type(self.service(n)) for n in names} if names else {Kafka, InfluxDB, Flink}
+        if chosen & {Kafka, Flink}:
+            provision.require("java")
+        if Kafka in chosen:
+            provision.kafka_libs(self.settings)
+        if Flink in chosen:
+            provision.flink_home(self.settings)
+        if InfluxDB in chosen:
+            provision.influxd_binary(self.settings)
+
+    def serve(self, name: str) -> NoReturn:
+        """Run one server in the foreground, in place of this process, with the command ``up`` would start.
+
+        The compose demo's containers run this, so a server is configured and launched by one piece of code
+        whether it runs natively or in Docker. Set-up that needs the server running is ``setup``'s.
+        """
+        if name not in SERVERS:
+            msg = f"unknown server '{name}'; known: {', '.join(SERVERS)}"
+            raise StackError(msg)
+        service = self.service(name)
+        service.provision()
+        cmd, env = self.flink.taskmanager_command() if name == "flink-taskmanager" else service.command()
+        provision.say(f"{name}: serving in the foreground at {service.address()}: {' '.join(cmd[:2])} ...")
+        os.execvpe(cmd[0], cmd, {**os.environ, **env})  # noqa: S606 - the server's own command line
+
+    def ready(self, name: str) -> bool:
+        """True when the server answers as ready, wherever it runs (health checks of the compose demo)."""
+        try:
+            return self.service(name).serving()
+        except StackError:
+            raise
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+
+    def setup(self, name: str, timeout: float = 240) -> None:
+        """Wait until a server (running anywhere) is ready, then its idempotent set-up: topics; buckets and tokens."""
+        service = self.service(name)
+        deadline = time.monotonic() + timeout
+        while not self.ready(name):
+            if time.monotonic() > deadline:
+                msg = f"{name} at {service.address()} not ready after {timeout:.0f}s"
+                raise StackError(msg)
+            time.sleep(1)
+        service.after_ready()
+        provision.say(f"{name}: set up at {service.address()}")
 
     def status(self) -> list[ServiceStatus]:
         rows = [service.status() for service in self.services]

@@ -87,11 +87,21 @@ class Service:
     def provision(self) -> None:
         raise NotImplementedError
 
-    def start(self) -> None:
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The server's command line and the environment it adds: the same for a background start and for
+        ``serve`` (the compose demo runs each server in the foreground of its container)."""
         raise NotImplementedError
+
+    def start(self) -> None:
+        cmd, env = self.command()
+        self.proc.start(cmd, env=env)
 
     def ready(self) -> bool:
         raise NotImplementedError
+
+    def serving(self) -> bool:
+        """Ready as seen from outside, without this machine's pid files (another container's server)."""
+        return self.ready()
 
     def version(self) -> str:
         raise NotImplementedError
@@ -252,8 +262,8 @@ class Kafka(Service):
                 msg = f"kafka storage format failed:\n{out.stdout}\n{out.stderr}"
                 raise StackError(msg)
 
-    def start(self) -> None:
-        self.proc.start(self._java("kafka.Kafka", str(self.dir / "server.properties")))
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return self._java("kafka.Kafka", str(self.dir / "server.properties")), {}
 
     def ready(self) -> bool:
         from kafka import KafkaAdminClient
@@ -386,15 +396,21 @@ class Flink(Service):
         # start-foreground ends in 'exec java', so the pid we record is the JVM itself.
         return ["bash", str(self.home() / "bin" / name), "start-foreground"]
 
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return self._script("jobmanager.sh"), self.env()
+
+    def taskmanager_command(self) -> tuple[list[str], dict[str, str]]:
+        return self._script("taskmanager.sh"), self.env()
+
     def start(self) -> None:
-        self.proc.start(self._script("jobmanager.sh"), env=self.env())
-        self.taskmanager.start(self._script("taskmanager.sh"), env=self.env())
+        super().start()
+        self.taskmanager.start(*self.taskmanager_command())
 
     def up(self, timeout: float = 180) -> None:
         if self.proc.pid() is not None and self.taskmanager.pid() is None:
             provision.say("flink: taskmanager is not running; starting it")
             self.write_config()
-            self.taskmanager.start(self._script("taskmanager.sh"), env=self.env())
+            self.taskmanager.start(*self.taskmanager_command())
         super().up(timeout)
 
     def overview(self) -> dict[str, Any]:
@@ -403,8 +419,9 @@ class Flink(Service):
         return dict(resp.json())
 
     def ready(self) -> bool:
-        if self.taskmanager.pid() is None:
-            return False
+        return self.taskmanager.pid() is not None and self.serving()
+
+    def serving(self) -> bool:
         ov = self.overview()
         return ov.get("taskmanagers", 0) >= 1 and ov.get("slots-total", 0) >= self.s.flink_taskmanager_slots
 
@@ -438,9 +455,9 @@ class InfluxDB(Service):
         provision.influxd_binary(self.s)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self) -> None:
+    def command(self) -> tuple[list[str], dict[str, str]]:
         binary = provision.influxd_binary(self.s)
-        self.proc.start(
+        return (
             [
                 str(binary), "run",
                 f"--bolt-path={self.dir / 'influxd.bolt'}",
@@ -451,7 +468,7 @@ class InfluxDB(Service):
                 "--log-level=info",
                 # Pipelines write their own timestamps; no UI assets are built into this binary.
             ],
-            env={"INFLUXD_CONFIG_PATH": str(self.dir)},
+            {"INFLUXD_CONFIG_PATH": str(self.dir)},
         )
 
     def health(self) -> dict[str, Any]:

@@ -29,8 +29,11 @@ PIDFILE = "watchdog.pid"
 _started: dict[Path, subprocess.Popen[bytes]] = {}
 
 
-def ensure_watchdog(run_dir: Path) -> int:
-    """Start the watchdog for ``run_dir`` (once per process); returns its pid."""
+def ensure_watchdog(run_dir: Path, grace_s: float = 5.0) -> int:
+    """Start the watchdog for ``run_dir`` (once per process); returns its pid.
+
+    ``grace_s``: how long the servers get between SIGTERM and SIGKILL once the parent is gone.
+    """
     run_dir = run_dir.resolve()
     proc = _started.get(run_dir)
     if proc is not None and proc.poll() is None:
@@ -39,7 +42,7 @@ def ensure_watchdog(run_dir: Path) -> int:
     with open(run_dir / "watchdog.log", "ab") as out:
         proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "machinewatch.stack.watchdog", "--parent", str(os.getpid()),
-             "--run-dir", str(run_dir)],
+             "--run-dir", str(run_dir), "--grace", str(grace_s)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             # Its own session: a signal to the starter's process group (Ctrl-C) must not end it early.
             start_new_session=True,

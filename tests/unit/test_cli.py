@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -26,4 +28,42 @@ def test_durations() -> None:
 
 def test_stack_actions_parse() -> None:
     args = build_parser().parse_args(["stack", "logs", "kafka", "-n", "5"])
-    assert (args.action, args.service, args.lines) == ("logs", "kafka", 5)
+    assert (args.action, args.service, args.lines) == ("logs", ["kafka"], 5)
+    args = build_parser().parse_args(["stack", "provision", "kafka", "flink"])
+    assert (args.action, args.service) == ("provision", ["kafka", "flink"])
+
+
+def test_stack_serve_runs_the_command_up_would_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """'stack serve' (the compose demo's containers) execs exactly the server command of 'stack up'."""
+    from machinewatch import cli
+    from machinewatch.config import load_settings
+    from machinewatch.stack import SERVERS, Stack, services
+
+    settings = load_settings(state_dir=tmp_path)
+    expected = {"kafka": (["java", "kafka.Kafka"], {}), "influxdb": (["influxd", "run"], {}),
+                "flink-jobmanager": (["jobmanager.sh"], {"FLINK_CONF_DIR": "c"}),
+                "flink-taskmanager": (["taskmanager.sh"], {"FLINK_CONF_DIR": "c"})}
+    for cls in (services.Kafka, services.InfluxDB, services.Flink):
+        monkeypatch.setattr(cls, "provision", lambda self: None)
+    monkeypatch.setattr(services.Kafka, "command", lambda self: expected["kafka"])
+    monkeypatch.setattr(services.InfluxDB, "command", lambda self: expected["influxdb"])
+    monkeypatch.setattr(services.Flink, "command", lambda self: expected["flink-jobmanager"])
+    monkeypatch.setattr(services.Flink, "taskmanager_command", lambda self: expected["flink-taskmanager"])
+    execs: list[tuple[str, list[str], dict[str, str]]] = []
+
+    def fake_exec(path: str, argv: list[str], env: dict[str, str]) -> None:
+        execs.append((path, argv, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execvpe", fake_exec)
+    for name in SERVERS:
+        with pytest.raises(SystemExit):
+            Stack(settings).serve(name)
+        path, argv, env = execs[-1]
+        cmd, extra = expected[name]
+        assert (path, argv) == (cmd[0], cmd) and extra.items() <= env.items()
+    args = build_parser().parse_args(["stack", "serve", "kafka", "influxdb"])
+    assert cli.cmd_stack(args, settings) == 2  # one server per container
+    with pytest.raises(Exception, match="unknown server"):
+        Stack(settings).serve("zookeeper")
+

@@ -23,6 +23,18 @@ def _duration(text: str) -> timedelta:
     return timedelta(seconds=int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]])
 
 
+def _flush_age(text: str) -> float:
+    """--max-age: the runner flushes at least once an hour, so a batch may wait (0, 3600] seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # NaN fails this too
+        msg = f"'{text}' is not a number of seconds in (0, 3600]"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from machinewatch.stack import SERVERS, Stack
 
@@ -434,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", choices=["influxdb", "archive"],
                    help="influxdb: results into InfluxDB; archive: raw readings into hourly Parquet files (cold path)")
     p.add_argument("--root", type=Path, help="archive: folder of the Parquet archive (default STATE_DIR/archive)")
-    p.add_argument("--max-age", type=float, default=60.0, help="archive: seconds before a batch is written")
+    p.add_argument("--max-age", type=_flush_age, default=60.0,
+                   help="archive: longest seconds a batch waits before it is written, at most 3600 (default 60)")
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results (or readings)")
     p.add_argument("--aggregates-topic", help=f"influxdb: window results topic (default {names.TOPIC_AGGREGATES})")
     p.add_argument("--late-topic", help=f"influxdb: late events topic (default {names.TOPIC_LATE})")

@@ -26,6 +26,18 @@ def test_durations() -> None:
         _duration("soon")
 
 
+@pytest.mark.parametrize("given", ["0", "-5", "3601", "nan", "soon"])
+def test_archive_max_age_out_of_range_is_a_usage_error(given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["sink", "archive", "--max-age", given])
+    assert exc.value.code == 2
+    assert f"'{given}' is not a number of seconds in (0, 3600]" in capsys.readouterr().err
+
+
+def test_archive_max_age_in_range() -> None:
+    assert build_parser().parse_args(["sink", "archive", "--max-age", "3600"]).max_age == 3600
+
+
 def test_stack_actions_parse() -> None:
     args = build_parser().parse_args(["stack", "logs", "kafka", "-n", "5"])
     assert (args.action, args.service, args.lines) == ("logs", ["kafka"], 5)

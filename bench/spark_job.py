@@ -1,7 +1,7 @@
 """PySpark baseline: the window-aggregates job in Structured Streaming with Spark's official Kafka source.
 
 Runs inside the separate bench venv (``~/.cache/machinewatch/bench-venv``, pyspark only), started by
-``bench/run.py``; it imports nothing from machinewatch. The job mirrors flink_jobs/window_aggregates.py's
+``bench/baselines.py``; it imports nothing from machinewatch. The job mirrors flink_jobs/window_aggregates.py's
 tumbling part: canonical JSON readings -> event time from ``ts`` (ms) with a bounded-disorder watermark ->
 10 s tumbling avg/min/max/count per device, metric, source, region, site, unit -> JSON to a Kafka topic.
 ``trigger(availableNow=True)`` consumes the backlog present at start and stops; the wall time from

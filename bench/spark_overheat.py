@@ -1,6 +1,6 @@
 """PySpark baseline: the sustained-overheat job in Structured Streaming, with the same pure state machine.
 
-Runs inside the separate bench venv (pyspark[sql] + protobuf), started by ``bench/run.py`` with the repo
+Runs inside the separate bench venv (pyspark[sql] + protobuf), started by ``bench/baselines.py`` with the repo
 on PYTHONPATH: it imports only ``flink_jobs.overheat_logic`` (pure Python) so the lifecycle is the very
 code the Flink job runs. Mirrors flink_jobs/sustained_overheat.py: canonical JSON readings from Kafka ->
 event time from ``ts`` with the same bounded-disorder watermark -> per-device 1 s tumbling

@@ -63,7 +63,7 @@ def submit(settings: Settings, job: str, extra_args: list[str] | None = None, fr
     if job not in JOBS:
         msg = f"unknown job '{job}'; known: {', '.join(JOBS)}"
         raise JobError(msg)
-    from machinewatch.stack.services import Flink
+    from machinewatch.stack.flink import Flink
 
     flink = Flink(settings)
     flink.write_config()  # the CLI reads its config dir, also against a remote cluster

@@ -43,6 +43,8 @@ BUCKET_AGGREGATES = "aggregates"
 BUCKET_ALERTS = "alerts"
 # Backfills and history loads: no retention limit by default, so old data lands (MW_INFLUX_HISTORY_RETENTION_S).
 BUCKET_HISTORY = "history"
+# Every bucket the stack's set-up creates (machinewatch.stack.influxdb), in creation order.
+ALL_BUCKETS = (BUCKET_RAW, BUCKET_AGGREGATES, BUCKET_ALERTS, BUCKET_HISTORY)
 
 MEASUREMENT_WINDOW = "window_agg"
 MEASUREMENT_LATE = "late_event"

@@ -8,9 +8,12 @@ from typing import NoReturn
 
 from machinewatch.config import Settings
 from machinewatch.stack import provision
+from machinewatch.stack.flink import Flink
+from machinewatch.stack.influxdb import InfluxDB
+from machinewatch.stack.kafka_broker import Kafka
 from machinewatch.stack.mosquitto import Mosquitto
 from machinewatch.stack.procs import ManagedProcess
-from machinewatch.stack.services import Flink, InfluxDB, Kafka, ServiceStatus, StackError
+from machinewatch.stack.service import ServiceStatus, StackError
 
 __all__ = ["SERVERS", "Stack", "StackError"]
 

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from machinewatch.stack import provision
-from machinewatch.stack.services import Service
+from machinewatch.stack.service import Service
 
 # Where Debian installs the broker; /usr/sbin is not on every user's PATH.
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")

@@ -41,7 +41,7 @@ def test_dead_process_clears_pid_file(tmp_path: Path) -> None:
 def test_kafka_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
     import uuid
 
-    from machinewatch.stack import services
+    from machinewatch.stack import kafka_broker as services
 
     # 0xf8 base64-encodes to a leading "-": the first UUID drawn must be skipped.
     drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x01" * 16)])

@@ -1,0 +1,141 @@
+"""The pipeline's ends: publishing readings (bench/publisher.py), InfluxDB writes (our writer against `influx
+write` or raw HTTP) and dashboard queries (bench/dashboard_queries.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from pydantic import SecretStr
+
+from bench.baselines import influx_cli
+from bench.common import REPO
+from machinewatch.config import Settings
+
+
+def bench_ingest(settings: Settings, events: int) -> dict[str, Any]:
+    """bench/publisher.py's two clients on the private broker (same data, interleaved)."""
+    from bench import publisher
+
+    publisher.ensure_topic(settings)
+    readings = publisher.make_readings(events)
+    out: dict[str, Any] = {}
+    for name, fn in (("kafka-python", publisher.run_kafka_python), ("confluent-kafka", publisher.run_confluent)):
+        wall, cpu = fn(settings, readings)
+        out[name] = {"events_per_s": events / wall, "events_per_cpu_s": events / cpu, "wall_s": wall, "cpu_s": cpu}
+    return out
+
+
+def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str, Any]:
+    """Our writer (its window converter + InfluxWriter.write, per poll of <= 5,000 records) vs `influx write` (or raw
+    HTTP) on the same line protocol (the converter's lines equal influxdb-client's Point lines: unit-tested)."""
+    from influxdb_client import BucketRetentionRules, InfluxDBClient
+
+    from sinks.influxdb_writer import InfluxWriter, to_point, window_line
+
+    docs = [{"device_id": f"dev-{i % 10000:06d}", "metric": "temperature", "source": "bench", "region": "r1",
+             "site": "line-a", "unit": "°C", "window_ms": 10000, "slide_ms": 10000,
+             "window_end_ms": 1_700_000_000_000 + (i // 10000) * 10000, "avg_value": 50.0 + i % 7,
+             "min_value": 45.0, "max_value": 55.5, "count": 10} for i in range(points)]
+    lines = [to_point(d).to_line_protocol() for d in docs]
+    lp = tmp / "points.lp"
+    lp.write_text("\n".join(lines) + "\n")
+    out: dict[str, Any] = {"points": points}
+    with InfluxDBClient(url=settings.influx, token=settings.operator_token(), org=settings.influx_org) as admin:
+        buckets = admin.buckets_api()
+        made = {name: buckets.create_bucket(bucket_name=f"bench-{name}-{time.time_ns() % 10**6}",
+                                            org=settings.influx_org,
+                                            retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
+                for name in ("writer", "cli")}
+        try:
+            # The pipeline's write token may write only to its own buckets: these fresh ones need the operator's.
+            operator = settings.model_copy(update={"influx_write_token": SecretStr(settings.operator_token())})
+            writer = InfluxWriter(operator, group_id="bench-unused", routes={})
+            t0 = time.perf_counter()
+            for k in range(0, points, 5000):  # the writer's batch is whatever one poll returned (<= 5000)
+                writer.write(made["writer"].name, [window_line(d) for d in docs[k:k + 5000]])
+            out["writer_s"] = time.perf_counter() - t0
+            writer.close()
+            exe, why = influx_cli(settings)
+            # Token, host and org by environment (not argv, where `ps` shows them); a private configs path so a
+            # user's ~/.influxdbv2 active config cannot change the target.
+            env = {**os.environ, "INFLUX_HOST": settings.influx, "INFLUX_TOKEN": settings.operator_token(),
+                   "INFLUX_ORG": settings.influx_org, "INFLUX_CONFIGS_PATH": str(tmp / "influx-configs")}
+            if exe is not None:
+                version = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=20,  # noqa: S603
+                                         stdin=subprocess.DEVNULL, check=False).stdout.strip()
+                # The same file and precision as the writer. `influx write` always gzips its request bodies and
+                # sends them one at a time in 500 kB batches (neither is a flag; --compression is about the
+                # input file, --rate-limit only throttles and is off by default).
+                t0 = time.perf_counter()
+                res = subprocess.run([str(exe), "write", "--bucket", made["cli"].name, "--precision", "ms",  # noqa: S603
+                                      "--format", "lp", "--file", str(lp)], env=env, capture_output=True, text=True,
+                                     check=False)
+                out["cli_s"] = time.perf_counter() - t0
+                out["cli_version"] = version
+                out["baseline"] = f"`influx write` ({version.split(' (')[0]}; gzip, 500 kB batches)"
+                if res.returncode != 0:
+                    # Report it and still give a baseline: the raw HTTP writes below.
+                    why = f"`influx write` failed (exit {res.returncode}): {' '.join(res.stderr.split())[-300:]}"
+                    exe = None
+            if exe is None:
+                out["cli_unavailable"] = why
+                # What `influx write` does (see above): POST /api/v2/write, gzip, ~500 kB batches, precision ms.
+                import gzip
+
+                session = requests.Session()
+                headers = {"Authorization": f"Token {settings.operator_token()}", "Content-Encoding": "gzip"}
+                t0 = time.perf_counter()
+                batch: list[str] = []
+                size = 0
+                for i, line in enumerate(lines):
+                    batch.append(line)
+                    size += len(line.encode()) + 1
+                    if size < 500_000 and i < len(lines) - 1:
+                        continue
+                    resp = session.post(f"{settings.influx}/api/v2/write", headers=headers, timeout=120,
+                                        data=gzip.compress("\n".join(batch).encode()),
+                                        params={"org": settings.influx_org, "bucket": made["cli"].name,
+                                                "precision": "ms"})
+                    resp.raise_for_status()
+                    batch, size = [], 0
+                out["cli_s"] = time.perf_counter() - t0
+                out["baseline"] = "raw HTTP POST of the same line protocol (gzip, 500 kB batches)"
+            # Both sides must have stored every point, or the rates compare different work.
+            for name, bucket in made.items():
+                flux = (f'from(bucket: "{bucket.name}") |> range(start: 0) |> filter(fn: (r) => r._field == "avg")'
+                        " |> group() |> count()")
+                stored = sum(int(r.get_value()) for t in admin.query_api().query(flux) for r in t.records)
+                out[f"{name}_points_stored"] = stored
+                if stored != points:
+                    msg = f"{name}: InfluxDB holds {stored:,} of the {points:,} points written"
+                    raise RuntimeError(msg)
+        finally:
+            for bucket in made.values():
+                with contextlib.suppress(Exception):
+                    buckets.delete_bucket(bucket)
+    out["writer_pps"] = points / out["writer_s"]
+    out["cli_pps"] = points / out["cli_s"]
+    return out
+
+
+def bench_dashboard(settings: Settings, tmp: Path) -> dict[str, Any]:
+    """bench/dashboard_queries.py, small (100 devices x 6 h of 60 s windows), against the private InfluxDB."""
+    out_md = tmp / "dashboard.md"
+    env = {**os.environ, **settings.to_env(), "MW_INFLUX_TOKEN": settings.operator_token()}
+    res = subprocess.run([sys.executable, "-m", "bench.dashboard_queries", "--devices", "100", "--hours", "6",  # noqa: S603
+                          "--repeat", "10", "--out", str(out_md)], env=env, cwd=REPO, capture_output=True,
+                         text=True, check=False, timeout=900)
+    if res.returncode != 0:
+        msg = f"dashboard_queries failed: {res.stderr[-1500:]}"
+        raise RuntimeError(msg)
+    rows = [ln for ln in out_md.read_text().splitlines() if ln.startswith("| ") and "panel query" not in ln]
+    p95s = [float(r.split("|")[3]) for r in rows]
+    return {"table": rows, "worst_p95_ms": max(p95s), "median_p95_ms": statistics.median(p95s)}

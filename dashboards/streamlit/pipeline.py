@@ -67,7 +67,7 @@ def consumer_groups(found: health.PipelineHealth) -> None:
     if not found.groups:
         st.caption("no consumer group has committed offsets")
         return
-    st.table(pd.DataFrame({"group": [g.group for g in found.groups], "state": [g.state for g in found.groups],
+    st.table(pd.DataFrame({"group": [g.group for g in found.groups], "state": [g.state or "-" for g in found.groups],
                            "lag": [g.lag for g in found.groups],
                            "topics": [", ".join(g.topics) for g in found.groups]}), hide_index=True)
 

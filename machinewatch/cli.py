@@ -55,6 +55,13 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         for st in rows:
             print(f"{st.name:<18} {st.address:<24} {st.pid or '-':>7}  {'yes' if st.ready else 'no':<5} "
                   f"{st.version or '-':<10} {st.detail}")
+        if not getattr(args, "servers_only", False):  # the pipeline's own health: lag, jobs, dead letters, sources
+            from machinewatch import health
+
+            ready = {st.name.split("-")[0]: st.ready for st in rows}
+            found = health.collect(settings, kafka=ready.get("kafka", False), flink=ready.get("flink", False),
+                                   influxdb=ready.get("influxdb", False))
+            print("\n".join(health.report_lines(found)))
         return 0 if all(st.ready for st in rows) else 1
     if args.action == "logs":
         print(stack.logs(args.service[0] if args.service else None, args.lines))
@@ -354,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "flink-taskmanager")
     p.add_argument("-n", "--lines", type=int, default=40, help="for logs: lines per server (default 40)")
     p.add_argument("--timeout", type=float, default=240, help="seconds to wait for each server (default 240)")
+    p.add_argument("--servers-only", action="store_true",
+                   help="status: only the servers; without it the pipeline's health follows: consumer lag per group, "
+                   "Flink jobs' state, restarts and last checkpoint, dead letters of the last hour, each source's "
+                   "last data")
     p.add_argument("--mqtt", action="store_true",
                    help="up: also start the MQTT broker (mosquitto on MW_BIND_HOST:MW_MOSQUITTO_PORT), "
                    "for 'ingest mqtt'")

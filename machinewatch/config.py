@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     query_timeout_s: float = Field(60.0, gt=0)          # a Flux query (machinewatch query, demo, query.py)
     dashboard_timeout_s: float = Field(10.0, gt=0)      # one dashboard panel's query: a page shows an error
     flink_rest_timeout_s: float = Field(30.0, gt=0)     # one call to the Flink JobManager's REST API
+    # The Pipeline page and 'stack status' flag a source (red, STALE) whose newest window of data ended
+    # longer ago than this (machinewatch/health.py).
+    pipeline_stale_after_s: float = Field(default=300.0, gt=0)
 
     # Event-time windows of the first slice.
     window_size_s: int = 10

@@ -17,6 +17,7 @@ number repeated by the agent. Both carry the raw bytes the same way:
 from __future__ import annotations
 
 import base64
+import re
 import time
 from typing import Any
 
@@ -83,3 +84,20 @@ def letter(source: str, raw: bytes | str, reason: str, origin: str = "", *, kind
     doc.update(raw_fields(raw, size=size))
     doc["received_ms"] = int(time.time() * 1000) if received_ms is None else received_ms
     return doc
+
+
+# Tokens holding a digit (counts, times, ids, offsets) and quoted values: what differs between two letters
+# of the same kind. Taken out, the reasons group into few classes (metric labels, dead-letter summaries).
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_WITH_DIGIT = re.compile(r"[\w.:+-]*\d[\w.+-]*")
+REASON_CLASS_CHARS = 100
+
+
+def reason_class(reason: str) -> str:
+    """The kind of a dead letter's reason: its first line with quoted values as '…', tokens holding digits
+    as N, at most ``REASON_CLASS_CHARS`` characters — ``"value 12.5 of 'temp' out of range"`` and
+    ``"value 99 of 'rpm' out of range"`` are both ``"value N of '…' out of range"``."""
+    first = reason.strip().splitlines()[0] if reason.strip() else ""
+    text = _WITH_DIGIT.sub("N", _QUOTED.sub("'…'", first))
+    text = " ".join(text.split())
+    return (text[: REASON_CLASS_CHARS - 1] + "…" if len(text) > REASON_CLASS_CHARS else text) or "(no reason)"

@@ -13,7 +13,8 @@ batch goes. A *Sink* writes records and returns the ones it refused, again as ``
 * transient failures (``TransientError``, ``OSError``) of the source or the sink are retried with a
   doubling back-off; nothing new is polled while a flush is failing (back-pressure);
 * rejected input goes to the dead-letter output with its reason and exact bytes, never stopping the run;
-* counters (received, written, rejected, checkpoints, retries, lag) are logged in one format for all.
+* counters (received, written, rejected, checkpoints, retries, lag) are logged in one format for all, and
+  exported for Prometheus when MW_METRICS_PORT is set (``machinewatch.metrics``).
 
 This module is part of the core: it imports nothing of Kafka, of a stage or of the composition root.
 """
@@ -32,6 +33,9 @@ from types import FrameType
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from machinewatch import metrics
+from machinewatch.quality import reason_class
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +149,20 @@ class Counters:
     checkpoints: int = 0  # commits to the source
     retries: int = 0      # transient failures retried
     lag: int | None = None  # what the source says is waiting (None: it does not say)
+    # For the metrics endpoint, not the log line: dead letters by quality.reason_class (at most
+    # MAX_REASONS classes, then "other"), transient failures by step, wall-clock times (time.time()).
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    last_input: float | None = None    # the last batch that held anything
+    last_success: float | None = None  # the last flush-then-checkpoint that succeeded
 
     def line(self) -> str:
         text = (f"received {self.received}, written {self.written}, rejected {self.rejected}, "
                 f"checkpoints {self.checkpoints}, retries {self.retries}")
         return text if self.lag is None else f"{text}, lag {self.lag}"
+
+
+MAX_REASONS = 50  # reason classes counted apart; a label per class must not grow without bound
 
 
 class Backoff:
@@ -193,6 +206,8 @@ class Runner:
         self.dead_letters = dead_letters
         self.options = options or RunOptions()
         self.counters = Counters()
+        self.started_at: float | None = None   # wall time run() began
+        self.metrics_url: str | None = None    # the Prometheus endpoint, when MW_METRICS_PORT is set
         self._clock = clock
         self._stop = stop_event if stop_event is not None else threading.Event()
         self._signals = 0
@@ -219,7 +234,7 @@ class Runner:
         (counted from the start, then from the last batch that held anything); returns the counters."""
         deadline = None if duration_s is None else self._clock() + duration_s
         self._last_input = self._clock()
-        with self._signals_stop():
+        with self._signals_stop(), metrics.exporting(self):
             try:
                 self._open()
                 while not self._stop.is_set():
@@ -264,6 +279,7 @@ class Runner:
             return
         if len(batch):
             self._last_input = self._clock()
+            self.counters.last_input = time.time()
         self.counters.received += len(batch)
         for rejected in batch.rejected:
             self._dead_letter(rejected)
@@ -280,6 +296,10 @@ class Runner:
 
     def _dead_letter(self, rejected: Rejected) -> None:
         self.counters.rejected += 1
+        by_reason = self.counters.rejected_by_reason
+        kind = reason_class(rejected.reason)
+        kind = kind if kind in by_reason or len(by_reason) < MAX_REASONS else "other"
+        by_reason[kind] = by_reason.get(kind, 0) + 1
         self.dead_letters.send(self.source.name, rejected)
 
     def _flush_due(self) -> bool:
@@ -317,12 +337,15 @@ class Runner:
                 if self._stop.is_set() and not final:
                     return  # the final flush takes over
         self.counters.written += self._pending_written
+        self.counters.last_success = time.time()
+        self._refresh_lag()
         self._pending = self._pending_written = 0
         self._pending_since = None
         self._checkpoint = None
 
     def _retry(self, what: str, exc: BaseException, backoff: Backoff, wait_through_stop: bool = False) -> None:
         self.counters.retries += 1
+        self.counters.failures[what] = self.counters.failures.get(what, 0) + 1
         delay = backoff.next()
         log.warning("%s: %s failed (%s); retrying in %.1f s", self.name, what, _describe(exc), delay)
         if wait_through_stop:
@@ -334,10 +357,13 @@ class Runner:
         if self._clock() - self._last_stats < self.options.stats_interval_s:
             return
         self._last_stats = self._clock()
+        self._refresh_lag()
+        log.info("%s: %s", self.name, self.counters.line())
+
+    def _refresh_lag(self) -> None:
         lag = getattr(self.source, "lag", None)
         if callable(lag):
             self.counters.lag = lag()
-        log.info("%s: %s", self.name, self.counters.line())
 
     def _close(self) -> None:
         for what, close in (("source", self.source.close), ("sink", self.sink.close)):

@@ -453,3 +453,12 @@ def test_app_events_per_second_kpi_matches_flux_in_chromium(known: Known, app_ur
     shown = re.search(re.escape(label) + r"\s*([\d,.]+)", text)
     assert shown, f"no value after {label!r} on the page: {text[:2000]!r}"
     assert float(shown[1].replace(",", "")) == pytest.approx(expected, abs=0.05)
+
+
+def test_flux_source_last_seen(known: Known, dash: data.Dashboard) -> None:
+    """Each source's newest window end; other runs' data may be newer, never older than ours."""
+    rows = dash.run("source_last_seen", {"bucket": names.BUCKET_AGGREGATES, "start": known.now - timedelta(hours=1)})
+    seen = dict(zip(rows["source"], pd.to_datetime(rows["_time"], utc=True), strict=True))
+    for source in {s for s, *_ in DEVICES.values()}:
+        assert seen[source] >= known.last_end, source
+    assert len(rows) == len(seen)  # one row per source

@@ -537,6 +537,8 @@ class InfluxDB(Service):
             names.BUCKET_AGGREGATES: self.s.influx_aggregates_retention_s,
             names.BUCKET_ALERTS: self.s.influx_alerts_retention_s,
             names.BUCKET_HISTORY: self.s.influx_history_retention_s,
+            names.BUCKET_ROLLUP_1M: self.s.influx_rollup_1m_retention_s,
+            names.BUCKET_ROLLUP_1H: self.s.influx_rollup_1h_retention_s,
         }
         bucket_ids = {}
         created_any = False
@@ -575,9 +577,25 @@ class InfluxDB(Service):
             ).json()
             _write_secret(secrets / filename, auth["token"])
             provision.say(f"influxdb: created {description} token in {secrets / filename}")
+        self._ensure_rollup_tasks(token, org_id)
         if not self._write_and_query():
             msg = "InfluxDB accepted the set-up but a test write could not be read back"
             raise StackError(msg)
+
+    def _ensure_rollup_tasks(self, token: str, org_id: str) -> None:
+        """The roll-up tasks (machinewatch.rollups), created or brought up to date, and active."""
+        from machinewatch import rollups
+
+        for rollup in rollups.ROLLUPS:
+            flux = rollups.task_flux(rollup, self.s.influx_org)
+            found = self._api("GET", "/api/v2/tasks", token,
+                              params={"orgID": org_id, "name": rollup.task_name}).json().get("tasks", [])
+            if not found:
+                self._api("POST", "/api/v2/tasks", token, json={"orgID": org_id, "flux": flux, "status": "active"})
+                provision.say(f"influxdb: created task '{rollup.task_name}' -> bucket '{rollup.bucket}'")
+            elif found[0].get("flux") != flux or found[0].get("status") != "active":
+                self._api("PATCH", f"/api/v2/tasks/{found[0]['id']}", token, json={"flux": flux, "status": "active"})
+                provision.say(f"influxdb: updated task '{rollup.task_name}'")
 
     def _revoke_tokens(self, operator: str, filenames: tuple[str, ...]) -> None:
         """Delete the pipeline's tokens (in InfluxDB and their files) so set-up makes them anew."""

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     influx_aggregates_retention_s: int = 90 * 24 * 3600
     influx_alerts_retention_s: int = 365 * 24 * 3600
     influx_history_retention_s: int = 0  # 0 = keep forever: backfills of any age land
+    influx_rollup_1m_retention_s: int = 90 * 24 * 3600  # the 1-minute roll-up keeps as long as the windows
+    influx_rollup_1h_retention_s: int = 0  # hourly: 24 rows per series and day, kept forever
     # Tokens: given directly (env) or read from the 0600 files the stack writes on setup.
     influx_token: SecretStr | None = None
     influx_write_token: SecretStr | None = None

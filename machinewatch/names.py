@@ -43,8 +43,11 @@ BUCKET_AGGREGATES = "aggregates"
 BUCKET_ALERTS = "alerts"
 # Backfills and history loads: no retention limit by default, so old data lands (MW_INFLUX_HISTORY_RETENTION_S).
 BUCKET_HISTORY = "history"
+# Roll-ups of the 10 s tumbling windows (machinewatch.rollups): long dashboard ranges read these.
+BUCKET_ROLLUP_1M = "rollup_1m"
+BUCKET_ROLLUP_1H = "rollup_1h"
 # Every bucket the stack's set-up creates (machinewatch.stack.influxdb), in creation order.
-ALL_BUCKETS = (BUCKET_RAW, BUCKET_AGGREGATES, BUCKET_ALERTS, BUCKET_HISTORY)
+ALL_BUCKETS = (BUCKET_RAW, BUCKET_AGGREGATES, BUCKET_ALERTS, BUCKET_HISTORY, BUCKET_ROLLUP_1M, BUCKET_ROLLUP_1H)
 
 MEASUREMENT_WINDOW = "window_agg"
 MEASUREMENT_LATE = "late_event"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pandas as pd
 import urllib3
 from influxdb_client import InfluxDBClient
+from influxdb_client.client.flux_csv_parser import FluxQueryException
 from influxdb_client.rest import ApiException
 
 from machinewatch import names
@@ -16,7 +18,25 @@ from machinewatch.config import Settings
 
 
 class QueryError(RuntimeError):
-    """InfluxDB refused or failed a query; carries the server's own message."""
+    """InfluxDB refused or failed a query; carries the server's own message.
+
+    ``server_message`` is InfluxDB's message alone (e.g. ``error @3:5-3:8: undefined identifier foo``),
+    empty when the query never reached the server.
+    """
+
+    def __init__(self, message: str, server_message: str = "") -> None:
+        super().__init__(message)
+        self.server_message = server_message
+
+
+def server_message(body: object) -> str:
+    """InfluxDB's own message from an error response body (JSON ``{"code", "message"}``), else the body as text."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    return str(doc.get("message", text)) if isinstance(doc, dict) else text
 
 
 FLUX_DIR = Path(__file__).resolve().parent.parent / "dashboards" / "flux"
@@ -51,8 +71,12 @@ def run_flux(settings: Settings, flux: str, params: dict[str, Any] | None = None
         try:
             frames = client.query_api().query_data_frame(flux, params=params or {})
         except ApiException as exc:
-            msg = f"InfluxDB rejected the query: HTTP {exc.status}: {exc.body!r}"
-            raise QueryError(msg) from exc
+            message = server_message(exc.body)
+            msg = f"InfluxDB rejected the query: HTTP {exc.status}: {message}"
+            raise QueryError(msg, message) from exc
+        except FluxQueryException as exc:  # failed while the answer streamed: an error table in the CSV
+            msg = f"the query failed in InfluxDB: {exc.message}"
+            raise QueryError(msg, str(exc.message)) from exc
         except Exception as exc:
             problem = transport_problem(exc, settings.influx, settings.query_timeout_s, "MW_QUERY_TIMEOUT_S")
             if problem is None:

@@ -31,6 +31,9 @@ warnings.filterwarnings("ignore", category=MissingPivotFunction)
 
 # A chart never asks for more points than this; a browser stays responsive well below it.
 MAX_POINTS = 2000
+# Points a chart needs across its width: one per 2 px of a half-page chart (~700 px). A chart reads the
+# coarsest roll-up that still gives it that many; shorter ranges read the 10 s windows.
+CHART_POINTS = 350
 # Series a per-device chart shows when the user picked none: the hottest ones.
 DEFAULT_DEVICE_SERIES = 8
 # "Average CPU" mixes the course servers' cpu_pct and the data centres' load: both are % busy.
@@ -97,6 +100,9 @@ class Dashboard:
     timeout_setting: str = ""
     aggregates_bucket: str = names.BUCKET_AGGREGATES
     alerts_bucket: str = names.BUCKET_ALERTS
+    # The roll-up buckets the charts may read (machinewatch.rollups); "" = none, the charts read the windows.
+    rollup_1m_bucket: str = ""
+    rollup_1h_bucket: str = ""
     _client: InfluxDBClient | None = field(default=None, repr=False)
     # While a page renders: query results by (file, params), so each panel's query runs once, up front.
     _memo: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
@@ -106,8 +112,10 @@ class Dashboard:
         """A dashboard on the settings' InfluxDB; each query waits at most MW_DASHBOARD_TIMEOUT_S."""
         if timeout_ms is None:
             return cls(url=settings.influx, token=settings.read_token(), org=settings.influx_org,
-                       timeout_ms=round(settings.dashboard_timeout_s * 1000), timeout_setting="MW_DASHBOARD_TIMEOUT_S")
-        return cls(url=settings.influx, token=settings.read_token(), org=settings.influx_org, timeout_ms=timeout_ms)
+                       timeout_ms=round(settings.dashboard_timeout_s * 1000), timeout_setting="MW_DASHBOARD_TIMEOUT_S",
+                       rollup_1m_bucket=names.BUCKET_ROLLUP_1M, rollup_1h_bucket=names.BUCKET_ROLLUP_1H)
+        return cls(url=settings.influx, token=settings.read_token(), org=settings.influx_org, timeout_ms=timeout_ms,
+                   rollup_1m_bucket=names.BUCKET_ROLLUP_1M, rollup_1h_bucket=names.BUCKET_ROLLUP_1H)
 
     @property
     def client(self) -> InfluxDBClient:
@@ -201,16 +209,26 @@ class Dashboard:
     def kpis(self, f: Filters) -> Kpis:
         return compute_kpis(self.fleet_summary(f), self.latest(f, (POWER,)), self.events_rate(f))
 
+    def chart_source(self, f: Filters) -> tuple[str, str, int]:
+        """(bucket, window tag, seconds per row) a chart over ``f`` reads: the coarsest roll-up that still
+        gives CHART_POINTS points over the range, else the windows ``f`` selects."""
+        for seconds, bucket, window in ((3600, self.rollup_1h_bucket, "1h"), (60, self.rollup_1m_bucket, "1m")):
+            if bucket and (f.stop - f.start).total_seconds() / seconds >= CHART_POINTS:
+                return bucket, window, seconds
+        return self.aggregates_bucket, f.window, window_seconds(f.window)
+
     def series(self, f: Filters, by: str, devices: tuple[str, ...] = ()) -> pd.DataFrame:
+        bucket, window, step_s = self.chart_source(f)
         every = chart_every(f.start, f.stop, series=max(1, len(devices)) if by == "device_id" else 8,
-                            window_s=window_seconds(f.window))
-        params = {**f.common(), "bucket": self.aggregates_bucket, "metric": f.metric, "by": by,
+                            window_s=step_s)
+        params = {**f.common(), "bucket": bucket, "window": window, "metric": f.metric, "by": by,
                   "every": every, "devices": list(devices)}
         return self.run("chart_series", params)
 
     def events_per_source(self, f: Filters) -> pd.DataFrame:
-        every = chart_every(f.start, f.stop, series=4, window_s=window_seconds(f.window))
-        return self.run("events_per_source", {**f.common(), "bucket": self.aggregates_bucket, "every": every})
+        bucket, window, step_s = self.chart_source(f)
+        every = chart_every(f.start, f.stop, series=4, window_s=step_s)
+        return self.run("events_per_source", {**f.common(), "bucket": bucket, "window": window, "every": every})
 
     def events_rate(self, f: Filters) -> float:
         """Readings per second in the newest minute of data in the range (all sources), from the window counts."""

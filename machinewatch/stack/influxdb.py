@@ -35,6 +35,8 @@ def bucket_retentions(settings: Settings) -> dict[str, int]:
         names.BUCKET_AGGREGATES: settings.influx_aggregates_retention_s,
         names.BUCKET_ALERTS: settings.influx_alerts_retention_s,
         names.BUCKET_HISTORY: settings.influx_history_retention_s,
+        names.BUCKET_ROLLUP_1M: settings.influx_rollup_1m_retention_s,
+        names.BUCKET_ROLLUP_1H: settings.influx_rollup_1h_retention_s,
     }
     missing = [b for b in names.ALL_BUCKETS if b not in by_bucket]
     if missing:
@@ -171,9 +173,25 @@ class InfluxDB(Service):
             ).json()
             write_secret(secrets / filename, auth["token"])
             provision.say(f"influxdb: created {description} token in {secrets / filename}")
+        self._ensure_rollup_tasks(token, org_id)
         if not self._write_and_query():
             msg = "InfluxDB accepted the set-up but a test write could not be read back"
             raise StackError(msg)
+
+    def _ensure_rollup_tasks(self, token: str, org_id: str) -> None:
+        """The roll-up tasks (machinewatch.rollups), created or brought up to date, and active."""
+        from machinewatch import rollups
+
+        for rollup in rollups.ROLLUPS:
+            flux = rollups.task_flux(rollup, self.s.influx_org)
+            found = self._api("GET", "/api/v2/tasks", token,
+                              params={"orgID": org_id, "name": rollup.task_name}).json().get("tasks", [])
+            if not found:
+                self._api("POST", "/api/v2/tasks", token, json={"orgID": org_id, "flux": flux, "status": "active"})
+                provision.say(f"influxdb: created task '{rollup.task_name}' -> bucket '{rollup.bucket}'")
+            elif found[0].get("flux") != flux or found[0].get("status") != "active":
+                self._api("PATCH", f"/api/v2/tasks/{found[0]['id']}", token, json={"flux": flux, "status": "active"})
+                provision.say(f"influxdb: updated task '{rollup.task_name}'")
 
     def _revoke_tokens(self, operator: str, filenames: tuple[str, ...]) -> None:
         """Delete the pipeline's tokens (in InfluxDB and their files) so set-up makes them anew."""

@@ -315,6 +315,23 @@ def test_flux_downsample_hourly(known: Known, dash: data.Dashboard) -> None:
     assert maxes.to_dict() == pytest.approx(w.groupby(["device_id", "metric"])["max_value"].max().to_dict())
 
 
+def test_flux_rollup(known: Known, dash: data.Dashboard) -> None:
+    """The roll-up tasks' query: 1-minute rows whose counts are those of the windows ending in (end - 1 min, end]."""
+    start = (known.now - timedelta(hours=1)).replace(second=0)
+    stop = (known.now + timedelta(minutes=2)).replace(second=0)
+    rows = dash.run("rollup", {"bucket": names.BUCKET_AGGREGATES, "start": start, "stop": stop, "window": "10s",
+                               "every": timedelta(minutes=1), "label": "1m"})
+    rows = rows[rows["device_id"].str.startswith(known.prefix)]
+    assert set(rows["window"]) == {"1m"}
+    assert all(pd.Timestamp(t).second == 0 for t in rows["_time"])
+    w = known.windows.assign(minute=known.windows["end"].map(lambda t: math.ceil(t.timestamp() / 60) * 60))
+    counts = rows[rows["_field"] == "count"].assign(minute=rows["_time"].map(lambda t: pd.Timestamp(t).timestamp()))
+    got = counts.groupby(["device_id", "metric", "minute"])["_value"].sum().to_dict()
+    assert got == w.groupby(["device_id", "metric", "minute"])["count"].sum().to_dict()
+    maxes = rows[rows["_field"] == "max"].groupby(["device_id", "metric"])["_value"].max()
+    assert maxes.to_dict() == pytest.approx(w.groupby(["device_id", "metric"])["max_value"].max().to_dict())
+
+
 def test_unreachable_influxdb_is_a_clear_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -264,3 +264,45 @@ def test_a_page_render_runs_each_panel_query_once_and_in_parallel(monkeypatch: p
     assert dash._memo is None  # the shared dashboard keeps nothing between renders
     dash.choices(f)
     assert len(calls) == prefetched + 1
+
+
+@pytest.mark.parametrize(("span", "source"), [
+    (timedelta(minutes=15), ("aggregates", "10s", 10)), (timedelta(hours=1), ("aggregates", "10s", 10)),
+    (timedelta(hours=6), ("rollup_1m", "1m", 60)), (timedelta(hours=24), ("rollup_1m", "1m", 60)),
+    (timedelta(days=7), ("rollup_1m", "1m", 60)), (timedelta(days=30), ("rollup_1h", "1h", 3600)),
+])
+def test_charts_read_the_coarsest_rollup_that_still_fills_their_width(span: timedelta,
+                                                                      source: tuple[str, str, int]) -> None:
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o",  # noqa: S106 - never contacted
+                          rollup_1m_bucket="rollup_1m", rollup_1h_bucket="rollup_1h")
+    f = data.last(span, now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert dash.chart_source(f) == source
+    bucket, _, step_s = source
+    if bucket != "aggregates":
+        assert (f.stop - f.start).total_seconds() / step_s >= data.CHART_POINTS
+    # without roll-up buckets (e.g. the query benchmark's throw-away bucket) a chart reads the windows
+    bare = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o")  # noqa: S106 - never contacted
+    assert bare.chart_source(f) == ("aggregates", "10s", 10)
+
+
+def test_chart_queries_ask_the_rollup_bucket_for_its_window_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, dict[str, object]]] = []
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        asked.append((name, params))
+        return pd.DataFrame()
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o",  # noqa: S106 - never contacted
+                          rollup_1m_bucket="rollup_1m", rollup_1h_bucket="rollup_1h")
+    f = data.last(timedelta(hours=24), now=datetime(2026, 1, 1, tzinfo=UTC))
+    dash.series(f, "region")
+    dash.events_per_source(f)
+    for name, params in asked:
+        assert (params["bucket"], params["window"]) == ("rollup_1m", "1m"), name
+        every = params["every"]
+        assert isinstance(every, timedelta) and every.total_seconds() % 60 == 0, name
+    assert {name for name, _ in asked} == {"chart_series", "events_per_source"}
+    # the other panels keep reading the windows
+    dash.hottest(f)
+    assert asked[-1][1]["bucket"] == "aggregates"

@@ -1,0 +1,146 @@
+"""The roll-up tasks against the real InfluxDB: provisioned by ``stack up``, and their rows are the 1-minute and
+hourly aggregates of known windows (windows ending on a boundary count in the bucket they close).
+
+Known 10 s windows are written under a device prefix unique to the run; the tasks are run at once through
+InfluxDB's API (a manual run is the scheduled query at "now"), and the 1-minute task's own schedule is
+checked to run too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+from influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from machinewatch import names, rollups
+from machinewatch.config import Settings
+from machinewatch.query import run_flux
+from machinewatch.stack import Stack
+from sinks.influxdb_writer import to_point
+
+pytestmark = pytest.mark.integration
+# The runs this module asked for; any other run of a task is one its schedule started.
+MANUAL_RUNS: set[str] = set()
+
+
+def _api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
+    resp = requests.request(method, f"{settings.influx}{path}", timeout=30,
+                            headers={"Authorization": f"Token {settings.operator_token()}"}, **kwargs)
+    assert resp.status_code < 400, resp.text
+    return resp.json() if resp.content else None
+
+
+def _task(settings: Settings, rollup: rollups.Rollup) -> dict[str, Any]:
+    found = _api(settings, "GET", "/api/v2/tasks", params={"org": settings.influx_org, "name": rollup.task_name})
+    assert len(found["tasks"]) == 1, found
+    return dict(found["tasks"][0])
+
+
+def _run_now(settings: Settings, task: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    run = _api(settings, "POST", f"/api/v2/tasks/{task['id']}/runs", json={})
+    MANUAL_RUNS.add(run["id"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = _api(settings, "GET", f"/api/v2/tasks/{task['id']}/runs/{run['id']}")
+        if got["status"] in ("success", "failed", "canceled"):
+            if got["status"] != "success":
+                logs = _api(settings, "GET", f"/api/v2/tasks/{task['id']}/runs/{run['id']}/logs")
+                pytest.fail(f"{task['name']} run {got['status']}: {logs}")
+            return dict(got)
+        time.sleep(1)
+    pytest.fail(f"{task['name']} run did not finish within {timeout:.0f}s")
+
+
+def _rows(settings: Settings, bucket: str, prefix: str, window: str) -> pd.DataFrame:
+    flux = (f'from(bucket: "{bucket}") |> range(start: -1d, stop: 1m) '
+            f'|> filter(fn: (r) => r._measurement == "window_agg" and r.window == "{window}") '
+            f'|> filter(fn: (r) => r.device_id =~ /^{prefix}-/) '
+            '|> pivot(rowKey: ["_time", "device_id", "metric"], columnKey: ["_field"], valueColumn: "_value") '
+            '|> group() |> keep(columns: ["_time", "device_id", "metric", "avg", "min", "max", "count"])')
+    return run_flux(settings, flux)
+
+
+def test_stack_provisions_the_rollup_buckets_and_active_tasks(stack: Stack, settings: Settings) -> None:
+    for rollup in rollups.ROLLUPS:
+        task = _task(settings, rollup)
+        assert task["status"] == "active" and task["every"] == rollups._flux_duration(rollup.every)
+        assert f'to(bucket: "{rollup.bucket}"' in task["flux"]
+        found = _api(settings, "GET", "/api/v2/buckets", params={"org": settings.influx_org, "name": rollup.bucket})
+        assert [b["name"] for b in found["buckets"]] == [rollup.bucket]
+    # the dashboards' read-only token reads the roll-ups
+    assert run_flux(settings, f'from(bucket: "{names.BUCKET_ROLLUP_1M}") |> range(start: -1m) |> limit(n: 1)') \
+        is not None
+
+
+def test_minute_rollup_of_known_windows(stack: Stack, settings: Settings) -> None:
+    prefix = f"ru-{uuid.uuid4().hex[:6]}"
+    boundary = datetime.now(tz=UTC).replace(second=0, microsecond=0)  # the run's stop is this minute's start
+    # three whole minutes before it; window k ends at first + 10 s * k, the last ones on each boundary
+    first = boundary - timedelta(minutes=3)
+    docs = []
+    for d in range(2):
+        for k in range(1, 19):
+            end = first + timedelta(seconds=10 * k)
+            avg = 20.0 + d * 10 + k
+            docs.append({"device_id": f"{prefix}-{d}", "metric": "temperature", "source": "ru", "region": "r",
+                         "site": "s", "unit": "°C", "window_ms": 10_000, "window_end_ms": int(end.timestamp() * 1000),
+                         "avg_value": avg, "min_value": avg - k, "max_value": avg + k, "count": k})
+    with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
+        client.write_api(write_options=SYNCHRONOUS).write(names.BUCKET_AGGREGATES, record=[to_point(x) for x in docs])
+    _run_now(settings, _task(settings, rollups.ROLLUP_1M))
+    got = _rows(settings, names.BUCKET_ROLLUP_1M, prefix, "1m")
+    windows = pd.DataFrame(docs)
+    windows["minute_end"] = [first + timedelta(minutes=(i - 1) // 6 + 1) for i in range(1, 19)] * 2
+    expected = windows.groupby(["device_id", "minute_end"]).agg(
+        avg=("avg_value", "mean"), min=("min_value", "min"), max=("max_value", "max"), count=("count", "sum"))
+    got = got.assign(minute_end=pd.to_datetime(got["_time"], utc=True)).set_index(["device_id", "minute_end"])
+    assert len(got) == len(expected) == 6, got
+    for key, row in expected.iterrows():
+        assert got.loc[key, ["avg", "min", "max"]].tolist() == pytest.approx(row[["avg", "min", "max"]].tolist())
+        assert int(got.loc[key, "count"]) == int(row["count"])
+    # a re-run overwrites the same rows: nothing is counted twice
+    _run_now(settings, _task(settings, rollups.ROLLUP_1M))
+    again = _rows(settings, names.BUCKET_ROLLUP_1M, prefix, "1m")
+    assert len(again) == 6 and int(again["count"].sum()) == int(expected["count"].sum())
+
+
+def test_hourly_rollup_of_known_minutes(stack: Stack, settings: Settings) -> None:
+    prefix = f"rh-{uuid.uuid4().hex[:6]}"
+    hour = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)  # the run's stop
+    docs = []
+    for m in range(1, 121):  # two whole hours of minutes, the last of each on the hour
+        end = hour - timedelta(hours=2) + timedelta(minutes=m)
+        docs.append({"device_id": f"{prefix}-0", "metric": "temperature", "source": "ru", "region": "r", "site": "s",
+                     "unit": "°C", "window_ms": 60_000, "window_end_ms": int(end.timestamp() * 1000),
+                     "avg_value": float(m), "min_value": float(m) - 1, "max_value": float(m) + 1, "count": 6})
+    points = [to_point(x) for x in docs]
+    for p in points:
+        p.tag("window", "1m")  # rows as the minute task writes them
+    with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
+        client.write_api(write_options=SYNCHRONOUS).write(names.BUCKET_ROLLUP_1M, record=points)
+    _run_now(settings, _task(settings, rollups.ROLLUP_1H))
+    got = _rows(settings, names.BUCKET_ROLLUP_1H, prefix, "1h").sort_values("_time", ignore_index=True)
+    assert pd.to_datetime(got["_time"], utc=True).tolist() == [pd.Timestamp(hour - timedelta(hours=1)),
+                                                               pd.Timestamp(hour)]
+    assert got["avg"].tolist() == pytest.approx([30.5, 90.5])  # mean of minutes 1..60 and 61..120
+    assert got["min"].tolist() == [0.0, 60.0] and got["max"].tolist() == [61.0, 121.0]
+    assert got["count"].tolist() == [360, 360]
+
+
+def test_minute_task_runs_on_its_schedule(stack: Stack, settings: Settings) -> None:
+    task = _task(settings, rollups.ROLLUP_1M)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        runs = _api(settings, "GET", f"/api/v2/tasks/{task['id']}/runs", params={"limit": 20})["runs"]
+        scheduled = [r for r in runs if r.get("status") == "success" and r["id"] not in MANUAL_RUNS]
+        if scheduled:
+            return
+        time.sleep(5)
+    pytest.fail(f"no scheduled run of {task['name']} succeeded within 150 s: {runs}")

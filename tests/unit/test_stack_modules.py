@@ -33,11 +33,12 @@ def test_the_stack_is_built_from_the_server_modules(tmp_path: Path) -> None:
 def test_the_set_up_creates_every_bucket_of_names_with_its_retention(tmp_path: Path) -> None:
     settings = private_settings(tmp_path, die_with_parent=False, influx_raw_retention_s=11,
                                 influx_aggregates_retention_s=22, influx_alerts_retention_s=33,
-                                influx_history_retention_s=0)
+                                influx_history_retention_s=0, influx_rollup_1m_retention_s=44,
+                                influx_rollup_1h_retention_s=0)
     retentions = influxdb.bucket_retentions(settings)
     assert tuple(retentions) == names.ALL_BUCKETS
     assert retentions == {names.BUCKET_RAW: 11, names.BUCKET_AGGREGATES: 22, names.BUCKET_ALERTS: 33,
-                          names.BUCKET_HISTORY: 0}
+                          names.BUCKET_HISTORY: 0, names.BUCKET_ROLLUP_1M: 44, names.BUCKET_ROLLUP_1H: 0}
 
 
 def test_a_bucket_without_a_retention_setting_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

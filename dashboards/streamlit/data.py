@@ -226,7 +226,11 @@ class Dashboard:
         return self.run("chart_series", params)
 
     def events_per_source(self, f: Filters) -> pd.DataFrame:
+        """Readings per second per source: counts from the tumbling windows or their roll-ups, never the sliding
+        windows the other charts may show (those count each reading several times)."""
         bucket, window, step_s = self.chart_source(f)
+        if bucket == self.aggregates_bucket:
+            window, step_s = TUMBLING, window_seconds(TUMBLING)
         every = chart_every(f.start, f.stop, series=4, window_s=step_s)
         return self.run("events_per_source", {**f.common(), "bucket": bucket, "window": window, "every": every})
 

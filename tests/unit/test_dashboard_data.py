@@ -170,6 +170,19 @@ def test_events_rate_kpi_reads_the_newest_minute_of_tumbling_windows(monkeypatch
     assert all(name in text for name in params), "every parameter is an input the file reads"
 
 
+def test_events_per_source_counts_tumbling_windows_even_when_the_charts_slide(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[dict[str, object]] = []
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        asked.append(params)
+        return pd.DataFrame()
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o")  # noqa: S106 - never contacted
+    dash.events_per_source(data.last(timedelta(hours=1), now=NOW, window="30s@10s"))
+    assert asked[-1]["window"] == "10s"  # 30s@10s would count each reading three times
+
+
 @pytest.mark.parametrize(("seconds", "text"), [(4, "4s"), (65, "1m 5s"), (3725, "1h 2m"), (90000, "1d 1h"),
                                                (-3, "0s")])
 def test_humanize_seconds(seconds: float, text: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -29,7 +30,8 @@ from ingest.history.loader import HistoryLoader
 from ingest.history.state import LoadState
 from ingest.history.target import RetentionError, ensure_topic
 from ingest.replay.replay import Replayer
-from ingest.tcp.listener import TcpConfig, TcpListener
+from ingest.tcp.source import TcpSettings as TcpConfig
+from ingest.tcp.source import TcpSource as TcpListener
 from machinewatch import names
 from machinewatch.cli import build_parser
 from machinewatch.config import Settings
@@ -38,6 +40,7 @@ from machinewatch.stack import Stack
 from simulators.datacenter import DatacenterSimulator, write_history
 from simulators.equipment import EquipmentSimulator
 from simulators.servers import HEADER, ServerSimulator
+from tests.collector_support import kafka_runner
 from tests.realdata import realdata_file
 from tests.stack_support import read_topic
 
@@ -453,15 +456,19 @@ def test_tcp_listener_many_connections(stack: Stack, settings: Settings) -> None
     config = TcpConfig(port=0, mappings=["equipment", "dc-india", "dc-usa", "dc-germany"],
                        default_mapping="equipment", max_line_bytes=4096, queue_size=16)
 
-    async def scenario(pub: Publisher) -> TcpListener:
-        listener = TcpListener(pub, config)
-        await listener.start()
+    async def scenario(listener: TcpListener) -> None:
         await asyncio.wait_for(asyncio.gather(*(_send(listener.port, c) for c in connections)), timeout=60)
-        await listener.stop()
-        return listener
 
     with Publisher(settings) as pub:
-        listener = asyncio.run(scenario(pub))
+        listener = TcpListener(config)
+        runner = kafka_runner(listener, pub)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        assert listener.listening.wait(30)
+        asyncio.run(scenario(listener))
+        runner.stop()
+        thread.join(120)
+        assert not thread.is_alive()
     assert listener.connections == 5
     got = [r for r in read_since(settings, readings_at) if tag in r["device_id"]]
     ids = [r["event_id"] for r in got]

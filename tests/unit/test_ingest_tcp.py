@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.tcp.listener import TcpConfig, TcpListener
+from ingest.tcp.source import TcpSettings as TcpConfig
+from ingest.tcp.source import TcpSource as TcpListener
 from machinewatch.record import Reading
+from tests.collector_support import run_in_thread
 
 ROOT = Path(__file__).parents[2]
 
@@ -46,15 +48,18 @@ async def _client(port: int, payload: list[bytes]) -> None:
 
 def _run(config: TcpConfig, clients: list[list[bytes]]) -> tuple[TcpListener, MemorySink]:
     sink = MemorySink()
+    listener = TcpListener(config)
+    runner, thread = run_in_thread(listener, sink)
+    assert listener.listening.wait(10)
 
-    async def scenario() -> TcpListener:
-        listener = TcpListener(sink, config)
-        await listener.start()
+    async def scenario() -> None:
         await asyncio.wait_for(asyncio.gather(*(_client(listener.port, c) for c in clients)), timeout=30)
-        await listener.stop()
-        return listener
 
-    return asyncio.run(scenario()), sink
+    asyncio.run(scenario())
+    runner.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    return listener, sink
 
 
 def test_concurrent_clients_and_back_pressure() -> None:

@@ -123,3 +123,18 @@ def test_the_mqtt_plugin_is_written_only_against_the_core() -> None:
                                                                       "simulators", "flink_jobs")}
         stray = sorted(n for n in ours if not any(n == a or n.startswith(a + ".") for a in allowed))
         assert not stray, f"{path.name} imports {stray}"
+
+
+def test_collector_flags_override_the_toml_table_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    tcp = plugins.collectors()["tcp"]
+    assert tcp.sample_conf is not None
+    monkeypatch.setenv("MW_TCP_PORT", "7000")
+    monkeypatch.setenv("MW_TCP_QUEUE_SIZE", "77")
+    args = cli.build_parser().parse_args(["ingest", "tcp", "--config", str(tcp.sample_conf), "--port", "0",
+                                          "--mapping", "dc-usa", "--mapping", "equipment"])
+    assert args.plugin is tcp and tcp.flag_overrides is not None
+    loaded: Any = tcp.load_settings(args.config, tcp.flag_overrides(args))
+    assert loaded.port == 0                          # the flag, over the env's 7000 and the file's 9988
+    assert loaded.mappings == ["dc-usa", "equipment"]
+    assert loaded.queue_size == 77                   # no flag: the environment, over the file
+    assert loaded.default_mapping == "equipment"     # neither: the file

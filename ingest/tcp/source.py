@@ -1,24 +1,28 @@
-"""asyncio TCP listener for JSON lines: bounded lines, back-pressure, bad lines dead-lettered.
+"""The TCP collector's ``runtime.Source``: an asyncio listener for JSON lines, bounded lines, back-pressure.
 
-Readers put lines on a bounded queue; one publishing task maps them and hands readings to the
-Publisher. When the queue is full, readers wait, which stops reading their sockets and lets TCP
-flow control slow the senders down, instead of buffering without bound.
+The listener runs its own event loop in a thread: readers put lines on a bounded queue, and ``poll`` (the
+runner's thread) takes them off and maps them into readings and rejects. When the queue is full the readers
+wait, which stops reading their sockets and lets TCP flow control slow the senders down, instead of
+buffering without bound. TCP has no acknowledgements, so there is no checkpoint: on stop, ``stop_input``
+closes the listening socket, gives open connections a grace period, and the runner publishes what was
+queued before its last flush.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
-import time
+import threading
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ingest.formats import Mapping, RowMapper, decode_json_line, load_mapping
-from ingest.history.loader import Sink
-from machinewatch.kafka_io import PublishError
+from machinewatch.plugins import CollectorSettings
+from machinewatch.runtime import Batch, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +30,21 @@ SOURCE = "tcp"
 _HEAD = 1024  # bytes of an oversize line kept in the dead-letter record
 
 
-class TcpConfig(BaseModel):
-    """``[tcp]`` in a collector config (see sample.conf)."""
+class TcpSettings(CollectorSettings):
+    """``[tcp]`` in a collector config (see sample.conf); ``[tcp.runner]`` batches the Kafka writes."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="address to bind")
     port: int = Field(default=9988, ge=0, le=65535, description="0 picks a free port")
     mappings: list[str] = Field(default_factory=lambda: ["dc-india", "dc-usa", "dc-germany"],
                                 description="mapping names or TOML paths a line may use")
     dispatch_field: str = Field(default="feed", description="line field naming its mapping")
     default_mapping: str | None = Field(default=None, description="for lines without the dispatch field")
-    max_line_bytes: int = Field(default=64 * 1024, ge=256)
+    max_line_bytes: int = Field(default=64 * 1024, ge=256, description="longest accepted line")
     queue_size: int = Field(default=10_000, ge=1, description="lines buffered between readers and publisher")
-    flush_interval_s: float = Field(default=1.0, gt=0, description="how often acknowledgements are checked")
+    grace_s: float = Field(default=2.0, ge=0, description="on stop: how long open connections may still send")
 
     @model_validator(mode="after")
-    def _default_known(self) -> TcpConfig:
+    def _default_known(self) -> TcpSettings:
         if self.default_mapping and self.default_mapping not in self.mappings:
             msg = f"default_mapping {self.default_mapping!r} must be one of mappings {self.mappings}"
             raise ValueError(msg)
@@ -59,11 +61,11 @@ class _Item:
     closed: bool = False       # the connection ended; drop its per-connection state
 
 
-class TcpListener:
-    """Accepts connections on host:port until ``stop()``; counters say what happened."""
+class TcpSource:
+    """Accepts connections on host:port while open; counters say what happened."""
 
-    def __init__(self, sink: Sink, config: TcpConfig) -> None:
-        self.sink = sink
+    def __init__(self, config: TcpSettings) -> None:
+        self.name = SOURCE
         self.config = config
         self.mappings: dict[str, Mapping] = {}
         for ref in config.mappings:
@@ -74,57 +76,119 @@ class TcpListener:
             self.default: Mapping | None = self.mappings[config.mappings[0]]
         else:
             self.default = self.mappings[config.default_mapping] if config.default_mapping else None
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=config.queue_size)
+        self.max_batch = config.runner.max_batch
         self._mappers: dict[tuple[int, str], RowMapper] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._queue: asyncio.Queue[_Item] | None = None
         self._server: asyncio.Server | None = None
-        self._worker: asyncio.Task[None] | None = None
         self._conn_ids = itertools.count(1)
         self._clients: set[asyncio.Task[None]] = set()
+        self._draining = False
+        self.listening = threading.Event()
         self.port = config.port
         self.connections = 0
         self.lines = 0
         self.readings = 0
         self.rejects = 0
         self.queue_full_waits = 0
-        self._reported_failures = 0
 
-    # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> None:
-        self._worker = asyncio.create_task(self._publish_loop())
+    # -- runtime.Source ----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Bind and start accepting, in the listener's own thread; returns once the socket listens."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="tcp-listener", daemon=True)
+        self._thread.start()
+        try:
+            self._call(self._start())
+        except BaseException:
+            self._shutdown_loop()
+            raise
+        self.listening.set()
+
+    def poll(self, timeout_s: float) -> Batch:
+        batch = Batch()
+        while True:
+            items = self._call(self._take(timeout_s, self.max_batch))
+            for item in items:
+                self._process(item, batch)
+            # While draining an empty batch ends the drain: only connection ends taken is not empty yet.
+            if len(batch) or not items or not self._draining:
+                return batch
+
+    def commit(self, checkpoint: object) -> None:
+        """Nothing to acknowledge: TCP lines carry no delivery receipts."""
+
+    def stop_input(self) -> None:
+        """Stop accepting; open connections may send for ``grace_s`` more (polls take their lines meanwhile),
+        then they are cut; the runner polls until the queue is empty and no connection is left."""
+        if self._loop is not None and self._loop.is_running():
+            self._call(self._stop_accepting())
+            self._draining = True
+
+    def close(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._call(self._cut_clients())
+        self._shutdown_loop()
+        log.info("tcp listener stopped: %d connections, %d lines, %d readings, %d dead-lettered",
+                 self.connections, self.lines, self.readings, self.rejects)
+
+    # -- the listener's loop -----------------------------------------------------------------------
+    def _call(self, coro: object) -> list[_Item]:
+        assert self._loop is not None
+        future: concurrent.futures.Future[list[_Item]] = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        return future.result()
+
+    def _shutdown_loop(self) -> None:
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+        self._loop = None
+
+    async def _start(self) -> list[_Item]:
+        self._queue = asyncio.Queue(maxsize=self.config.queue_size)
         self._server = await asyncio.start_server(
             self._handle, self.config.host, self.config.port, limit=self.config.max_line_bytes)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("tcp listener on %s:%d (mappings %s, dispatch field %r)", self.config.host, self.port,
                  ", ".join(self.config.mappings), self.config.dispatch_field)
+        return []
 
-    async def stop(self, grace_s: float = 2.0) -> None:
-        """Stop accepting; give open connections ``grace_s`` to finish, publish what was queued, flush."""
+    async def _stop_accepting(self) -> list[_Item]:
         if self._server is not None:
             self._server.close()
-        if self._clients:
-            await asyncio.wait(list(self._clients), timeout=grace_s)
+            self._server = None
+        assert self._loop is not None
+        self._loop.call_later(self.config.grace_s, lambda: asyncio.ensure_future(self._cut_clients()))
+        return []
+
+    async def _cut_clients(self) -> list[_Item]:
         for task in list(self._clients):
             task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
-        await self._queue.put(None)
-        if self._worker is not None:
-            await self._worker
-        await asyncio.to_thread(self.sink.flush)
-        log.info("tcp listener stopped: %d connections, %d lines, %d readings, %d dead-lettered",
-                 self.connections, self.lines, self.readings, self.rejects)
+        return []
 
-    async def run(self, duration_s: float | None = None) -> None:
-        await self.start()
-        try:
-            if duration_s is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(duration_s)
-        finally:
-            await self.stop()
+    async def _take(self, timeout_s: float, limit: int) -> list[_Item]:
+        assert self._queue is not None
+        items: list[_Item] = []
+        while not items:
+            try:
+                items.append(await asyncio.wait_for(self._queue.get(), timeout=max(timeout_s, 0.001)))
+            except TimeoutError:
+                # Draining: an empty poll ends it, so wait on while a connection may still send.
+                if not (self._draining and self._clients):
+                    return items
+        while len(items) < limit and not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
 
     # -- readers ---------------------------------------------------------------------------------
     async def _put(self, item: _Item) -> None:
+        assert self._queue is not None
         if self._queue.full():
             self.queue_full_waits += 1
         await self._queue.put(item)  # waits when full: back-pressure onto the socket
@@ -188,56 +252,37 @@ class TcpListener:
                 return head, dropped + len(exc.partial), True
             return head, dropped + len(rest), False
 
-    # -- publishing ------------------------------------------------------------------------------
-    async def _publish_loop(self) -> None:
-        last_flush = time.monotonic()
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            if item.closed:
-                for key in [k for k in self._mappers if k[0] == item.conn]:
-                    del self._mappers[key]
-                continue
-            self._process(item)
-            if time.monotonic() - last_flush >= self.config.flush_interval_s:
-                last_flush = time.monotonic()
-                await self._check_acks()
-
-    async def _check_acks(self) -> None:
-        try:
-            await asyncio.to_thread(self.sink.flush)
-        except PublishError as exc:
-            # The producer has already retried; report each new failure instead of dying or hiding it.
-            log.error("tcp listener: records not acknowledged by Kafka: %s", exc)
-
-    def _dead_letter(self, item: _Item, reason: str) -> None:
+    # -- mapping ----------------------------------------------------------------------------------
+    def _reject(self, batch: Batch, item: _Item, reason: str) -> None:
         self.rejects += 1
-        self.sink.dead_letter(SOURCE, item.payload, reason, item.origin, size=item.size)
+        batch.rejected.append(Rejected(item.payload, reason, item.origin, size=item.size))
 
-    def _process(self, item: _Item) -> None:
+    def _process(self, item: _Item, batch: Batch) -> None:
+        if item.closed:
+            for key in [k for k in self._mappers if k[0] == item.conn]:
+                del self._mappers[key]
+            return
         self.lines += 1
         if item.reason is not None:
-            self._dead_letter(item, item.reason)
+            self._reject(batch, item, item.reason)
             return
         data, error = decode_json_line(item.payload)
         if data is None:
-            self._dead_letter(item, error or "undecodable")
+            self._reject(batch, item, error or "undecodable")
             return
         feed = data.get(self.config.dispatch_field)
         mapping = self.mappings.get(str(feed)) if feed is not None else self.default
         if mapping is None:
             reason = (f"no mapping for this line: field {self.config.dispatch_field!r} = {feed!r}; "
                       f"known: {', '.join(self.config.mappings)}")
-            self._dead_letter(item, reason)
+            self._reject(batch, item, reason)
             return
         mapper = self._mappers.get((item.conn, mapping.name))
         if mapper is None:
             mapper = self._mappers[(item.conn, mapping.name)] = RowMapper(mapping)
         result = mapper.map(data, item.payload)  # the line's exact bytes for any dead letter
-        for reading in result.readings:
-            self.sink.send(reading)
+        batch.records.extend(result.readings)
         self.readings += len(result.readings)
         for reject in result.rejects:
             self.rejects += 1
-            self.sink.dead_letter(mapping.source, reject.raw, reject.reason, item.origin)
+            batch.rejected.append(Rejected(reject.raw, reject.reason, item.origin, source=mapping.source))

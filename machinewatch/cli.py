@@ -416,9 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ingest.history import cli as history_cli
     from ingest.mtconnect import cli as mtconnect_cli
     from ingest.perfmon import cli as perfmon_cli
-    from ingest.replay import cli as replay_cli
 
-    for collector in (history_cli, replay_cli, mtconnect_cli, perfmon_cli):
+    for collector in (history_cli, mtconnect_cli, perfmon_cli):
         collector.add_parser(ingest_sub)
     from machinewatch import plugins
 

@@ -43,9 +43,16 @@ def runner_for(source: Source, target: Any, options: RunOptions = FAST) -> Runne
     return Runner(source.name, source, adapter, adapter, options)
 
 
-def drive(source: Source, target: Any, options: RunOptions = FAST, timeout_s: float = 120) -> Any:
-    """Run a finite source to its end (in this thread); returns the source (its counters, its report)."""
-    runner_for(source, target, options).run(duration_s=timeout_s)
+def drive(source: Source, target: Any, options: RunOptions = FAST, timeout_s: float = 600) -> Any:
+    """Run a finite source to its end (in this thread); returns the source (its counters, its report).
+
+    ``target``: a ``machinewatch.kafka_io.Publisher`` (the runner ``run_collector`` builds), or an object with
+    ``send``/``dead_letter``/``flush``."""
+    from machinewatch.kafka_io import Publisher
+
+    runner = kafka_runner(source, target, options) if isinstance(target, Publisher) else runner_for(
+        source, target, options)
+    runner.run(duration_s=timeout_s)
     assert getattr(source, "finished", False), "the source did not finish within the time given"
     return source
 

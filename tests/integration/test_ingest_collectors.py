@@ -29,7 +29,7 @@ from ingest.history import cli as history_cli
 from ingest.history.loader import HistoryLoader
 from ingest.history.state import LoadState
 from ingest.history.target import RetentionError, ensure_topic
-from ingest.replay.replay import Replayer
+from ingest.replay.source import ReplaySource
 from ingest.tcp.source import TcpSettings as TcpConfig
 from ingest.tcp.source import TcpSource as TcpListener
 from machinewatch import names
@@ -40,7 +40,7 @@ from machinewatch.stack import Stack
 from simulators.datacenter import DatacenterSimulator, write_history
 from simulators.equipment import EquipmentSimulator
 from simulators.servers import HEADER, ServerSimulator
-from tests.collector_support import kafka_runner
+from tests.collector_support import drive, kafka_runner
 from tests.realdata import realdata_file
 from tests.stack_support import read_topic
 
@@ -48,6 +48,16 @@ pytestmark = pytest.mark.integration
 
 SENSORS = "sensors/dados_sensores.txt"
 SERVERS = "servers/course-dataset-20-servers-5s.csv"
+
+
+class Replayer:
+    """The replay source in the old call shape: ``Replayer(sink, mapping, speed=...).run(path)`` on the runner."""
+
+    def __init__(self, sink: Any, mapping: Any, speed: float = 1.0) -> None:
+        self.sink, self.mapping, self.speed = sink, mapping, speed
+
+    def run(self, path: Path, limit_rows: int | None = None) -> Any:
+        return drive(ReplaySource(self.mapping, path, self.speed, limit_rows), self.sink).report
 
 
 # -- reading back ---------------------------------------------------------------------------------

@@ -50,8 +50,10 @@ def drive(source: Source, target: Any, options: RunOptions = FAST, timeout_s: fl
     ``send``/``dead_letter``/``flush``."""
     from machinewatch.kafka_io import Publisher
 
-    runner = kafka_runner(source, target, options) if isinstance(target, Publisher) else runner_for(
-        source, target, options)
+    if isinstance(target, Publisher):
+        runner = kafka_runner(source, target, KAFKA if options is FAST else options)
+    else:
+        runner = runner_for(source, target, options)
     runner.run(duration_s=timeout_s)
     assert getattr(source, "finished", False), "the source did not finish within the time given"
     return source
@@ -64,7 +66,11 @@ def run_in_thread(source: Source, target: Any, options: RunOptions = FAST) -> tu
     return runner, thread
 
 
-def kafka_runner(source: Source, publisher: Any, options: RunOptions = FAST) -> Runner:
+# Against Kafka: the default batching (a flush waits for the broker's acknowledgements), quick polls.
+KAFKA = RunOptions(poll_timeout_s=0.1, retry_min_s=0.1, retry_max_s=2.0)
+
+
+def kafka_runner(source: Source, publisher: Any, options: RunOptions = KAFKA) -> Runner:
     """The runner ``run_collector`` builds, on a given publisher: readings to its topic, rejects dead-lettered."""
     from machinewatch.kafka_io import KafkaDeadLetters, PublisherSink
 

@@ -4,8 +4,8 @@ The listener runs its own event loop in a thread: readers put lines on a bounded
 runner's thread) takes them off and maps them into readings and rejects. When the queue is full the readers
 wait, which stops reading their sockets and lets TCP flow control slow the senders down, instead of
 buffering without bound. TCP has no acknowledgements, so there is no checkpoint: on stop, ``stop_input``
-closes the listening socket, gives open connections a grace period, and the runner publishes what was
-queued before its last flush.
+closes the listening socket and cuts each open connection once it has sent nothing for a grace period
+(one still delivering lines is read on), and the runner publishes what was queued before its last flush.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class TcpSettings(CollectorSettings):
     default_mapping: str | None = Field(default=None, description="for lines without the dispatch field")
     max_line_bytes: int = Field(default=64 * 1024, ge=256, description="longest accepted line")
     queue_size: int = Field(default=10_000, ge=1, description="lines buffered between readers and publisher")
-    grace_s: float = Field(default=2.0, ge=0, description="on stop: how long open connections may still send")
+    grace_s: float = Field(default=2.0, ge=0,
+                           description="on stop: a connection that sent nothing for this long is closed")
 
     @model_validator(mode="after")
     def _default_known(self) -> TcpSettings:
@@ -84,7 +85,9 @@ class TcpSource:
         self._server: asyncio.Server | None = None
         self._conn_ids = itertools.count(1)
         self._clients: set[asyncio.Task[None]] = set()
+        self._last_line: dict[asyncio.Task[None], float] = {}  # loop time of each connection's last queued line
         self._draining = False
+        self._cutter: asyncio.Future[None] | None = None
         self.listening = threading.Event()
         self.port = config.port
         self.connections = 0
@@ -121,8 +124,8 @@ class TcpSource:
         """Nothing to acknowledge: TCP lines carry no delivery receipts."""
 
     def stop_input(self) -> None:
-        """Stop accepting; open connections may send for ``grace_s`` more (polls take their lines meanwhile),
-        then they are cut; the runner polls until the queue is empty and no connection is left."""
+        """Stop accepting; a connection is cut once it has queued nothing for ``grace_s`` (polls take its lines
+        meanwhile); the runner polls until the queue is empty and no connection is left."""
         if self._loop is not None and self._loop.is_running():
             self._call(self._stop_accepting())
             self._draining = True
@@ -163,11 +166,21 @@ class TcpSource:
         if self._server is not None:
             self._server.close()
             self._server = None
-        assert self._loop is not None
-        self._loop.call_later(self.config.grace_s, lambda: asyncio.ensure_future(self._cut_clients()))
+        self._cutter = asyncio.ensure_future(self._cut_idle_clients())
         return []
 
+    async def _cut_idle_clients(self) -> None:
+        assert self._loop is not None
+        while self._clients:
+            now = self._loop.time()
+            for task in list(self._clients):
+                if now - self._last_line.get(task, now) >= self.config.grace_s:
+                    task.cancel()
+            await asyncio.sleep(min(0.1, self.config.grace_s) or 0.01)
+
     async def _cut_clients(self) -> list[_Item]:
+        if self._cutter is not None:
+            self._cutter.cancel()
         for task in list(self._clients):
             task.cancel()
         return []
@@ -192,11 +205,15 @@ class TcpSource:
         if self._queue.full():
             self.queue_full_waits += 1
         await self._queue.put(item)  # waits when full: back-pressure onto the socket
+        task = asyncio.current_task()
+        if task is not None and self._loop is not None:
+            self._last_line[task] = self._loop.time()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._clients.add(task)
+            self._last_line[task] = asyncio.get_running_loop().time()
         conn = next(self._conn_ids)
         peer = writer.get_extra_info("peername")
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -232,6 +249,7 @@ class TcpSource:
                 await writer.wait_closed()
             if task is not None:
                 self._clients.discard(task)
+                self._last_line.pop(task, None)
 
     async def _discard_line(self, reader: asyncio.StreamReader, consumed: int) -> tuple[bytes, int, bool]:
         """Drop the rest of an oversize line but keep the connection: (head, bytes dropped, eof)."""

@@ -403,9 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_sub = next(a for a in sub.choices["ingest"]._actions if isinstance(a, argparse._SubParsersAction))
     from ingest.history import cli as history_cli
     from ingest.mtconnect import cli as mtconnect_cli
-    from ingest.perfmon import cli as perfmon_cli
 
-    for collector in (history_cli, mtconnect_cli, perfmon_cli):
+    for collector in (history_cli, mtconnect_cli):
         collector.add_parser(ingest_sub)
     from machinewatch import plugins
 

@@ -59,7 +59,9 @@ class Collector:
     ``machinewatch ingest <name>`` and ``flag_overrides(args)`` maps the parsed flags to settings keys (a None
     value is not given: the TOML table or the environment decides). ``summary_line(source, counters)`` is
     printed when the run ends (what a batch collector did); ``exit_code(source, counters)`` is the command's
-    status (default 0).
+    status (default 0). ``settings_loader(path, overrides, environ)`` replaces the shared loader for a plugin
+    whose settings need more than it does (paths relative to the file, a file that is re-read later); it
+    must still apply the table, then ``MW_<NAME>_<KEY>``, then the overrides.
     """
 
     name: str
@@ -73,11 +75,15 @@ class Collector:
     flag_overrides: Callable[[argparse.Namespace], dict[str, Any]] | None = None
     summary_line: Callable[[Any, Counters], str | None] | None = None
     exit_code: Callable[[Any, Counters], int] | None = None
+    settings_loader: Callable[[Path | None, Mapping[str, Any], Mapping[str, str] | None], CollectorSettings] | None \
+        = None
 
     def load_settings(self, path: Path | None, overrides: Mapping[str, Any] | None = None,
                       environ: Mapping[str, str] | None = None) -> CollectorSettings:
         """``[<name>]`` of the TOML file at ``path`` (none: defaults only), then ``MW_<NAME>_<KEY>`` variables, then
         ``overrides`` (command-line flags); checked once, with every bad key named."""
+        if self.settings_loader is not None:
+            return self.settings_loader(path, overrides or {}, environ)
         return load_plugin_settings(self.name, self.settings_model, path, overrides, environ)
 
 

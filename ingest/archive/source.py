@@ -35,6 +35,9 @@ class ArchiveSource:
     """Every reading of the archive under ``root``; ``readings``/``rejects``/``files`` count what it read."""
 
     def __init__(self, root: Path, max_batch: int = 5000) -> None:
+        if not root.is_dir():  # here, not in open(): the runner would retry an OSError there for ever
+            msg = f"archive root {root} is not a folder"
+            raise ValueError(msg)
         self.name = "archive"
         self.root = root
         self.max_batch = max_batch
@@ -45,9 +48,6 @@ class ArchiveSource:
         self._items: Iterator[Reading | Rejected] | None = None
 
     def open(self) -> None:
-        if not self.root.is_dir():
-            msg = f"archive root {self.root} is not a folder"
-            raise ValueError(msg)
         self._items = self._read()
 
     def poll(self, timeout_s: float) -> Batch:

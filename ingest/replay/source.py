@@ -61,6 +61,9 @@ class ReplaySource:
         if speed < 0:
             msg = f"speed must be >= 0 (0 = no pacing), got {speed}"
             raise ValueError(msg)
+        if not path.is_file():  # here, not in poll(): the runner would retry an OSError there for ever
+            msg = f"no such file: {path}"
+            raise ValueError(msg)
         self.name = mapping.source
         self.mapping = mapping
         self.path = path

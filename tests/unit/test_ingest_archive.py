@@ -55,9 +55,14 @@ def test_rows_that_are_not_readings_and_unreadable_files_are_dead_lettered(tmp_p
     assert all(name == "archive" for name, _, _, _ in sink.dead)
 
 
-def test_a_missing_root_is_refused_at_open(tmp_path: Path) -> None:
+def test_a_missing_root_is_a_usage_error_not_a_retried_failure(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from machinewatch.cli import main
+
     with pytest.raises(ValueError, match="not a folder"):
-        ArchiveSource(tmp_path / "nope").open()
+        ArchiveSource(tmp_path / "nope")
+    assert main(["ingest", "archive", "--root", str(tmp_path / "nope")]) == 1  # before any Kafka connection
+    assert "not a folder" in capsys.readouterr().err
 
 
 def test_ingest_archive_flags_become_its_settings(tmp_path: Path) -> None:

@@ -127,3 +127,14 @@ def test_a_clock_step_back_replays_with_the_history_loaders_ids(tmp_path: Path) 
                 want.append(seen.reading.event_id)
     assert [r.event_id for r in sink.readings] == want and len(want) == 4
     assert len(set(want)) == 4 and len(sink.dead) == 1 and "the same value as row 3" in sink.dead[0]
+
+
+def test_a_missing_file_or_mapping_is_a_usage_error(tmp_path: Path, capsys: object) -> None:
+    from machinewatch.cli import main
+
+    assert main(["ingest", "replay", str(tmp_path / "nope.csv"), "--mapping", "servers"]) == 1
+    assert main(["ingest", "replay", str(ROOT / "ingest/replay/testdata/equipment-3.jsonl"),
+                 "--mapping", "no-such-mapping"]) == 1
+    assert main(["ingest", "replay", "--mapping", "servers"]) == 1  # no file at all
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "no such file" in err and "no-such-mapping" in err and "replay.file" in err

@@ -21,7 +21,7 @@ def _load(path: Path | None, overrides: Mapping[str, Any], environ: Mapping[str,
     from ingest.perfmon.config import load_config
 
     if path is None:
-        msg = "ingest perfmon needs --config FILE with a [perfmon] table (see ingest/perfmon/sample.conf)"
+        msg = "--config FILE with a [perfmon] table is required (see ingest/perfmon/sample.conf)"
         raise PluginConfigError(msg)
     # Relative folders are relative to the file; the file is re-read when it changes (flags applied again).
     return load_config(path, overrides, environ)

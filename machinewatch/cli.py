@@ -401,10 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka")
         p.add_subparsers(dest="collector", required=True, metavar="collector")
     ingest_sub = next(a for a in sub.choices["ingest"]._actions if isinstance(a, argparse._SubParsersAction))
-    from ingest.history import cli as history_cli
     from ingest.mtconnect import cli as mtconnect_cli
 
-    for collector in (history_cli, mtconnect_cli):
+    for collector in (mtconnect_cli,):
         collector.add_parser(ingest_sub)
     from machinewatch import plugins
 

@@ -185,10 +185,11 @@ def add_collector_parsers(sub: argparse._SubParsersAction) -> None:
             group = p.add_argument_group(f"{plugin.name} settings",
                                          "flags override the TOML table and the MW_* variables")
             plugin.add_arguments(group)
-        p.set_defaults(func=_cmd_collector, plugin=plugin)
+        p.set_defaults(func=run_command, plugin=plugin)
 
 
-def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``machinewatch ingest <name> ...`` for a parsed command line: settings, source, the run, its summary."""
     plugin: Collector = args.plugin
     flags = plugin.flag_overrides(args) if plugin.flag_overrides is not None else {}
     try:
@@ -198,9 +199,8 @@ def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
         msg = f"ingest {plugin.name}: {exc}"
         raise RuntimeError(msg) from exc
     counters = run_collector(plugin, config, settings, args.duration, source=source)
-    print(json.dumps({"collector": plugin.name, "received": counters.received, "written": counters.written,
-                      "rejected": counters.rejected}))
+    # One line on stdout: the plugin's own summary of the run, or the runner's counters.
     line = plugin.summary_line(source, counters) if plugin.summary_line is not None else None
-    if line:
-        print(line)
+    print(line or json.dumps({"collector": plugin.name, "received": counters.received, "written": counters.written,
+                              "rejected": counters.rejected}))
     return plugin.exit_code(source, counters) if plugin.exit_code is not None else 0

@@ -89,6 +89,8 @@ class Source(Protocol):
     * ``stop_input()``: called when the run is stopping, before the last flush; the source stops taking input
       (closes a listening socket) and the runner polls until a batch comes back empty, so what the source
       has already taken in is delivered, not dropped.
+    * ``refused(rejected)``: told what the sink refused of the last batch (before it is dead-lettered), for a
+      source whose report counts it (the history loader's summary).
     """
 
     name: str
@@ -299,6 +301,9 @@ class Runner:
             self._dead_letter(rejected)
         if batch.records:
             refused = self.sink.write(batch.records)
+            tell = getattr(self.source, "refused", None)
+            if refused and callable(tell):
+                tell(refused)
             for rejected in refused:
                 self._dead_letter(rejected)
             self._pending_written += len(batch.records) - len(refused)

@@ -22,19 +22,29 @@ class LegacySink:
 
     def __init__(self, target: Any) -> None:
         self.target = target
+        self._refused: set[int] = set()  # refusals the target dead-lettered itself, as the Publisher does
 
     def write(self, records: Sequence[Any]) -> list[Rejected]:
         from machinewatch.kafka_io import QualityNote
 
+        refused: list[Rejected] = []
         for record in records:
             if isinstance(record, QualityNote):
                 self.target.note(record.source, record.kind, record.raw, record.reason, record.origin,
                                  record.note_id)
-            else:
-                self.target.send(record)
-        return []
+                continue
+            before = getattr(self.target, "dead_lettered", None)
+            self.target.send(record)
+            if before is not None and self.target.dead_lettered > before:
+                rejected = Rejected(record.to_json(), "refused by the publisher", record.device_id)
+                self._refused.add(id(rejected))
+                refused.append(rejected)
+        return refused
 
     def send(self, source: str, rejected: Rejected) -> None:
+        if id(rejected) in self._refused:
+            self._refused.discard(id(rejected))
+            return
         extra = {"size": rejected.size} if rejected.size is not None else {}
         self.target.dead_letter(source, rejected.raw, rejected.reason, rejected.origin, **extra)
 
@@ -45,9 +55,22 @@ class LegacySink:
         pass
 
 
+class _LegacyDeadLetters:
+    """The dead-letter side of a ``LegacySink``: its target's one ``flush`` covers both, as the Publisher's does."""
+
+    def __init__(self, sink: LegacySink) -> None:
+        self.sink = sink
+
+    def send(self, source: str, rejected: Rejected) -> None:
+        self.sink.send(source, rejected)
+
+    def flush(self) -> None:
+        pass
+
+
 def runner_for(source: Source, target: Any, options: RunOptions = FAST) -> Runner:
     adapter = LegacySink(target)
-    return Runner(source.name, source, adapter, adapter, options)
+    return Runner(source.name, source, adapter, _LegacyDeadLetters(adapter), options)
 
 
 def drive(source: Source, target: Any, options: RunOptions = FAST, timeout_s: float = 600) -> Any:
@@ -128,3 +151,29 @@ class PerfmonWatcher:
 
     def stop(self) -> None:
         pass
+
+
+class HistoryLoader:
+    """The history source in the old tests' shape: ``HistoryLoader(sink, mapping, state, ...).load(path)`` runs it
+    on the runner into ``sink`` (a ``Publisher``, or a double with ``send``/``dead_letter``/``note``/``flush``) and
+    returns the file's ``LoadReport``; what ends the run (a failed flush of a double, a refusing guard) is raised."""
+
+    def __init__(self, sink: Any, mapping: Any, state: Any, chunk_rows: int = 5000, progress: bool = True,
+                 guard: Any = None) -> None:
+        from ingest.history.loader import load_key
+
+        self.sink, self.mapping, self.state = sink, mapping, state
+        self.chunk_rows, self.progress, self.guard = chunk_rows, progress, guard
+        self.load_key, self.options = load_key(mapping, sink.topic)
+
+    def load(self, path: Any, force: bool = False) -> Any:
+        from ingest.history.loader import HistorySource
+
+        if not path.exists():
+            msg = f"no such file: {path}"
+            raise FileNotFoundError(msg)
+        source = HistorySource(self.mapping, [path], self.state, self.sink.topic, self.chunk_rows, self.progress,
+                               self.guard, force, max_future_ms=self.sink.max_future_ms)
+        drive(source, self.sink)
+        (report,) = source.reports
+        return report

@@ -24,9 +24,8 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from ingest import history as history_cli
 from ingest.formats import load_mapping
-from ingest.history import cli as history_cli
-from ingest.history.loader import HistoryLoader
 from ingest.history.state import LoadState
 from ingest.history.target import RetentionError, ensure_topic
 from ingest.replay.source import ReplaySource
@@ -40,7 +39,7 @@ from machinewatch.stack import Stack
 from simulators.datacenter import DatacenterSimulator, write_history
 from simulators.equipment import EquipmentSimulator
 from simulators.servers import HEADER, ServerSimulator
-from tests.collector_support import drive, kafka_runner
+from tests.collector_support import HistoryLoader, drive, kafka_runner
 from tests.realdata import realdata_file
 from tests.stack_support import read_topic
 

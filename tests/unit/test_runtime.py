@@ -324,3 +324,23 @@ def test_a_reject_naming_its_own_source_is_dead_lettered_under_that_source() -> 
     letters = ListDeadLetters(events)
     Runner("t", source, ListSink(events), letters, FAST).run(duration_s=10)
     assert [name for name, _ in letters.letters] == ["dc-usa", "scripted"]
+
+
+class TellingSource(FiniteSource):
+    def __init__(self, batches: list[Batch | Exception], events: list[str]) -> None:
+        super().__init__(batches, events)
+        self.told: list[Rejected] = []
+
+    def refused(self, rejected: list[Rejected]) -> None:
+        self.events.append(f"refused {len(rejected)}")
+        self.told += rejected
+
+
+def test_a_source_with_refused_is_told_what_the_sink_refused_before_it_is_dead_lettered() -> None:
+    events: list[str] = []
+    source = TellingSource([Batch([1, -2, -3], [], 1)], events)
+    letters = ListDeadLetters(events)
+    Runner("t", source, ListSink(events), letters, FAST).run(duration_s=10)
+    assert [r.reason for r in source.told] == ["negative value", "negative value"]
+    assert [r for _, r in letters.letters] == source.told
+    assert "refused 2" in events

@@ -101,10 +101,16 @@ KAFKA = RunOptions(poll_timeout_s=0.1, retry_min_s=0.1, retry_max_s=2.0)
 
 
 def kafka_runner(source: Source, publisher: Any, options: RunOptions = KAFKA) -> Runner:
-    """The runner ``run_collector`` builds, on a given publisher: readings to its topic, rejects dead-lettered."""
+    """The runner ``run_collector`` builds, on a given publisher: readings to its topic, rejects dead-lettered.
+
+    The publisher stays open when the run ends (``run_collector``'s sink closes its own): the caller owns it."""
     from machinewatch.kafka_io import KafkaDeadLetters, PublisherSink
 
-    return Runner(source.name, source, PublisherSink(publisher), KafkaDeadLetters(publisher), options)
+    class BorrowedPublisherSink(PublisherSink):
+        def close(self) -> None:
+            pass
+
+    return Runner(source.name, source, BorrowedPublisherSink(publisher), KafkaDeadLetters(publisher), options)
 
 
 class PerfmonWatcher:
@@ -131,10 +137,16 @@ class PerfmonWatcher:
     def _run(self) -> list[Any]:
         from machinewatch.kafka_io import Publisher
 
-        if self.publisher is None or isinstance(self.publisher, Publisher):
-            runner = kafka_runner(self.source, Publisher(self.settings))  # closed with the run
+        if self.publisher is None:
+            with Publisher(self.settings) as publisher:
+                return self._run_on(kafka_runner(self.source, publisher))
+        if isinstance(self.publisher, Publisher):
+            runner = kafka_runner(self.source, self.publisher)
         else:
             runner = runner_for(self.source, self.publisher)
+        return self._run_on(runner)
+
+    def _run_on(self, runner: Runner) -> list[Any]:
         # A double's flush failing for good ends the run: the source reported the file as 'retry' when closed.
         with contextlib.suppress(RuntimeError):
             runner.run(duration_s=600)

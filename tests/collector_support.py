@@ -74,7 +74,8 @@ def runner_for(source: Source, target: Any, options: RunOptions = FAST) -> Runne
 
 
 def drive(source: Source, target: Any, options: RunOptions = FAST, timeout_s: float = 600) -> Any:
-    """Run a finite source to its end (in this thread); returns the source (its counters, its report).
+    """Run a finite source to its end; returns the source (its counters, its report). What ends the run with an
+    error is raised here; a run still going after ``timeout_s`` (a flush retried for ever) is stopped and fails.
 
     ``target``: a ``machinewatch.kafka_io.Publisher`` (the runner ``run_collector`` builds), or an object with
     ``send``/``dead_letter``/``flush``."""
@@ -84,8 +85,23 @@ def drive(source: Source, target: Any, options: RunOptions = FAST, timeout_s: fl
         runner = kafka_runner(source, target, KAFKA if options is FAST else options)
     else:
         runner = runner_for(source, target, options)
-    runner.run(duration_s=timeout_s)
-    assert getattr(source, "finished", False), "the source did not finish within the time given"
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        runner.stop()
+        thread.join(60)
+    if failure:
+        raise failure[0]
+    assert getattr(source, "finished", False), f"the source did not finish within {timeout_s} s"
     return source
 
 

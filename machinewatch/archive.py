@@ -1,4 +1,5 @@
-"""The cold-path archive format, shared by its writer (sinks/archiver.py) and its replay (ingest archive).
+"""The cold-path archive format, shared by its writer (sinks/archiver.py) and its replay (the ``archive``
+collector plugin, ingest/archive/).
 
 Hour-partitioned Parquet by event time (UTC): ``<root>/date=YYYY-MM-DD/hour=HH/part-*.parquet`` with
 the canonical reading's columns.
@@ -15,9 +16,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from machinewatch import names
-from machinewatch.config import Settings
-from machinewatch.kafka_io import Publisher
 from machinewatch.record import READING_FIELDS, Reading
 
 _ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64()}
@@ -39,18 +37,13 @@ def write_file(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def archive_files(root: Path) -> list[Path]:
+    """The archive's files in path order (partitions, then offsets)."""
+    return sorted(root.rglob("*.parquet"))
+
+
 def read_archive(root: Path) -> Iterator[Reading]:
     """Every reading of an archive, file by file in path order (partitions, then offsets)."""
-    for path in sorted(root.rglob("*.parquet")):
+    for path in archive_files(root):
         for row in pq.read_table(path).to_pylist():
             yield Reading.from_dict(row)
-
-
-def replay_archive(settings: Settings, root: Path, topic: str = names.TOPIC_READINGS) -> int:
-    """Publish an archive again with its original event ids (downstream sees the same readings)."""
-    count = 0
-    with Publisher(settings, topic=topic) as pub:
-        for reading in read_archive(root):
-            pub.send(reading)
-            count += 1
-    return count

@@ -266,14 +266,6 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_ingest_archive(args: argparse.Namespace, settings: Settings) -> int:
-    from machinewatch import archive
-
-    count = archive.replay_archive(settings, args.root, args.topic or names.TOPIC_READINGS)
-    print(f"replayed {count} readings from {args.root}")
-    return 0
-
-
 def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import notifier
 
@@ -420,17 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka")
         p.add_subparsers(dest="collector", required=True, metavar="collector")
     ingest_sub = next(a for a in sub.choices["ingest"]._actions if isinstance(a, argparse._SubParsersAction))
-    p = ingest_sub.add_parser("archive", help="replay a Parquet archive (sink archive) with its original event ids")
-    p.add_argument("--root", type=Path, required=True, help="the archive's folder")
-    p.add_argument("--topic", default=None, help="target topic (default the readings topic)")
-    p.set_defaults(func=cmd_ingest_archive)
-    from ingest.history import cli as history_cli
     from ingest.mtconnect import cli as mtconnect_cli
-    from ingest.perfmon import cli as perfmon_cli
-    from ingest.replay import cli as replay_cli
-    from ingest.tcp import cli as tcp_cli
 
-    for collector in (history_cli, tcp_cli, replay_cli, mtconnect_cli, perfmon_cli):
+    for collector in (mtconnect_cli,):
         collector.add_parser(ingest_sub)
     from machinewatch import plugins
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -253,9 +254,27 @@ class Publisher:
             self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class QualityNote:
+    """A data-quality note as a record (``Publisher.note``: to ``mw.quality``): the values were published, their
+    envelope was repaired or is suspect; ``raw`` is the exact bytes it is about, ``note_id`` stable per cause."""
+
+    source: str
+    kind: str
+    raw: bytes | str
+    reason: str
+    origin: str = ""
+    note_id: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(quality.letter(self.source, self.raw, self.reason, self.origin, kind=self.kind,
+                                         note_id=self.note_id)).encode()
+
+
 class PublisherSink:
-    """``machinewatch.runtime.Sink`` on a Publisher: readings go to its topic; what the publisher refuses (a time
-    too far ahead, an event id it sent already) comes back as ``Rejected`` for the runner's dead letters.
+    """``machinewatch.runtime.Sink`` on a Publisher, routing each record by its kind: a ``Reading`` to the
+    publisher's topic (what the publisher refuses, a time too far ahead or an event id it sent already, comes
+    back as ``Rejected`` for the runner's dead letters), a ``QualityNote`` to the quality topic.
 
     Each record's future is kept until ``flush``: one the broker did not acknowledge after the producer's own
     retries, or that could not even be queued, is sent again by the next ``flush`` (which raises
@@ -265,15 +284,18 @@ class PublisherSink:
     def __init__(self, publisher: Publisher, flush_timeout_s: float | None = None) -> None:
         self.publisher = publisher
         self.flush_timeout_s = flush_timeout_s
-        self._inflight: list[tuple[Reading, Any]] = []
-        self._unsent: list[Reading] = []
+        self._inflight: list[tuple[Reading | QualityNote, Any]] = []
+        self._unsent: list[Reading | QualityNote] = []
         self._last_error = ""
 
     def write(self, records: Sequence[Any]) -> list[Rejected]:
         refused: list[Rejected] = []
         for record in records:
+            if isinstance(record, QualityNote):
+                self._send(record)
+                continue
             if not isinstance(record, Reading):
-                msg = f"PublisherSink writes Reading records, got {type(record).__name__}"
+                msg = f"PublisherSink writes Reading and QualityNote records, got {type(record).__name__}"
                 raise TypeError(msg)
             reason = self.publisher.refusal(record)
             if reason is not None:
@@ -282,23 +304,28 @@ class PublisherSink:
                 self._send(record)
         return refused
 
-    def _send(self, reading: Reading) -> None:
+    def _send(self, record: Reading | QualityNote) -> None:
         try:
-            self._inflight.append((reading, self.publisher.send_accepted(reading)))
+            if isinstance(record, QualityNote):
+                future = self.publisher.note(record.source, record.kind, record.raw, record.reason, record.origin,
+                                             record.note_id)
+            else:
+                future = self.publisher.send_accepted(record)
+            self._inflight.append((record, future))
         except Exception as exc:  # noqa: BLE001 - e.g. no metadata within max_block_ms: sent again at flush
             self._last_error = repr(exc)
-            self._unsent.append(reading)
+            self._unsent.append(record)
 
     def flush(self) -> None:
         retry, self._unsent = self._unsent, []
-        for reading in retry:
-            self._send(reading)
+        for record in retry:
+            self._send(record)
         self.publisher.drain(self.flush_timeout_s)
-        failed = [(reading, future) for reading, future in self._inflight if not future.succeeded()]
+        failed = [(record, future) for record, future in self._inflight if not future.succeeded()]
         total = len(self._inflight) + len(self._unsent)
         self._inflight = []
         if failed or self._unsent:
-            self._unsent.extend(reading for reading, _ in failed)
+            self._unsent.extend(record for record, _ in failed)
             errors = {repr(future.exception) for _, future in failed if future.is_done and future.exception}
             msg = (f"{len(self._unsent)} of {total} records were not acknowledged by Kafka "
                    f"({', '.join(sorted(errors))[:300] or self._last_error or 'timed out'}); they are sent again")

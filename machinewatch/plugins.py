@@ -54,6 +54,14 @@ class Collector:
 
     ``make_source(config, settings)`` is called only when the collector runs, so a plugin module imports its
     client library there, not at registration (``ingest --help`` stays cheap and works without it).
+
+    Optional, for a collector that has command-line flags: ``add_arguments(parser)`` adds them to
+    ``machinewatch ingest <name>`` and ``flag_overrides(args)`` maps the parsed flags to settings keys (a None
+    value is not given: the TOML table or the environment decides). ``summary_line(source, counters)`` is
+    printed when the run ends (what a batch collector did); ``exit_code(source, counters)`` is the command's
+    status (default 0). ``settings_loader(path, overrides, environ)`` replaces the shared loader for a plugin
+    whose settings need more than it does (paths relative to the file, a file that is re-read later); it
+    must still apply the table, then ``MW_<NAME>_<KEY>``, then the overrides.
     """
 
     name: str
@@ -63,11 +71,19 @@ class Collector:
     make_source: Callable[[Any, Settings], Source]
     sample_conf: Path | None = None    # the plugin's sample.conf (tests load every one)
     client_id: str = ""                # the Kafka client id of its publisher (default machinewatch-<name>)
+    add_arguments: Callable[[argparse._ActionsContainer], None] | None = None
+    flag_overrides: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+    summary_line: Callable[[Any, Counters], str | None] | None = None
+    exit_code: Callable[[Any, Counters], int] | None = None
+    settings_loader: Callable[[Path | None, Mapping[str, Any], Mapping[str, str] | None], CollectorSettings] | None \
+        = None
 
     def load_settings(self, path: Path | None, overrides: Mapping[str, Any] | None = None,
                       environ: Mapping[str, str] | None = None) -> CollectorSettings:
         """``[<name>]`` of the TOML file at ``path`` (none: defaults only), then ``MW_<NAME>_<KEY>`` variables, then
         ``overrides`` (command-line flags); checked once, with every bad key named."""
+        if self.settings_loader is not None:
+            return self.settings_loader(path, overrides or {}, environ)
         return load_plugin_settings(self.name, self.settings_model, path, overrides, environ)
 
 
@@ -136,12 +152,14 @@ def collectors() -> dict[str, Collector]:
 
 
 def run_collector(plugin: Collector, config: CollectorSettings, settings: Settings,
-                  duration_s: float | None = None) -> Counters:
-    """Run one collector on the shared runner: its source, the Kafka publisher as sink and dead-letter output."""
+                  duration_s: float | None = None, source: Source | None = None) -> Counters:
+    """Run one collector on the shared runner: its source, the Kafka publisher as sink and dead-letter output.
+
+    ``source``: one made already (``plugin.make_source(config, settings)``), e.g. to read its counters after."""
     from machinewatch.kafka_io import KafkaDeadLetters, Publisher, PublisherSink
     from machinewatch.runtime import Runner
 
-    source = plugin.make_source(config, settings)
+    source = source if source is not None else plugin.make_source(config, settings)
     publisher = Publisher(settings, topic=config.topic, client_id=plugin.client_id or f"machinewatch-{plugin.name}")
     sink = PublisherSink(publisher)  # closes the publisher
     runner = Runner(plugin.name, source, sink, KafkaDeadLetters(publisher), config.runner)
@@ -161,17 +179,28 @@ def add_collector_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--config", type=Path,
                        help=f"TOML file with a [{plugin.name}] table{sample}; MW_{plugin.name.upper()}_<KEY> "
                        "variables override its keys")
-        p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGTERM/Ctrl-C)")
-        p.set_defaults(func=_cmd_collector, plugin=plugin)
+        p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGTERM/Ctrl-C, "
+                       "or until a batch collector's input is exhausted)")
+        if plugin.add_arguments is not None:
+            group = p.add_argument_group(f"{plugin.name} settings",
+                                         "flags override the TOML table and the MW_* variables")
+            plugin.add_arguments(group)
+        p.set_defaults(func=run_command, plugin=plugin)
 
 
-def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``machinewatch ingest <name> ...`` for a parsed command line: settings, source, the run, its summary."""
     plugin: Collector = args.plugin
+    flags = plugin.flag_overrides(args) if plugin.flag_overrides is not None else {}
     try:
-        config = plugin.load_settings(args.config)
-    except PluginConfigError as exc:
-        raise RuntimeError(str(exc)) from exc
-    counters = run_collector(plugin, config, settings, args.duration)
-    print(json.dumps({"collector": plugin.name, "received": counters.received, "written": counters.written,
-                      "rejected": counters.rejected}))
-    return 0
+        config = plugin.load_settings(args.config, flags)
+        source = plugin.make_source(config, settings)
+    except ValueError as exc:  # PluginConfigError, or a setting the source itself refused (a mapping)
+        msg = f"ingest {plugin.name}: {exc}"
+        raise RuntimeError(msg) from exc
+    counters = run_collector(plugin, config, settings, args.duration, source=source)
+    # One line on stdout: the plugin's own summary of the run, or the runner's counters.
+    line = plugin.summary_line(source, counters) if plugin.summary_line is not None else None
+    print(line or json.dumps({"collector": plugin.name, "received": counters.received, "written": counters.written,
+                              "rejected": counters.rejected}))
+    return plugin.exit_code(source, counters) if plugin.exit_code is not None else 0

@@ -54,13 +54,15 @@ class Record(Protocol):
 class Rejected:
     """Input that did not become a record, or a record a sink refused: why, and the exact bytes.
 
-    ``size`` is the original's length when ``raw`` holds only its head (an oversize message).
+    ``size`` is the original's length when ``raw`` holds only its head (an oversize message). ``source`` names
+    the dead letter's source when it is not the connector's own (a collector's mapping, e.g. ``dc-usa``).
     """
 
     raw: bytes | str
     reason: str
     origin: str = ""
     size: int | None = None
+    source: str = ""
 
 
 @dataclass(slots=True)
@@ -83,6 +85,16 @@ class Source(Protocol):
     most ``timeout_s`` and returns what arrived (possibly nothing); ``commit(checkpoint)`` is called with the
     latest checkpoint once everything polled up to it is durable downstream (acknowledge upstream, commit
     offsets, save a cursor); ``close()`` releases everything, without committing.
+
+    Two optional members (looked up with ``getattr``, so the protocol stays four methods):
+
+    * ``finished`` (bool): a finite source (a file, an archive) sets it once its input is exhausted; the runner
+      then flushes, commits and ends the run.
+    * ``stop_input()``: called when the run is stopping, before the last flush; the source stops taking input
+      (closes a listening socket) and the runner polls until a batch comes back empty, so what the source
+      has already taken in is delivered, not dropped.
+    * ``refused(rejected)``: told what the sink refused of the last batch (before it is dead-lettered), for a
+      source whose report counts it (the history loader's summary).
     """
 
     name: str
@@ -247,6 +259,10 @@ class Runner:
                     if self._flush_due():
                         self._flush_and_commit(final=False)
                     self._maybe_log_stats()
+                    if getattr(self.source, "finished", False):
+                        log.info("%s: input exhausted", self.name)
+                        break
+                self._drain_input()
                 self._flush_and_commit(final=True)
             finally:
                 self._close()
@@ -264,7 +280,23 @@ class Runner:
             except _TRANSIENT as exc:
                 self._retry("open", exc, backoff)
 
-    def _poll_once(self) -> None:
+    def _drain_input(self) -> None:
+        """Stopping: a source with ``stop_input`` stops taking input; what it took in already is polled."""
+        stop_input = getattr(self.source, "stop_input", None)
+        if not callable(stop_input):
+            return
+        try:
+            stop_input()
+        except Exception as exc:  # noqa: BLE001 - what was polled so far is still flushed and committed
+            log.warning("%s: stopping the source's input failed: %s", self.name, _describe(exc))
+            return
+        give_up = self._clock() + self.options.stop_timeout_s
+        while self._clock() < give_up and self._poll_once():
+            if self._flush_due():
+                self._flush_and_commit(final=False)
+
+    def _poll_once(self) -> int:
+        """One poll; returns how many records and rejects it took."""
         timeout = self.options.poll_timeout_s
         if self._pending_since is not None:
             due = self._pending_since + self.options.flush_interval_s - self._clock()
@@ -273,10 +305,10 @@ class Runner:
             batch = self.source.poll(timeout)
         except _TRANSIENT as exc:
             self._retry("poll", exc, self._poll_backoff)
-            return
+            return 0
         self._poll_backoff.reset()
         if not len(batch) and batch.checkpoint is None:
-            return
+            return 0
         if len(batch):
             self._last_input = self._clock()
             self.counters.last_input = time.time()
@@ -285,6 +317,9 @@ class Runner:
             self._dead_letter(rejected)
         if batch.records:
             refused = self.sink.write(batch.records)
+            tell = getattr(self.source, "refused", None)
+            if refused and callable(tell):
+                tell(refused)
             for rejected in refused:
                 self._dead_letter(rejected)
             self._pending_written += len(batch.records) - len(refused)
@@ -293,6 +328,7 @@ class Runner:
         self._pending += max(len(batch), 1)
         if self._pending_since is None:
             self._pending_since = self._clock()
+        return len(batch)
 
     def _dead_letter(self, rejected: Rejected) -> None:
         self.counters.rejected += 1
@@ -300,7 +336,7 @@ class Runner:
         kind = reason_class(rejected.reason)
         kind = kind if kind in by_reason or len(by_reason) < MAX_REASONS else "other"
         by_reason[kind] = by_reason.get(kind, 0) + 1
-        self.dead_letters.send(self.source.name, rejected)
+        self.dead_letters.send(rejected.source or self.source.name, rejected)
 
     def _flush_due(self) -> bool:
         if self._pending_since is None:

@@ -1,7 +1,8 @@
-"""Load historical files through a mapping into Kafka: chunked, acknowledged, resumable.
+"""The history collector's ``runtime.Source``: historical files through a mapping, chunked, acknowledged, resumable.
 
-Every ``chunk_rows`` rows the publisher is flushed (acks=all) and only then is the state advanced, so
-a crash resumes after the last acknowledged chunk. Progress is kept per file content *and* load key
+Every ``chunk_rows`` rows make one batch; the runner flushes it to Kafka (acks=all) and only then commits
+its checkpoint, which advances the state, so a crash resumes after the last acknowledged chunk. One chunk
+is in flight at a time; the source is finished after the last file. Progress is kept per file content *and* load key
 (the options that change what is sent: mapping, base date, constants, topic), so a changed option
 loads again while a plain re-run sends nothing. ``force`` ignores the state; the re-sent readings carry
 the same event ids as before. A time repeated within a file with a different value is kept under an id
@@ -22,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ingest.formats import Mapping, RepeatTracker, RowMapper, load_mapping
 from ingest.formats.decoders import Row, count_rows, iter_rows
@@ -32,7 +33,10 @@ from ingest.formats.rows import DUPLICATE, UNDECODABLE
 from ingest.history.state import LoadState
 from ingest.history.target import check_topic_name
 from machinewatch import names
+from machinewatch.kafka_io import QualityNote
+from machinewatch.plugins import CollectorSettings
 from machinewatch.record import Reading, make_event_id
+from machinewatch.runtime import Batch, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -44,35 +48,12 @@ FUTURE_TIME = "future_time"
 ID_SCHEME = 2
 
 
-class Sink(Protocol):
-    """What a collector needs of machinewatch.kafka_io.Publisher (a test double can stand in)."""
-
-    def send(self, reading: Reading) -> object: ...
-    def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
-                    size: int | None = None) -> object: ...
-    def flush(self, timeout: float | None = None) -> None: ...
-
-
-class HistorySink(Sink, Protocol):
-    """What the history loader needs beyond ``Sink``: notes, the target topic, and the publisher's own
-    count of dead letters (it refuses a reading from the future or an event id it sent already)."""
-
-    topic: str
-    dead_lettered: int
-    max_future_ms: int
-
-    def note(self, source: str, kind: str, raw: bytes | str, reason: str, origin: str = "",
-             note_id: str = "") -> object: ...
-
-
 # (file, oldest event time ms, newest event time ms) of a file's first chunk; raises to refuse the load.
 Guard = Callable[[Path, int, int], None]
 
 
-class HistoryConfig(BaseModel):
-    """``[history]`` in a collector config (see sample.conf)."""
-
-    model_config = ConfigDict(extra="forbid")
+class HistoryConfig(CollectorSettings):
+    """``[history]`` in a collector config (see sample.conf); ``[history.runner]`` the runner's retries."""
 
     files: list[str] = Field(description="paths or glob patterns")
     mapping: str = Field(description="shipped mapping name or path to a mapping TOML")
@@ -84,7 +65,8 @@ class HistoryConfig(BaseModel):
     topic: str = Field(default=names.TOPIC_READINGS, description="Kafka topic the readings go to")
     bucket: str = Field(default=names.BUCKET_AGGREGATES,
                         description="InfluxDB bucket the results will land in: its retention is checked")
-    progress: bool = True
+    progress: bool = Field(default=True, description="a progress bar on a terminal")
+    force: bool = Field(default=False, description="ignore the state and load every row again (same event ids)")
 
     @field_validator("topic")
     @classmethod
@@ -199,31 +181,93 @@ class _Held:
                 self.newest = ts if self.newest is None else max(self.newest, ts)
 
 
-class HistoryLoader:
-    """Loads files of one mapping into a sink (the Publisher)."""
+class HistorySource:
+    """Loads files of one mapping: a batch per chunk of rows, the load state as checkpoint; ``reports`` per file.
 
-    def __init__(self, sink: HistorySink, mapping: Mapping, state: LoadState, chunk_rows: int = 5000,
-                 progress: bool = True, guard: Guard | None = None) -> None:
-        self.sink = sink
+    ``max_future_ms`` is the publisher's limit (``max_future_skew_s``): a refused reading beyond it is counted
+    as ``future_time``, any other refusal as a ``duplicate`` (an event id the publisher sent already).
+    """
+
+    def __init__(self, mapping: Mapping, paths: list[Path], state: LoadState, topic: str = names.TOPIC_READINGS,
+                 chunk_rows: int = 5000, progress: bool = True, guard: Guard | None = None, force: bool = False,
+                 max_future_ms: int = 300_000, sleep: Callable[[float], None] = time.sleep) -> None:
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:  # here, not in poll(): the runner would retry an OSError there for ever
+            msg = f"no such file: {', '.join(missing)}"
+            raise ValueError(msg)
+        self.name = mapping.source  # the dead letters' source, as the mapping's readings
         self.mapping = mapping
+        self.paths = list(paths)
         self.state = state
+        self.topic = topic
         self.chunk_rows = chunk_rows
         self.progress = progress
         self.guard = guard
-        self.load_key, self.options = load_key(mapping, sink.topic)
+        self.force = force
+        self.max_future_ms = max_future_ms
+        self._sleep = sleep
+        self.load_key, self.options = load_key(mapping, topic)
+        self.reports: list[LoadReport] = []
+        self.finished = False
+        self._chunks: Any = None
+        self._inflight: tuple[Path, int, bool] | None = None  # the chunk handed over: (file, rows, complete)
+        self._report: LoadReport | None = None
 
-    @classmethod
-    def from_config(cls, sink: HistorySink, config: HistoryConfig, guard: Guard | None = None) -> HistoryLoader:
-        return cls(sink, config.load_mapping(), LoadState(config.state_file), config.chunk_rows, config.progress,
-                   guard)
+    # -- runtime.Source ----------------------------------------------------------------------------
+    def open(self) -> None:
+        self.finished = False
+        self.reports = []
+        self._chunks = self._all_chunks()
 
-    def load(self, path: Path, force: bool = False) -> LoadReport:
-        report = LoadReport(path=path, topic=self.sink.topic, files=1)
-        if not path.exists():
-            msg = f"no such file: {path}"
-            raise FileNotFoundError(msg)
+    def poll(self, timeout_s: float) -> Batch:
+        if self._inflight is not None:
+            self._sleep(timeout_s)  # one chunk in flight: wait for its commit
+            return Batch()
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            self.finished = True
+            return Batch()
+        outs, path, rows, complete = chunk
+        batch = self._batch(outs)
+        batch.checkpoint = (path, rows, complete)
+        self._inflight = (path, rows, complete)
+        return batch
+
+    def commit(self, checkpoint: object) -> None:
+        assert isinstance(checkpoint, tuple)
+        path, rows, complete = checkpoint
+        self.state.mark(path, rows, complete, self.load_key, self.options)
+        self._inflight = None
+
+    def refused(self, rejected: list[Rejected]) -> None:
+        """The publisher refused these readings (and the runner dead-letters them): count them by kind."""
+        report = self._report
+        if report is None:
+            return
+        now_ms = time.time() * 1000
+        for item in rejected:
+            report.readings -= 1
+            try:
+                ts = json.loads(item.raw)["ts"]
+            except (ValueError, KeyError, TypeError):
+                ts = 0
+            report.dead_letters[FUTURE_TIME if ts > now_ms + self.max_future_ms else DUPLICATE] += 1
+
+    def close(self) -> None:
+        self._chunks = None
+        self._inflight = None
+
+    # -- files and chunks ------------------------------------------------------------------------
+    def _all_chunks(self) -> Any:
+        for path in self.paths:
+            yield from self._file_chunks(path)
+
+    def _file_chunks(self, path: Path) -> Any:
+        """(outputs, file, rows done, complete) per chunk of one file; its report is in ``reports`` at the end."""
+        report = LoadReport(path=path, topic=self.topic, files=1)
+        self._report = report
         started = time.monotonic()
-        skip = 0 if force else self.state.rows_done(path, self.load_key)
+        skip = 0 if self.force else self.state.rows_done(path, self.load_key)
         report.skipped = skip
         mapper = RowMapper(self.mapping)
         repeats = RepeatTracker()
@@ -237,14 +281,15 @@ class HistoryLoader:
         total = count_rows(path, self.mapping.format)
         bar = _progress(total, skip, path.name, self.progress)
         held: _Held | None = _Held() if self.guard else None
+        outs: list[_Out] = []
         last_row = skip
         pending = 0
         for row in iter_rows(path, self.mapping.format, self.mapping.encoding, skip=skip):
-            outs = self._map(row, path, mapper, repeats)
+            mapped = self._map(row, path, mapper, repeats)
             if held is None:
-                self._emit(outs, report)
+                outs += mapped
             else:
-                held.add(outs)
+                held.add(mapped)
             report.rows += 1
             last_row = row.number
             pending += 1
@@ -252,19 +297,43 @@ class HistoryLoader:
                 if held is not None:
                     if held.oldest is None:
                         continue  # no event time yet: the guard cannot judge, nothing may be published
-                    self._release(path, held, report)
+                    outs = self._release(path, held)
                     held = None
-                self._checkpoint(path, last_row, complete=False)
+                yield outs, path, last_row, False
+                outs = []
                 bar.update(pending)
                 pending = 0
         if held is not None:
-            self._release(path, held, report)
-        self._checkpoint(path, last_row, complete=True)
+            outs = self._release(path, held)
+        report.seconds = time.monotonic() - started
+        self.reports.append(report)
+        yield outs, path, last_row, True
         bar.update(pending)
         bar.close()
         report.seconds = time.monotonic() - started
         log.info("%s", report.describe())
-        return report
+
+    def _release(self, path: Path, held: _Held) -> list[_Out]:
+        if self.guard is not None and held.oldest is not None and held.newest is not None:
+            self.guard(path, held.oldest, held.newest)
+        return held.outs
+
+    def _batch(self, outs: list[_Out]) -> Batch:
+        report = self._report
+        assert report is not None
+        source = self.mapping.source
+        batch = Batch()
+        for out in outs:
+            if isinstance(out, _Send):
+                batch.records.append(out.reading)
+                report.readings += 1  # less what the publisher refuses (``refused``)
+            elif isinstance(out, _Dead):
+                batch.rejected.append(Rejected(out.raw, out.reason, out.origin, source=source))
+                report.dead_letters[out.kind] += 1
+            else:
+                batch.records.append(QualityNote(source, out.kind, out.raw, out.reason, out.origin, out.note_id))
+                report.notes[out.kind] += 1
+        return batch
 
     # -- one row -------------------------------------------------------------------------------
     def _map(self, row: Row, path: Path, mapper: RowMapper, repeats: RepeatTracker) -> list[_Out]:
@@ -295,37 +364,6 @@ class HistoryLoader:
             note_id = make_event_id(NOTE_REPEATED_TIME, *(r.event_id for r, _, _ in repeated))
             outs.append(_Note(row.raw, reason, origin, NOTE_REPEATED_TIME, note_id))
         return outs
-
-    def _emit(self, outs: list[_Out], report: LoadReport) -> None:
-        source = self.mapping.source
-        for out in outs:
-            if isinstance(out, _Send):
-                before = self.sink.dead_lettered
-                self.sink.send(out.reading)
-                if self.sink.dead_lettered == before:
-                    report.readings += 1
-                else:  # the publisher refused it (and dead-lettered it with its own reason)
-                    report.dead_letters[self._refusal(out.reading)] += 1
-            elif isinstance(out, _Dead):
-                self.sink.dead_letter(source, out.raw, out.reason, out.origin)
-                report.dead_letters[out.kind] += 1
-            else:
-                self.sink.note(source, out.kind, out.raw, out.reason, out.origin, out.note_id)
-                report.notes[out.kind] += 1
-
-    def _refusal(self, reading: Reading) -> str:
-        # The Publisher refuses only two things: a time too far ahead of its clock, and an id it sent already.
-        return FUTURE_TIME if reading.ts > time.time() * 1000 + self.sink.max_future_ms else DUPLICATE
-
-    def _release(self, path: Path, held: _Held, report: LoadReport) -> None:
-        if self.guard is not None and held.oldest is not None and held.newest is not None:
-            self.guard(path, held.oldest, held.newest)
-        self._emit(held.outs, report)
-
-    def _checkpoint(self, path: Path, rows: int, complete: bool) -> None:
-        # Flush raises PublishError if anything was not acknowledged: the state is then not advanced.
-        self.sink.flush()
-        self.state.mark(path, rows, complete, self.load_key, self.options)
 
 
 def _iso(ts_ms: int) -> str:

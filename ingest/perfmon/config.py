@@ -1,32 +1,38 @@
 """Typed configuration of the PerfMon folder watcher, loaded once from a TOML file (see sample.conf).
 
 Kafka and the rest of the stack come from the shared ``machinewatch.config.Settings`` (MW_* env);
-this file only says which folder to watch and how to treat its files.
+this file only says which folder to watch and how to treat its files. Every key can be overridden by
+``MW_PERFMON_<KEY>``; ``[perfmon.runner]`` is the runner's batching (``machinewatch.runtime.RunOptions``).
 """
 
 from __future__ import annotations
 
 import codecs
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ingest.perfmon.units import UnitTable, builtin_table, rule_from_mapping
 from ingest.perfmon.zones import table_fingerprint
 from machinewatch.config import read_toml_table, validation_problems
+from machinewatch.plugins import CollectorSettings, PluginConfigError, env_overrides
 from machinewatch.record import make_event_id
 
 
-class ConfigError(ValueError):
+class ConfigError(PluginConfigError):
     """The configuration file is missing or invalid; the message names the key, the value and what is allowed."""
 
 
-class PerfmonConfig(BaseModel):
+class PerfmonConfig(CollectorSettings):
     """The ``[perfmon]`` table of the watcher's TOML file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Set by ``load_config``: the file it came from (re-read when it changes) and the flags given on top.
+    _source_file: Path | None = PrivateAttr(default=None)
+    _flags: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     watch_dir: Path = Field(description="folder the data collector set writes its .csv files into")
     done_dir: Path | None = Field(None, description="where fully acknowledged files go (default <watch_dir>/done)")
@@ -37,6 +43,7 @@ class PerfmonConfig(BaseModel):
     recursive: bool = Field(True, description="also look in sub-folders (PerfMon writes HOST_yyyymmdd-NNNNNN/ per run)")
     settle_s: float = Field(30.0, ge=0, description="a file is finished once unmodified for this long")
     poll_interval_s: float = Field(5.0, gt=0, description="seconds between folder scans")
+    once: bool = Field(False, description="process the files that are finished now, then exit (--once)")
     batch_rows: int = Field(500, ge=1, description="rows sent before waiting for the broker's acknowledgement")
     region: str = ""
     site: str = ""
@@ -93,6 +100,16 @@ class PerfmonConfig(BaseModel):
         return value
 
     @property
+    def source_file(self) -> Path | None:
+        """The TOML file this config was loaded from (None: built in code)."""
+        return self._source_file
+
+    @property
+    def flags(self) -> dict[str, Any]:
+        """The command-line flags ``load_config`` applied over the file (applied again when it is re-read)."""
+        return dict(self._flags)
+
+    @property
     def done_path(self) -> Path:
         return self.done_dir or self.watch_dir / "done"
 
@@ -105,10 +122,19 @@ class PerfmonConfig(BaseModel):
         return self.state_file or self.watch_dir / ".perfmon-state.json"
 
 
-def load_config(path: Path | str) -> PerfmonConfig:
-    """Read and validate the ``[perfmon]`` table; ConfigError says which key is wrong and why."""
+def load_config(path: Path | str, overrides: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> PerfmonConfig:
+    """Read and validate the ``[perfmon]`` table, then ``MW_PERFMON_<KEY>`` variables, then ``overrides`` (flags);
+    ConfigError says which key is wrong and why."""
+    import os
+
     path = Path(path)
-    table = read_toml_table(path, "perfmon", "PerfMon", ConfigError)
+    table = dict(read_toml_table(path, "perfmon", "PerfMon", ConfigError))
+    try:
+        table.update(env_overrides("perfmon", PerfmonConfig, os.environ if environ is None else environ))
+    except PluginConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    table.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         config = PerfmonConfig(**table)
     except ValidationError as exc:
@@ -121,4 +147,7 @@ def load_config(path: Path | str) -> PerfmonConfig:
         for name in ("watch_dir", "done_dir", "error_dir", "state_file")
         if isinstance(value := getattr(config, name), Path) and not value.is_absolute()
     }
-    return config.model_copy(update=update) if update else config
+    config = config.model_copy(update=update) if update else config
+    config._source_file = path
+    config._flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return config

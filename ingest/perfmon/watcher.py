@@ -1,18 +1,21 @@
-"""PerfMon folder watcher: finished PDH-CSV files -> parser -> Kafka, then done/ or error/.
+"""PerfMon folder watcher as a ``runtime.Source``: finished PDH-CSV files -> parser -> records, then done/ or error/.
 
-Order per batch of rows: record the batch as pending (atomic state write) -> send -> flush (every
-row acknowledged) -> record the rows as acknowledged (atomic state write); when every row is
-acknowledged the file moves to ``done/``. A restart resumes after the acknowledged rows. If it
-finds a pending batch (the previous run died between send and state write), it first reads back
-what of that batch already reached the topics and sends only the rest, so a crash at any point
-yields each event id exactly once. Event ids come from the file's content, not its name.
+Per batch of rows: ``poll`` records the batch as pending (atomic state write) and hands its readings, bad
+rows (rejects with their exact bytes) and, with a file's first batch, its data-quality notes to the runner;
+once the runner has flushed them to Kafka it calls ``commit``, which records the rows as acknowledged
+(atomic state write); when every row of a file is acknowledged the file moves to ``done/``. One batch is in
+flight at a time. A restart resumes after the acknowledged rows. If it finds a pending batch (the previous
+run died between handing it over and the state write), it first reads back what of that batch already
+reached the topics and hands over only the rest, so a crash at any point yields each event id exactly once.
+Event ids come from the file's content, not its name.
 
 Envelope problems never cost a file's values: a header without a usable offset is read in the zone
 its name or the ``timezone`` setting gives (with a data-quality note). A file for which neither gives
 a zone is *parked*: moved to ``error/`` with a reason naming the setting to add, and remembered in the
 state with the fingerprint of the settings that parked it. The watcher re-reads its config file when
 its mtime changes; when the fingerprint differs from a parked file's, the file is moved back to where
-it came from and processed like any other.
+it came from and processed like any other. A file that is not PDH-CSV (or too large) is dead-lettered
+whole and moved to ``error/`` once the dead letter is flushed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from ingest.perfmon.config import ConfigError, PerfmonConfig, load_config
-from ingest.perfmon.parser import SOURCE, EnvelopeNote, PdhFormatError, PerfmonFile, UnresolvedTimeZone, parse
+from ingest.perfmon.parser import SOURCE, PdhFormatError, PerfmonFile, UnresolvedTimeZone, parse
 from machinewatch import names, quality
 from machinewatch.config import Settings
-from machinewatch.kafka_io import Publisher
+from machinewatch.kafka_io import QualityNote
 from machinewatch.record import make_event_id
+from machinewatch.runtime import Batch, Rejected, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -167,30 +170,66 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class PerfmonWatcher:
-    """Watches ``config.watch_dir`` and publishes every finished PDH-CSV file exactly once by event id."""
+@dataclass
+class _File:
+    """The file being published: one batch of it at most is in flight (handed over, not committed)."""
 
-    def __init__(self, config: PerfmonConfig, settings: Settings, publisher: Publisher | None = None, *,
-                 config_path: Path | None = None, overrides: dict[str, Any] | None = None) -> None:
+    path: Path
+    pfile: PerfmonFile
+    entry: FileEntry
+    outcome: Outcome
+    skip: set[str]
+    inflight: tuple[int, int] | None = None  # rows [from, to) handed over, waiting for the commit
+    send_marked: bool = False
+
+
+class PerfmonSource:
+    """Watches ``config.watch_dir`` and hands every finished PDH-CSV file to the runner exactly once by event id.
+
+    ``once``: scan once (or take ``files``), publish what was found, then say it is finished (``--once``).
+    ``outcomes`` lists what became of each file taken since the last ``open``.
+    """
+
+    def __init__(self, config: PerfmonConfig, settings: Settings, *, config_path: Path | None = None,
+                 overrides: dict[str, Any] | None = None, once: bool = False, files: list[Path] | None = None,
+                 sleep: Any = time.sleep) -> None:
         """``config_path``: the file ``config`` came from; it is re-read when its mtime changes (and
         ``overrides``, e.g. from the command line, are applied again)."""
+        self.name = SOURCE
         self.config = config
         self.config_path = config_path
         self._overrides = dict(overrides or {})
         self._config_mtime = self._mtime()
         self._units = config.unit_table()
         self.settings = settings
-        self._publisher = publisher
-        self._own_publisher = publisher is None
         self.state = WatcherState.load(config.state_path)
+        self.once = once or config.once or files is not None
+        self._given = list(files) if files is not None else None
+        self._sleep = sleep
         self._crash_at = os.environ.get("MW_PERFMON_CRASH_AT", "")
         self._crash_nth = int(os.environ.get("MW_PERFMON_CRASH_NTH", "1"))
         self._hits: dict[str, int] = {}
         if self._crash_at and self._crash_at not in CRASH_POINTS:
             msg = f"MW_PERFMON_CRASH_AT={self._crash_at!r} is not one of {', '.join(CRASH_POINTS)}"
             raise ValueError(msg)
+        self.finished = False
+        self.outcomes: list[Outcome] = []
+        self._work: list[Path] = []
+        self._scanned = False
+        self._next_scan = 0.0
+        self._file: _File | None = None
+        self._whole: tuple[str, Path, Any] | None = None  # a rejected or parked file waiting for its commit
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- runtime.Source ----------------------------------------------------------------------------
+    def open(self) -> None:
+        self.setup()
+        self.finished = False
+        self.outcomes = []
+        self._work = []
+        self._scanned = False
+        self._next_scan = 0.0
+        self._file = None
+        self._whole = None
 
     def setup(self) -> None:
         for folder in (self.config.watch_dir, self.config.done_path, self.config.error_path):
@@ -198,33 +237,69 @@ class PerfmonWatcher:
         log.info("watching %s for %s (done: %s, error: %s, state: %s)", self.config.watch_dir,
                  self.config.pattern, self.config.done_path, self.config.error_path, self.config.state_path)
 
-    def run(self, stop: threading.Event | None = None) -> None:
-        stop = stop or threading.Event()
-        self.setup()
-        while not stop.is_set():
-            self.run_once()
-            stop.wait(self.config.poll_interval_s)
+    def poll(self, timeout_s: float) -> Batch:
+        if self._whole is not None or (self._file is not None and self._file.inflight is not None):
+            if self._file is not None and not self._file.send_marked:
+                self._file.send_marked = True
+                self._crash("after_send")  # handed over to the sink, not known to be acknowledged
+            self._sleep(timeout_s)  # one batch in flight: wait for its commit
+            return Batch()
+        if self._file is None:
+            path = self._next_path(timeout_s)
+            if path is None:
+                return Batch()
+            batch = self._start(path)
+            if batch is not None:
+                return batch
+            if self._file is None:
+                return Batch()
+        return self._next_batch()
 
-    def run_once(self) -> list[Outcome]:
-        """Process every finished file once; a file that could not be acknowledged waits for the next scan."""
-        self.reload_config()
-        self.unpark()
-        outcomes = []
-        for path in self.finished_files():
-            try:
-                outcomes.append(self.process(path))
-            except (RetryLater, OSError) as exc:
-                # OSError: e.g. the file is still locked by its writer (Windows) or a share hiccup.
-                log.error("%s: will retry on the next scan: %s", self._display(path), exc)
-                outcomes.append(Outcome(path, "retry", detail=str(exc)))
-        return outcomes
+    def commit(self, checkpoint: object) -> None:
+        assert isinstance(checkpoint, tuple)
+        if checkpoint[0] == "rows":
+            self._rows_acknowledged(checkpoint[1])
+        elif checkpoint[0] == "reject":
+            self._rejected_file()
+        elif checkpoint[0] == "park":
+            self._parked_file()
 
-    def stop(self) -> None:
-        if self._publisher is not None and self._own_publisher:
-            self._publisher.close()
-            self._publisher = None
+    def close(self) -> None:
+        """What was handed over but not committed stays (the file is taken again on the next start)."""
+        if self._file is not None:
+            start, end = self._file.inflight or (self._file.entry.acked_rows, self._file.entry.acked_rows)
+            self.outcomes.append(Outcome(self._file.path, "retry", detail=f"{self._display(self._file.path)}: rows "
+                                         f"{start}..{end} not acknowledged"))
+            log.error("%s: rows %d..%d not acknowledged; taken again on the next start",
+                      self._display(self._file.path), start, end)
+        elif self._whole is not None:
+            self.outcomes.append(Outcome(self._whole[1], "retry",
+                                         detail="its dead letter or note was not acknowledged"))
+        self._file = None
+        self._whole = None
 
-    # -- config reload and parked files -------------------------------------------------------
+    # -- finding files -------------------------------------------------------------------------
+
+    def _next_path(self, timeout_s: float) -> Path | None:
+        if not self._work:
+            if self.once and self._scanned:
+                self.finished = True
+                return None
+            now = time.monotonic()
+            if now < self._next_scan:
+                self._sleep(min(timeout_s, self._next_scan - now))
+                return None
+            self._next_scan = now + self.config.poll_interval_s
+            self._scanned = True
+            if self._given is not None:
+                self._work = list(self._given)
+            else:
+                self.reload_config()
+                self.unpark()
+                self._work = self.finished_files()
+            if not self._work:
+                return None
+        return self._work.pop(0)
 
     def _mtime(self) -> float | None:
         if self.config_path is None:
@@ -288,8 +363,6 @@ class PerfmonWatcher:
             self.state.save()
         return moved
 
-    # -- finding files -------------------------------------------------------------------------
-
     def finished_files(self, now: float | None = None) -> list[Path]:
         """Files matching the pattern that nobody has written to for ``settle_s`` (oldest first)."""
         now = time.time() if now is None else now
@@ -312,12 +385,6 @@ class PerfmonWatcher:
 
     # -- one file ------------------------------------------------------------------------------
 
-    @property
-    def publisher(self) -> Publisher:
-        if self._publisher is None:
-            self._publisher = Publisher(self.settings)
-        return self._publisher
-
     def _crash(self, point: str) -> None:
         self._hits[point] = self._hits.get(point, 0) + 1
         if self._crash_at == point and self._hits[point] == self._crash_nth:
@@ -331,7 +398,8 @@ class PerfmonWatcher:
         except ValueError:
             return path.name
 
-    def process(self, path: Path) -> Outcome:
+    def _start(self, path: Path) -> Batch | None:
+        """Read and parse a file: a batch for a whole-file reject or park, else None (``_file`` set, or skipped)."""
         cfg = self.config
         shown = self._display(path)
         try:
@@ -343,7 +411,8 @@ class PerfmonWatcher:
                                     size=size)
             data = path.read_bytes()
         except FileNotFoundError:
-            return Outcome(path, "skipped", detail="vanished")
+            self.outcomes.append(Outcome(path, "skipped", detail="vanished"))
+            return None
         try:
             pfile = parse(data, region=cfg.region, site=cfg.site, legacy_encoding=cfg.legacy_encoding,
                           default_host=cfg.default_host, timezone=cfg.timezone, units=self._units)
@@ -361,109 +430,102 @@ class PerfmonWatcher:
         outcome = Outcome(path, "done", rows=pfile.row_count)
         if entry.done_ms is not None and entry.acked_rows >= pfile.row_count:
             log.warning("%s: already published as %s (same content); not sending again", shown, entry.name)
-        try:
-            self._publish(path, pfile, entry, outcome)
-        except RetryLater:
-            raise
-        except Exception as exc:  # the broker or the network: keep the file, retry later
-            self._reset_publisher()
-            msg = f"publishing failed: {exc!r}"
-            raise RetryLater(msg) from exc
-
-        entry.done_ms = _now_ms()
-        entry.updated_ms = entry.done_ms
-        self.state.prune(cfg.state_retention_days * 86400)
-        self.state.files[pfile.identity] = entry
-        self.state.save()
-        target = self._move(path, cfg.done_path)
-        self._crash("after_move")
-        log.info("%s: %d rows, %d readings, %d dead letters, %d notes -> %s", shown, outcome.rows,
-                 outcome.readings, outcome.dead_letters, outcome.notes, target)
-        return outcome
-
-    def _publish(self, path: Path, pfile: PerfmonFile, entry: FileEntry, outcome: Outcome) -> None:
         skip: set[str] = set()
         if entry.pending is not None:
-            skip = self._already_published(pfile, entry.pending)
+            try:
+                skip = self._already_published(pfile, entry.pending)
+            except RetryLater as exc:
+                self._work.insert(0, path)  # taken again after the runner's back-off
+                raise TransientError(str(exc)) from exc
             outcome.resent_skipped = len(skip)
             log.warning("%s: resuming a batch interrupted after sending (rows %d..%d); %d of its records are "
-                        "already in Kafka and are not sent again", self._display(path), entry.pending["from"],
+                        "already in Kafka and are not sent again", shown, entry.pending["from"],
                         entry.pending["to"], len(skip))
-        # The notes go with the first batch (also of a file without data rows), acknowledged like it.
-        while entry.acked_rows < pfile.row_count or not entry.notes_acked:
-            start = entry.acked_rows
-            if entry.pending is not None:
-                # Keep the first attempt's window so a second crash still finds the first attempt's records.
-                end = max(entry.pending["to"], start + 1)
-                since = entry.pending["since_ms"]
-            else:
-                end = min(start + self.config.batch_rows, pfile.row_count)
-                since = _now_ms()
-            end = min(end, pfile.row_count)
-            entry.pending = {"from": start, "to": end, "since_ms": since}
-            entry.updated_ms = _now_ms()
-            self.state.save()
-            self._send_batch(path, pfile, start, end, skip, outcome, with_notes=not entry.notes_acked)
-            entry.acked_rows = end
-            entry.notes_acked = True
-            entry.pending = None
-            entry.updated_ms = _now_ms()
-            self.state.save()
-            self._crash("after_state")
-            skip = set()
+        self._file = _File(path, pfile, entry, outcome, skip)
+        return None
 
-    def _send_batch(self, path: Path, pfile: PerfmonFile, start: int, end: int, skip: set[str],
-                    outcome: Outcome, *, with_notes: bool = False) -> None:
-        pub = self.publisher
-        futures: list[Any] = []
-        dead_before = pub.failed
-        if with_notes:
+    def _next_batch(self) -> Batch:
+        """The file's next batch of rows (the notes go with the first, also of a file without data rows)."""
+        assert self._file is not None
+        f = self._file
+        entry, pfile = f.entry, f.pfile
+        if entry.acked_rows >= pfile.row_count and entry.notes_acked:
+            self._finish_file()
+            return Batch()
+        start = entry.acked_rows
+        if entry.pending is not None:
+            # Keep the first attempt's window so a second crash still finds the first attempt's records.
+            end = max(entry.pending["to"], start + 1)
+            since = entry.pending["since_ms"]
+        else:
+            end = min(start + self.config.batch_rows, pfile.row_count)
+            since = _now_ms()
+        end = min(end, pfile.row_count)
+        entry.pending = {"from": start, "to": end, "since_ms": since}
+        entry.updated_ms = _now_ms()
+        self.state.save()
+        batch = Batch(checkpoint=("rows", end))
+        shown = self._display(f.path)
+        if not entry.notes_acked:
             for note in pfile.notes:
                 nid = note_id(pfile.identity, note.kind)
-                if nid not in skip:
-                    self._send_note(pfile, note, nid, path)
-                    outcome.notes += 1
+                if nid not in f.skip:
+                    batch.records.append(QualityNote(SOURCE, note.kind, note.raw, f"{shown}: {note.reason}",
+                                                     note_origin(pfile.identity, note.kind, shown), nid))
+                    f.outcome.notes += 1
         rows = pfile.rows(start)
         for _ in range(start, end):
             row = next(rows)
             for reading in row.readings:
-                if reading.event_id in skip:
+                if reading.event_id in f.skip:
                     continue
-                futures.append(pub.send(reading))
-                outcome.readings += 1
+                batch.records.append(reading)
+                f.outcome.readings += 1
             if row.error is not None:
-                origin = dead_letter_origin(pfile.identity, row.index, self._display(path))
-                if _origin_key(origin) in skip:
+                origin = dead_letter_origin(pfile.identity, row.index, shown)
+                if _origin_key(origin) in f.skip:
                     continue
-                reason = f"{self._display(path)} line {row.error.line}: {row.error.reason}"
+                reason = f"{shown} line {row.error.line}: {row.error.reason}"
                 # The row's exact bytes in the file's own encoding (cp1251 stays cp1251, UTF-16 stays UTF-16).
-                pub.dead_letter(SOURCE, row.error.raw_bytes, reason, origin)
-                outcome.dead_letters += 1
-        self._crash("after_send")
-        try:
-            pub.flush(timeout=self.config.ack_timeout_s)
-        except Exception as exc:
-            self._reset_publisher()
-            msg = f"{self._display(path)}: rows {start}..{end} not acknowledged: {exc}"
-            raise RetryLater(msg) from exc
-        not_acked = sum(1 for f in futures if not f.succeeded())
-        if not_acked or pub.failed > dead_before:
-            self._reset_publisher()
-            msg = f"{self._display(path)}: {not_acked} records of rows {start}..{end} were not acknowledged"
-            raise RetryLater(msg)
+                batch.rejected.append(Rejected(row.error.raw_bytes, reason, origin))
+                f.outcome.dead_letters += 1
+        f.inflight = (start, end)
+        f.send_marked = False
+        return batch
+
+    def _rows_acknowledged(self, end: int) -> None:
+        assert self._file is not None
+        f = self._file
+        if not f.send_marked:
+            f.send_marked = True
+            self._crash("after_send")
         self._crash("after_ack")
+        f.entry.acked_rows = end
+        f.entry.notes_acked = True
+        f.entry.pending = None
+        f.entry.updated_ms = _now_ms()
+        self.state.save()
+        self._crash("after_state")
+        f.skip = set()
+        f.inflight = None
+        if f.entry.acked_rows >= f.pfile.row_count:
+            self._finish_file()
 
-    def _send_note(self, pfile: PerfmonFile, note: EnvelopeNote, nid: str, path: Path) -> None:
-        shown = self._display(path)
-        self.publisher.note(SOURCE, note.kind, note.raw, f"{shown}: {note.reason}",
-                            note_origin(pfile.identity, note.kind, shown), nid)
-
-    def _reset_publisher(self) -> None:
-        # The publisher's failure count is sticky; a fresh one lets the retry be judged on its own.
-        if self._publisher is not None and self._own_publisher:
-            with contextlib.suppress(Exception):
-                self._publisher.close()
-            self._publisher = None
+    def _finish_file(self) -> None:
+        assert self._file is not None
+        f = self._file
+        cfg = self.config
+        f.entry.done_ms = _now_ms()
+        f.entry.updated_ms = f.entry.done_ms
+        self.state.prune(cfg.state_retention_days * 86400)
+        self.state.files[f.pfile.identity] = f.entry
+        self.state.save()
+        target = self._move(f.path, cfg.done_path)
+        self._crash("after_move")
+        log.info("%s: %d rows, %d readings, %d dead letters, %d notes -> %s", self._display(f.path), f.outcome.rows,
+                 f.outcome.readings, f.outcome.dead_letters, f.outcome.notes, target)
+        self.outcomes.append(f.outcome)
+        self._file = None
 
     def _already_published(self, pfile: PerfmonFile, pending: dict[str, int]) -> set[str]:
         """Event ids and dead-letter origins of the pending rows that already reached Kafka."""
@@ -489,27 +551,28 @@ class PerfmonWatcher:
                 found.add(key)
         return found
 
-    # -- moving files --------------------------------------------------------------------------
+    # -- whole files: rejected or parked ---------------------------------------------------------
 
-    def _reject(self, path: Path, data: bytes, reason: str, size: int | None = None) -> Outcome:
-        """Dead-letter a whole unusable file, write its reason file, and move it to error/."""
-        pub = self.publisher
-        try:
-            # The file's exact bytes (the core keeps the first MAX_RAW_BYTES, with size and truncated).
-            pub.dead_letter(SOURCE, data, reason, f"perfmon-file:{self._display(path)}", size=size)
-            pub.flush(timeout=self.config.ack_timeout_s)
-        except Exception as exc:
-            self._reset_publisher()
-            msg = f"{self._display(path)}: could not dead-letter the rejected file: {exc}"
-            raise RetryLater(msg) from exc
+    def _reject(self, path: Path, data: bytes, reason: str, size: int | None = None) -> Batch:
+        """Dead-letter a whole unusable file; once flushed (``commit``) it moves to error/ with its reason file."""
+        self._whole = ("reject", path, reason)
+        # The file's exact bytes (the core keeps the first MAX_RAW_BYTES, with size and truncated).
+        rejected = Rejected(data, reason, f"perfmon-file:{self._display(path)}", size=size)
+        return Batch(rejected=[rejected], checkpoint=("reject",))
+
+    def _rejected_file(self) -> None:
+        assert self._whole is not None
+        _, path, reason = self._whole
         target = self._move(path, self.config.error_path)
         reason_file = target.with_name(target.name + ".reason.txt")
         reason_file.write_text(reason + "\n", encoding="utf-8")
         log.warning("%s: rejected (%s) -> %s", self._display(path), reason, target)
-        return Outcome(path, "error", dead_letters=1, detail=reason)
+        self.outcomes.append(Outcome(path, "error", dead_letters=1, detail=reason))
+        self._whole = None
 
-    def _park(self, path: Path, exc: UnresolvedTimeZone) -> Outcome:
-        """Keep a file without a time zone in error/ until the settings give it one (see ``unpark``)."""
+    def _park(self, path: Path, exc: UnresolvedTimeZone) -> Batch:
+        """Keep a file without a time zone in error/ until the settings give it one (see ``unpark``); the note
+        saying so is flushed first (``commit`` then parks it)."""
         shown = self._display(path)
         where = str(self.config_path) if self.config_path else "the watcher's config file"
         if exc.candidates:
@@ -521,21 +584,21 @@ class PerfmonWatcher:
         reason = (f"{shown}: {exc}. Nothing was published from it. Add the time zone of the machine that "
                   f"wrote it to the [perfmon] table of {where}:\n    {example}\n"
                   "The watcher re-reads the config when it changes and takes this file back by itself.")
+        nid = make_event_id("perfmon-note", exc.identity, "parked", self.config.zone_fingerprint)
+        note = QualityNote(SOURCE, "parked", exc.header_raw, reason, note_origin(exc.identity, "parked", shown), nid)
+        self._whole = ("park", path, (exc, reason))
+        return Batch(records=[note], checkpoint=("park",))
+
+    def _parked_file(self) -> None:
+        assert self._whole is not None
+        _, path, (exc, reason) = self._whole
+        shown = self._display(path)
         target = self._free_name(self._target(path, self.config.error_path))
         key = str(target.relative_to(self.config.error_path))
         try:
             origin = str(path.relative_to(self.config.watch_dir))
         except ValueError:
             origin = path.name
-        try:
-            nid = make_event_id("perfmon-note", exc.identity, "parked", self.config.zone_fingerprint)
-            self.publisher.note(SOURCE, "parked", exc.header_raw, reason, note_origin(exc.identity, "parked", shown),
-                                nid)
-            self.publisher.flush(timeout=self.config.ack_timeout_s)
-        except Exception as err:
-            self._reset_publisher()
-            msg = f"{shown}: could not send the note that it is parked: {err}"
-            raise RetryLater(msg) from err
         # State first: a crash before the move leaves an entry without a file, which unpark() drops.
         self.state.parked[key] = ParkedFile(origin=origin, identity=exc.identity,
                                             fingerprint=self.config.zone_fingerprint, since_ms=_now_ms(),
@@ -544,7 +607,10 @@ class PerfmonWatcher:
         self._move_to(path, target)
         target.with_name(target.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
         log.warning("%s: parked in %s: %s", shown, target, exc)
-        return Outcome(path, "parked", notes=1, detail=reason)
+        self.outcomes.append(Outcome(path, "parked", notes=1, detail=reason))
+        self._whole = None
+
+    # -- moving files --------------------------------------------------------------------------
 
     def _target(self, path: Path, folder: Path) -> Path:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 import tracemalloc
 import uuid
@@ -21,12 +22,14 @@ from typing import Any
 
 import pytest
 
-from ingest.tcp.listener import TcpConfig, TcpListener
+from ingest.tcp.source import TcpSettings as TcpConfig
+from ingest.tcp.source import TcpSource as TcpListener
 from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack.private import private_settings
 from machinewatch.stack.services import Kafka
+from tests.collector_support import kafka_runner
 from tests.stack_support import read_topic
 
 pytestmark = pytest.mark.integration
@@ -44,16 +47,26 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         kafka.proc.stop()
 
 
-async def _serve(pub: Publisher, config: TcpConfig, chunks: Iterator[bytes]) -> TcpListener:
-    listener = TcpListener(pub, config)
-    await listener.start()
-    _reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    for chunk in chunks:
-        writer.write(chunk)
-        await writer.drain()
-    writer.close()
-    await writer.wait_closed()
-    await listener.stop(grace_s=30)
+def _serve(pub: Publisher, config: TcpConfig, chunks: Iterator[bytes]) -> TcpListener:
+    """The listener on the runner with the Kafka sink; one connection sends ``chunks``, then the run stops."""
+    listener = TcpListener(config.model_copy(update={"grace_s": 30}))
+    runner = kafka_runner(listener, pub)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    assert listener.listening.wait(30)
+
+    async def send() -> None:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    asyncio.run(send())
+    runner.stop()
+    thread.join(120)
+    assert not thread.is_alive()
     return listener
 
 
@@ -88,7 +101,7 @@ def test_bad_input_corpus_is_dead_lettered_and_valid_data_arrives(kafka_settings
     stream = good[:10] + [b[0] for b in bad] + good[10:]
     config = TcpConfig(port=0, mappings=["dc-usa"], max_line_bytes=64 * 1024)
     with Publisher(kafka_settings) as pub:
-        listener = asyncio.run(_serve(pub, config, iter(stream)))
+        listener = _serve(pub, config, iter(stream))
     assert listener.connections == 1
 
     readings = [r for r in read_topic(kafka_settings, names.TOPIC_READINGS) if r["device_id"].startswith(tag)]
@@ -140,7 +153,7 @@ def test_a_500_mb_line_is_refused_with_bounded_memory(kafka_settings: Settings) 
     tracemalloc.start()
     try:
         with Publisher(kafka_settings) as pub:
-            listener = asyncio.run(_serve(pub, config, chunks()))
+            listener = _serve(pub, config, chunks())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer
 
-from machinewatch.archive import read_archive, replay_archive
+from ingest.archive import replay_archive
+from machinewatch.archive import read_archive
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -23,13 +24,13 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from ingest import history as history_cli
 from ingest.formats import load_mapping
-from ingest.history import cli as history_cli
-from ingest.history.loader import HistoryLoader
 from ingest.history.state import LoadState
 from ingest.history.target import RetentionError, ensure_topic
-from ingest.replay.replay import Replayer
-from ingest.tcp.listener import TcpConfig, TcpListener
+from ingest.replay.source import ReplaySource
+from ingest.tcp.source import TcpSettings as TcpConfig
+from ingest.tcp.source import TcpSource as TcpListener
 from machinewatch import names
 from machinewatch.cli import build_parser
 from machinewatch.config import Settings
@@ -38,6 +39,7 @@ from machinewatch.stack import Stack
 from simulators.datacenter import DatacenterSimulator, write_history
 from simulators.equipment import EquipmentSimulator
 from simulators.servers import HEADER, ServerSimulator
+from tests.collector_support import HistoryLoader, drive, kafka_runner
 from tests.realdata import realdata_file
 from tests.stack_support import read_topic
 
@@ -45,6 +47,16 @@ pytestmark = pytest.mark.integration
 
 SENSORS = "sensors/dados_sensores.txt"
 SERVERS = "servers/course-dataset-20-servers-5s.csv"
+
+
+class Replayer:
+    """The replay source in the old call shape: ``Replayer(sink, mapping, speed=...).run(path)`` on the runner."""
+
+    def __init__(self, sink: Any, mapping: Any, speed: float = 1.0) -> None:
+        self.sink, self.mapping, self.speed = sink, mapping, speed
+
+    def run(self, path: Path, limit_rows: int | None = None) -> Any:
+        return drive(ReplaySource(self.mapping, path, self.speed, limit_rows), self.sink).report
 
 
 # -- reading back ---------------------------------------------------------------------------------
@@ -453,15 +465,19 @@ def test_tcp_listener_many_connections(stack: Stack, settings: Settings) -> None
     config = TcpConfig(port=0, mappings=["equipment", "dc-india", "dc-usa", "dc-germany"],
                        default_mapping="equipment", max_line_bytes=4096, queue_size=16)
 
-    async def scenario(pub: Publisher) -> TcpListener:
-        listener = TcpListener(pub, config)
-        await listener.start()
+    async def scenario(listener: TcpListener) -> None:
         await asyncio.wait_for(asyncio.gather(*(_send(listener.port, c) for c in connections)), timeout=60)
-        await listener.stop()
-        return listener
 
     with Publisher(settings) as pub:
-        listener = asyncio.run(scenario(pub))
+        listener = TcpListener(config)
+        runner = kafka_runner(listener, pub)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        assert listener.listening.wait(30)
+        asyncio.run(scenario(listener))
+        runner.stop()
+        thread.join(120)
+        assert not thread.is_alive()
     assert listener.connections == 5
     got = [r for r in read_since(settings, readings_at) if tag in r["device_id"]]
     ids = [r["event_id"] for r in got]

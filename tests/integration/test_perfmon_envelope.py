@@ -25,11 +25,12 @@ from kafka import TopicPartition
 
 from ingest.perfmon.config import load_config
 from ingest.perfmon.parser import parse
-from ingest.perfmon.watcher import PerfmonWatcher, note_id
+from ingest.perfmon.watcher import note_id
 from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.quality import MAX_RAW_BYTES
 from machinewatch.stack import Stack
+from tests.collector_support import PerfmonWatcher
 from tests.stack_support import end_offsets, read_since
 from tests.unit.test_perfmon_envelope import FIXTURES, TESTDATA, expected_utc_ms, good_cells, independent_lines
 

@@ -25,11 +25,12 @@ from kafka import TopicPartition
 
 from ingest.perfmon.config import PerfmonConfig
 from ingest.perfmon.parser import parse
-from ingest.perfmon.watcher import CRASH_EXIT_CODE, CRASH_POINTS, PerfmonWatcher
+from ingest.perfmon.watcher import CRASH_EXIT_CODE, CRASH_POINTS
 from machinewatch import names
 from machinewatch.config import Settings
 from machinewatch.stack import Stack
 from simulators.perfmon import CORRUPT_CELL, PerfmonSimulator
+from tests.collector_support import PerfmonWatcher
 from tests.realdata import realdata_file
 from tests.stack_support import end_offsets, read_since
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest import history as history_cli
 from ingest.formats import load_mapping
-from ingest.history import cli as history_cli
-from ingest.history.loader import HistoryConfig, HistoryLoader
+from ingest.history.loader import HistoryConfig
 from ingest.history.state import LoadState
 from ingest.history.target import HISTORY_BUCKET, HISTORY_TOPIC, RetentionError, RetentionGuard
 from machinewatch import influx_admin, quality
@@ -21,6 +21,7 @@ from machinewatch.cli import build_parser
 from machinewatch.config import Settings
 from machinewatch.kafka_io import PublishError
 from machinewatch.record import Reading
+from tests.collector_support import HistoryLoader
 
 ROOT = Path(__file__).parents[2]
 

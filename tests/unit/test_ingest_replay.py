@@ -7,8 +7,25 @@ import tomllib
 from pathlib import Path
 
 from ingest.formats import load_mapping
-from ingest.replay.replay import ReplayConfig, Replayer
+from ingest.replay.source import ReplaySettings as ReplayConfig
+from ingest.replay.source import ReplaySource
 from machinewatch.record import Reading
+from machinewatch.runtime import RunOptions
+from tests.collector_support import drive
+
+# Polls long enough that a pacing wait of the fake clock is one sleep, as the old loop slept.
+PACED = RunOptions(poll_timeout_s=60, flush_interval_s=60)
+
+
+class Replayer:
+    """The old test shape over the source: ``Replayer(sink, mapping, ...).run(path)`` runs it on the runner."""
+
+    def __init__(self, sink: object, mapping: object, **kwargs: object) -> None:
+        self.sink, self.mapping, self.kwargs = sink, mapping, kwargs
+
+    def run(self, path: Path, limit_rows: int | None = None) -> object:
+        source = ReplaySource(self.mapping, path, limit_rows=limit_rows, **self.kwargs)  # type: ignore[arg-type]
+        return drive(source, self.sink, PACED).report
 
 ROOT = Path(__file__).parents[2]
 
@@ -54,7 +71,6 @@ def test_sample_conf_loads() -> None:
 def test_speed_requested_during_a_replay_applies_from_that_row(tmp_path: Path) -> None:
     """The dashboard's speed control: a new speed re-anchors the pacing at the row where it is seen."""
     from ingest.formats import load_mapping
-    from ingest.replay.replay import Replayer
 
     lines = [json.dumps({"id_sensor": 1, "id_equipamento": 7, "sensor": "s",
                          "data_evento": f"2024-01-01 00:00:{i * 10:02d}", "padrao": {"leitura": {"temperatura": 20}}})
@@ -111,3 +127,14 @@ def test_a_clock_step_back_replays_with_the_history_loaders_ids(tmp_path: Path) 
                 want.append(seen.reading.event_id)
     assert [r.event_id for r in sink.readings] == want and len(want) == 4
     assert len(set(want)) == 4 and len(sink.dead) == 1 and "the same value as row 3" in sink.dead[0]
+
+
+def test_a_missing_file_or_mapping_is_a_usage_error(tmp_path: Path, capsys: object) -> None:
+    from machinewatch.cli import main
+
+    assert main(["ingest", "replay", str(tmp_path / "nope.csv"), "--mapping", "servers"]) == 1
+    assert main(["ingest", "replay", str(ROOT / "ingest/replay/testdata/equipment-3.jsonl"),
+                 "--mapping", "no-such-mapping"]) == 1
+    assert main(["ingest", "replay", "--mapping", "servers"]) == 1  # no file at all
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "no such file" in err and "no-such-mapping" in err and "replay.file" in err

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.tcp.listener import TcpConfig, TcpListener
+from ingest.tcp.source import TcpSettings as TcpConfig
+from ingest.tcp.source import TcpSource as TcpListener
 from machinewatch.record import Reading
+from tests.collector_support import run_in_thread
 
 ROOT = Path(__file__).parents[2]
 
@@ -46,15 +48,18 @@ async def _client(port: int, payload: list[bytes]) -> None:
 
 def _run(config: TcpConfig, clients: list[list[bytes]]) -> tuple[TcpListener, MemorySink]:
     sink = MemorySink()
+    listener = TcpListener(config)
+    runner, thread = run_in_thread(listener, sink)
+    assert listener.listening.wait(10)
 
-    async def scenario() -> TcpListener:
-        listener = TcpListener(sink, config)
-        await listener.start()
+    async def scenario() -> None:
         await asyncio.wait_for(asyncio.gather(*(_client(listener.port, c) for c in clients)), timeout=30)
-        await listener.stop()
-        return listener
 
-    return asyncio.run(scenario()), sink
+    asyncio.run(scenario())
+    runner.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    return listener, sink
 
 
 def test_concurrent_clients_and_back_pressure() -> None:
@@ -95,3 +100,48 @@ def test_feed_testdata_dispatches_by_feed() -> None:
     _, sink = _run(TcpConfig(port=0), [lines])
     assert {r.source for r in sink.readings} == {"dc-usa", "dc-india"}
     assert {r.unit for r in sink.readings} == {"°C", "%", "kW"}
+
+
+def test_on_stop_a_connection_still_sending_is_read_to_its_end_and_an_idle_one_is_cut() -> None:
+    """Graceful stop: the listener closes, what a live connection still sends arrives; a silent one is closed."""
+    import threading
+    import time
+
+    sink = MemorySink()
+    listener = TcpListener(TcpConfig(port=0, mappings=["dc-usa"], grace_s=1.0))
+    runner, thread = run_in_thread(listener, sink)
+    assert listener.listening.wait(10)
+    first_sent = threading.Event()
+    idle_closed: list[bool] = []
+
+    async def slow() -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        for i in range(8):
+            writer.write(_usa("slow", i))
+            await writer.drain()
+            first_sent.set()
+            await asyncio.sleep(0.3)  # under grace_s between lines: not idle
+        writer.close()
+        await writer.wait_closed()
+
+    async def idle() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(_usa("idle", 0))
+        await writer.drain()
+        idle_closed.append(await asyncio.wait_for(reader.read(), timeout=20) == b"")  # EOF: the listener cut it
+        writer.close()
+
+    async def scenario() -> None:
+        await asyncio.gather(slow(), idle())
+
+    client = threading.Thread(target=asyncio.run, args=(scenario(),))
+    client.start()
+    assert first_sent.wait(10)
+    time.sleep(0.2)
+    runner.stop()
+    thread.join(30)
+    client.join(30)
+    assert not thread.is_alive()
+    assert sorted(r.orig_value for r in sink.readings if r.device_id == "slow") == [50.0 + i for i in range(8)]
+    assert [r.device_id for r in sink.readings].count("idle") == 1
+    assert idle_closed == [True]

@@ -79,3 +79,25 @@ def test_dead_letters_carry_the_exact_bytes_and_are_sent_again_until_acknowledge
     letters.flush()
     assert len(producer.sent) == 2
     assert quality.raw_bytes(producer.sent[1][1]) == raw
+
+
+def test_one_sink_routes_each_record_kind_to_its_topic_and_resends_a_failed_note(
+        publisher: kafka_io.Publisher) -> None:
+    now = int(time.time() * 1000) - 60_000
+    sink = kafka_io.PublisherSink(publisher)
+    producer: FakeProducer = publisher._producer
+    note = kafka_io.QualityNote("perfmon", "zone-assumed", b"\xff header", "zone from the file name", "f.csv", "n1")
+    assert sink.write([reading(now), note]) == []
+    assert [t for t, _ in producer.sent] == [names.TOPIC_READINGS, names.TOPIC_QUALITY]
+    doc = producer.sent[1][1]
+    assert (doc["kind"], doc["note_id"], doc["source"]) == ("zone-assumed", "n1", "perfmon")
+    assert quality.raw_bytes(doc) == b"\xff header"
+    producer.futures[0].success(None)
+    producer.futures[1].failure(RuntimeError("broker away"))
+    with pytest.raises(TransientError, match="1 of 2 records"):
+        sink.flush()
+    producer.flush = lambda timeout=None: producer.futures[-1].success(None)
+    sink.flush()
+    assert [t for t, _ in producer.sent] == [names.TOPIC_READINGS, names.TOPIC_QUALITY, names.TOPIC_QUALITY]
+    with pytest.raises(TypeError, match="Reading and QualityNote"):
+        sink.write([object()])

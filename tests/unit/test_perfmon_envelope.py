@@ -32,10 +32,11 @@ from ingest.perfmon.parser import (
     parse,
 )
 from ingest.perfmon.units import builtin_table
-from ingest.perfmon.watcher import CRASH_POINTS, PerfmonWatcher, WatcherState
+from ingest.perfmon.watcher import CRASH_POINTS, WatcherState
 from ingest.perfmon.zones import ZoneNameError, resolve_zone_name
 from machinewatch import quality
 from machinewatch.config import load_settings
+from tests.collector_support import PerfmonWatcher
 from tests.unit.conftest import RecordingPublisher
 
 TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "perfmon" / "testdata"

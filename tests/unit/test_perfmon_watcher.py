@@ -18,10 +18,11 @@ import pytest
 
 from ingest.perfmon import watcher as watcher_mod
 from ingest.perfmon.config import PerfmonConfig
-from ingest.perfmon.watcher import CRASH_POINTS, PerfmonWatcher, WatcherState
+from ingest.perfmon.watcher import CRASH_POINTS, WatcherState
 from machinewatch import quality
 from machinewatch.config import load_settings
 from simulators.perfmon import CORRUPT_CELL, PerfmonSimulator
+from tests.collector_support import PerfmonWatcher
 from tests.unit.conftest import RecordingPublisher
 
 TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "perfmon" / "testdata"

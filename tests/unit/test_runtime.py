@@ -273,3 +273,74 @@ def test_a_given_stop_event_stops_the_run_and_is_what_stop_sets() -> None:
                      stop_event=threading.Event())
     runner2.stop()
     assert runner2.stopping
+
+
+class FiniteSource(ScriptedSource):
+    """Says it is finished once its batches are handed out (a file read to its end)."""
+
+    @property
+    def finished(self) -> bool:
+        return not self.batches
+
+
+def test_a_finished_source_ends_the_run_after_a_last_flush_and_commit() -> None:
+    events: list[str] = []
+    source = FiniteSource([Batch([1], [], 1), Batch([2, 3], [], 2)], events)
+    sink = ListSink(events)
+    runner = Runner("t", source, sink, ListDeadLetters(events), FAST)
+    started = time.monotonic()
+    counters = runner.run(duration_s=10)  # ends by itself, long before the duration
+    assert time.monotonic() - started < 5
+    assert sink.durable == [1, 2, 3] and source.commits[-1] == 2 and counters.written == 3
+    assert events[-3:] == ["flush", "dead letters flush", "commit 2"]
+    assert source.closed
+
+
+class DrainingSource(ScriptedSource):
+    """Keeps ``held`` back until ``stop_input``: what a listener took in but the runner has not polled yet."""
+
+    def __init__(self, held: list[Batch], events: list[str]) -> None:
+        super().__init__([], events)
+        self.held = held
+
+    def stop_input(self) -> None:
+        self.events.append("stop input")
+        self.batches += self.held
+
+
+def test_stop_input_is_called_and_what_the_source_held_is_delivered_before_the_last_flush() -> None:
+    events: list[str] = []
+    source = DrainingSource([Batch([4], [], 1), Batch([5], [], 2)], events)
+    sink = ListSink(events)
+    runner = Runner("t", source, sink, ListDeadLetters(events), FAST)
+    run_until(runner, lambda: "open" in events)
+    assert sink.durable == [4, 5] and source.commits[-1] == 2
+    assert events.index("stop input") < events.index("poll 1")
+
+
+def test_a_reject_naming_its_own_source_is_dead_lettered_under_that_source() -> None:
+    events: list[str] = []
+    source = FiniteSource([Batch([], [Rejected(b"x", "bad", source="dc-usa"), Rejected(b"y", "bad")], 1)], events)
+    letters = ListDeadLetters(events)
+    Runner("t", source, ListSink(events), letters, FAST).run(duration_s=10)
+    assert [name for name, _ in letters.letters] == ["dc-usa", "scripted"]
+
+
+class TellingSource(FiniteSource):
+    def __init__(self, batches: list[Batch | Exception], events: list[str]) -> None:
+        super().__init__(batches, events)
+        self.told: list[Rejected] = []
+
+    def refused(self, rejected: list[Rejected]) -> None:
+        self.events.append(f"refused {len(rejected)}")
+        self.told += rejected
+
+
+def test_a_source_with_refused_is_told_what_the_sink_refused_before_it_is_dead_lettered() -> None:
+    events: list[str] = []
+    source = TellingSource([Batch([1, -2, -3], [], 1)], events)
+    letters = ListDeadLetters(events)
+    Runner("t", source, ListSink(events), letters, FAST).run(duration_s=10)
+    assert [r.reason for r in source.told] == ["negative value", "negative value"]
+    assert [r for _, r in letters.letters] == source.told
+    assert "refused 2" in events

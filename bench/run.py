@@ -787,9 +787,9 @@ def bench_latency(
     threads = [threading.Thread(target=consume, daemon=True)]
     writer = None
     if with_influx:
-        from sinks.influxdb_writer import InfluxWriter, alert_point
+        from sinks.influxdb_writer import InfluxWriter, alert_line
 
-        writer = InfluxWriter(settings, group_id=f"bench-{tag}-writer", routes={alerts: (alert_point, "alerts")})
+        writer = InfluxWriter(settings, group_id=f"bench-{tag}-writer", routes={alerts: (alert_line, "alerts")})
         threads.append(threading.Thread(target=writer.run, daemon=True))
         threads.append(threading.Thread(target=poll_influx, args=(settings, stop, influx_seen), daemon=True))
     for t in threads:
@@ -897,13 +897,13 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
     HTTP) on the same line protocol (the converter's lines equal influxdb-client's Point lines: unit-tested)."""
     from influxdb_client import BucketRetentionRules, InfluxDBClient
 
-    from sinks.influxdb_writer import InfluxWriter, to_point, window_line
+    from sinks.influxdb_writer import InfluxWriter, window_line
 
     docs = [{"device_id": f"dev-{i % 10000:06d}", "metric": "temperature", "source": "bench", "region": "r1",
              "site": "line-a", "unit": "°C", "window_ms": 10000, "slide_ms": 10000,
              "window_end_ms": 1_700_000_000_000 + (i // 10000) * 10000, "avg_value": 50.0 + i % 7,
              "min_value": 45.0, "max_value": 55.5, "count": 10} for i in range(points)]
-    lines = [to_point(d).to_line_protocol() for d in docs]
+    lines = [window_line(d) for d in docs]
     lp = tmp / "points.lp"
     lp.write_text("\n".join(lines) + "\n")
     out: dict[str, Any] = {"points": points}

@@ -20,7 +20,7 @@ from pathlib import Path
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from flink_jobs.rules import DEFAULT_RULES, RuleSet, group_sql, load_rules
-from machinewatch import names
+from machinewatch import names, schema
 from machinewatch.config import Settings, load_settings
 from machinewatch.record import flink_columns
 
@@ -86,6 +86,9 @@ def render_sql(
         aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
         alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
         reading_columns=flink_columns(),
+        window_result_columns=schema.WINDOW_RESULT.sql_columns(),
+        late_event_columns=schema.LATE_EVENT.sql_columns(),
+        threshold_alert_columns=schema.THRESHOLD_ALERT.sql_columns(),
         watermark_delay_s=f"{settings.watermark_delay_ms / 1000:.3f}",
         readings_topic=topics.readings,
         aggregates_topic=topics.aggregates,

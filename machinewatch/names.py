@@ -47,3 +47,5 @@ BUCKET_HISTORY = "history"
 MEASUREMENT_WINDOW = "window_agg"
 MEASUREMENT_LATE = "late_event"
 MEASUREMENT_THRESHOLD_ALERT = "threshold_alert"
+# Alerts with a lifecycle (sustained-condition rules, alerts derived from device events).
+MEASUREMENT_DEVICE_ALERT = "device_alert"

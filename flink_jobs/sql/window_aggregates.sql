@@ -1,5 +1,6 @@
 -- Tables of the window job. Placeholders in braces are filled from settings by
--- flink_jobs/window_aggregates.py; the source column list comes from machinewatch.record.
+-- flink_jobs/window_aggregates.py; every column list comes from the record definitions
+-- (machinewatch.schema: READING, WINDOW_RESULT, LATE_EVENT, THRESHOLD_ALERT).
 
 CREATE TABLE readings (
   {reading_columns},
@@ -18,20 +19,7 @@ CREATE TABLE readings (
 );
 
 CREATE TABLE window_aggregates (
-  `device_id` STRING,
-  `metric` STRING,
-  `source` STRING,
-  `region` STRING,
-  `site` STRING,
-  `unit` STRING,
-  `window_ms` BIGINT,
-  `slide_ms` BIGINT,
-  `window_start_ms` BIGINT,
-  `window_end_ms` BIGINT,
-  `avg_value` DOUBLE,
-  `min_value` DOUBLE,
-  `max_value` DOUBLE,
-  `count` BIGINT{aggregates_key}
+  {window_result_columns}{aggregates_key}
 ) WITH (
   'topic' = '{aggregates_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
@@ -39,12 +27,7 @@ CREATE TABLE window_aggregates (
 );
 
 CREATE TABLE late_events (
-  `source` STRING,
-  `device_id` STRING,
-  `metric` STRING,
-  `ts` BIGINT,
-  `event_id` STRING,
-  `watermark` STRING
+  {late_event_columns}
 ) WITH (
   'connector' = 'kafka',
   'topic' = '{late_topic}',
@@ -57,16 +40,7 @@ CREATE TABLE late_events (
 );
 
 CREATE TABLE threshold_alerts (
-  `alert_id` STRING,
-  `rule_group` STRING,
-  `label` STRING,
-  `severity` STRING,
-  `device_id` STRING,
-  `region` STRING,
-  `site` STRING,
-  `window_start_ms` BIGINT,
-  `window_end_ms` BIGINT,
-  `values` STRING{alerts_key}
+  {threshold_alert_columns}{alerts_key}
 ) WITH (
   'topic' = '{alerts_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',

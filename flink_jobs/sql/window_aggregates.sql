@@ -4,6 +4,8 @@
 
 CREATE TABLE readings (
   {reading_columns},
+  `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,
+  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
   event_time AS TO_TIMESTAMP_LTZ(`ts`, 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '{watermark_delay_s}' SECOND
 ) WITH (
@@ -14,7 +16,10 @@ CREATE TABLE readings (
   'properties.auto.offset.reset' = 'earliest',
   {scan_options},
   'format' = 'json',
-  -- Malformed payloads are rejected by the collectors; the job skips what slips through.
+  -- Malformed payloads are rejected by the collectors. What slips through is not dropped silently:
+  -- a field that is missing or not of its type reads as NULL and the row is dead-lettered by the job
+  -- (sql/malformed_readings.sql); a payload that is no JSON object at all is dropped here and
+  -- dead-lettered from the raw bytes (readings_raw).
   'json.ignore-parse-errors' = 'true'
 );
 

@@ -139,3 +139,21 @@ def test_the_record_definitions_are_core_modules(module: str) -> None:
     allowed = {"machinewatch", *("machinewatch." + m for m in (*CORE, "schema", "line_protocol"))}
     stray = sorted(n for n in ours if not any(n == a or n.startswith(a + ".") for a in allowed))
     assert not stray and not any(n.split(".")[0] in ABOVE_CORE for n in ours), stray
+
+
+def test_the_window_job_dead_letters_incomplete_and_unparsable_readings() -> None:
+    from flink_jobs.window_aggregates import JOB_SOURCE, Topics, malformed_sql
+
+    ddl, inserts = malformed_sql(load_settings(), "g1", Topics(readings="t-in", dead_letter="t-dead"))
+    raw_reader = _table(ddl, "readings_raw")
+    assert "'topic' = 't-in'" in raw_reader and "'format' = 'raw'" in raw_reader and "'g1-raw'" in raw_reader
+    assert schema.DEAD_LETTER.sql_columns() in _table(ddl, "dead_letters") and "'t-dead'" in _table(ddl, "dead_letters")
+    incomplete, unparsable = inserts
+    required = [c.name for c in schema.READING.columns if c.required]
+    assert incomplete.endswith("WHERE " + " OR ".join(f"`{n}` IS NULL" for n in required))
+    assert "IS JSON OBJECT" in unparsable and "TO_BASE64(`raw`)" in unparsable
+    for sql in inserts:
+        assert f"'{JOB_SOURCE}' AS `source`" in sql and "CONCAT('t-in/'" in sql
+        select = sql.split("SELECT", 1)[1]
+        assert re.findall(r"AS `(\w+)`,?\n", select) == list(schema.DEAD_LETTER.names)
+        assert "{" not in sql and "--" not in sql, "unfilled placeholder or comment"

@@ -131,7 +131,8 @@ def malformed_sql(
 ) -> tuple[list[str], list[str]]:
     """(DDL, INSERTs) that dead-letter the malformed messages of the readings topic (sql/malformed_readings.sql).
 
-    Uses the ``readings`` table of ``render_sql`` (its DDL must run first) and a raw reader of the same topic.
+    Uses the ``readings`` table of ``render_sql`` (its DDL must run first) and a raw reader of the same topic
+    (left out when ``MW_FLINK_DEAD_LETTER_UNPARSABLE`` is off).
     """
     topics = topics or Topics()
     readings = schema.READING
@@ -170,7 +171,11 @@ def malformed_sql(
         incomplete_select=incomplete, incomplete_where=" OR ".join(f"`{n}` IS NULL" for n in required),
         not_json_select=not_json,
     )
-    return _statements(ddl), _statements(inserts)
+    ddl_statements, insert_statements = _statements(ddl), _statements(inserts)
+    if not settings.flink_dead_letter_unparsable:
+        ddl_statements = [stmt for stmt in ddl_statements if "readings_raw" not in stmt]
+        insert_statements = [stmt for stmt in insert_statements if "readings_raw" not in stmt]
+    return ddl_statements, insert_statements
 
 
 def _quote(text: str) -> str:

@@ -157,3 +157,11 @@ def test_the_window_job_dead_letters_incomplete_and_unparsable_readings() -> Non
         select = sql.split("SELECT", 1)[1]
         assert re.findall(r"AS `(\w+)`,?\n", select) == list(schema.DEAD_LETTER.names)
         assert "{" not in sql and "--" not in sql, "unfilled placeholder or comment"
+
+
+def test_the_raw_reader_can_be_left_out() -> None:
+    from flink_jobs.window_aggregates import malformed_sql
+
+    ddl, inserts = malformed_sql(load_settings(flink_dead_letter_unparsable=False))
+    assert [d.split("(")[0].strip() for d in ddl] == ["CREATE TABLE dead_letters"]
+    assert len(inserts) == 1 and "FROM readings\n" in inserts[0]

@@ -38,13 +38,13 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
     HTTP) on the same line protocol (the converter's lines equal influxdb-client's Point lines: unit-tested)."""
     from influxdb_client import BucketRetentionRules, InfluxDBClient
 
-    from sinks.influxdb_writer import InfluxWriter, to_point, window_line
+    from sinks.influxdb_writer import InfluxWriter, window_line
 
     docs = [{"device_id": f"dev-{i % 10000:06d}", "metric": "temperature", "source": "bench", "region": "r1",
              "site": "line-a", "unit": "°C", "window_ms": 10000, "slide_ms": 10000,
              "window_end_ms": 1_700_000_000_000 + (i // 10000) * 10000, "avg_value": 50.0 + i % 7,
              "min_value": 45.0, "max_value": 55.5, "count": 10} for i in range(points)]
-    lines = [to_point(d).to_line_protocol() for d in docs]
+    lines = [window_line(d) for d in docs]
     lp = tmp / "points.lp"
     lp.write_text("\n".join(lines) + "\n")
     out: dict[str, Any] = {"points": points}

@@ -66,10 +66,10 @@ def bench_latency(
     threads = [threading.Thread(target=consume, daemon=True)]
     writer = None
     if with_influx:
-        from sinks.influxdb_writer import InfluxWriter, alert_point
+        from sinks.influxdb_writer import InfluxWriter, alert_line
 
         writer = InfluxWriter(settings, group_id=f"bench-{tag}-writer",
-                              routes={alerts: (alert_point, names.BUCKET_ALERTS)})
+                              routes={alerts: (alert_line, names.BUCKET_ALERTS)})
         threads.append(threading.Thread(target=writer.run, daemon=True))
         threads.append(threading.Thread(target=poll_influx, args=(settings, stop, influx_seen), daemon=True))
     for t in threads:

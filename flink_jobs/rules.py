@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from machinewatch.schema import KIND_THRESHOLD, THRESHOLD_ALERT
+
 DEFAULT_RULES = Path(__file__).with_name("rules") / "servers.toml"
 
 _TOKEN = re.compile(
@@ -155,11 +157,16 @@ def group_sql(group: RuleGroup, source: str = "readings", group_windows: bool = 
         start, end = "window_start", "window_end"
         source_expr = f"TABLE(HOP(TABLE {source}, DESCRIPTOR(event_time), {intervals}))"
         group_by = "window_start, window_end, device_id"
+    # In the column order of the threshold_alerts table (schema.THRESHOLD_ALERT), kind included.
+    columns = THRESHOLD_ALERT.sql_select({
+        "alert_id": f"MD5(CONCAT_WS('|', '{group.name}', device_id, CAST(window_end_ms AS STRING)))",
+        "kind": f"'{KIND_THRESHOLD}'", "rule_group": f"'{group.name}'", "label": "label", "severity": "severity",
+        "device_id": "device_id", "region": "region", "site": "site", "window_start_ms": "window_start_ms",
+        "window_end_ms": "window_end_ms", "values": f"JSON_OBJECT({values_json})",
+    })
     return f"""
 SELECT
-  MD5(CONCAT_WS('|', '{group.name}', device_id, CAST(window_end_ms AS STRING))) AS alert_id,
-  '{group.name}' AS rule_group, label, severity, device_id, region, site,
-  window_start_ms, window_end_ms, JSON_OBJECT({values_json}) AS `values`
+  {columns}
 FROM (
   SELECT *,
     CASE

@@ -5,7 +5,9 @@ One statement set, one Flink job:
   of avg/min/max/count per device and metric -> the aggregates topic;
 - readings that arrive after their tumbling window fired -> the late-events topic (counted, never
   silently dropped);
-- threshold rules (TOML, see flink_jobs/rules/) evaluated per device on sliding windows -> alerts topic.
+- threshold rules (TOML, see flink_jobs/rules/) evaluated per device on sliding windows -> alerts topic;
+- malformed readings (a required field missing or of the wrong type, or no JSON object at all) -> the
+  dead-letter topic, with the job as source (``sql/malformed_readings.sql``): skipped, never silently.
 Submit with ``machinewatch jobs submit window-aggregates``; ``sinks.influxdb_writer`` writes the
 topics to InfluxDB with deterministic timestamps, so replays overwrite.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from flink_jobs.rules import DEFAULT_RULES, RuleSet, group_sql, load_rules
-from machinewatch import names
+from machinewatch import names, quality, schema
 from machinewatch.config import Settings, load_settings
 from machinewatch.record import flink_columns
 
@@ -34,8 +36,11 @@ class Topics:
     aggregates: str = names.TOPIC_AGGREGATES
     late: str = names.TOPIC_LATE
     alerts: str = names.TOPIC_ALERTS
+    dead_letter: str = names.TOPIC_DEAD_LETTER
 
 
+# The dead letters' source: which stage skipped the input.
+JOB_SOURCE = "flink:window-aggregates"
 def strip_sql_comments(text: str) -> str:
     # Comments go first: they may mention placeholders and would confuse the statement split.
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
@@ -57,10 +62,7 @@ def render_sql(
     """
     topics = topics or Topics()
     lateness_ms = 0 if batch else int(settings.allowed_lateness_s) * 1000
-    scan_options = (
-        "'scan.startup.mode' = 'earliest-offset',\n  'scan.bounded.mode' = 'latest-offset'" if batch
-        else "'scan.startup.mode' = 'group-offsets'"
-    )
+    scan_options = _scan_options(batch)
     if lateness_ms:
         # Windows that fire again for late readings produce updates: an upsert sink keyed by window.
         aggregates_key = (",\n  PRIMARY KEY (`device_id`, `metric`, `window_ms`, `slide_ms`, `window_end_ms`)"
@@ -76,16 +78,15 @@ def render_sql(
             "  'value.format' = 'json',\n  'value.fields-include' = 'ALL',\n"
             "  'sink.delivery-guarantee' = 'at-least-once'"
         )
-    # SASL options (when Kafka requires a login) for every Kafka table; quotes doubled for SQL.
-    kafka_security = "".join(
-        f"  'properties.{key}' = '{value.replace(chr(39), chr(39) * 2)}',\n"
-        for key, value in settings.flink_kafka_properties().items()
-    )
+    kafka_security = _kafka_security(settings)
     ddl = strip_sql_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
         kafka_security=kafka_security,
         aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
         alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
         reading_columns=flink_columns(),
+        window_result_columns=schema.WINDOW_RESULT.sql_columns(),
+        late_event_columns=schema.LATE_EVENT.sql_columns(),
+        threshold_alert_columns=schema.THRESHOLD_ALERT.sql_columns(),
         watermark_delay_s=f"{settings.watermark_delay_ms / 1000:.3f}",
         readings_topic=topics.readings,
         aggregates_topic=topics.aggregates,
@@ -124,6 +125,74 @@ def render_sql(
     return _statements(ddl), [stmt for text in inserts for stmt in _statements(text)]
 
 
+def malformed_sql(
+    settings: Settings, group_id: str = "mw-window-aggregates", topics: Topics | None = None, batch: bool = False,
+    source: str = JOB_SOURCE,
+) -> tuple[list[str], list[str]]:
+    """(DDL, INSERTs) that dead-letter the malformed messages of the readings topic (sql/malformed_readings.sql).
+
+    Uses the ``readings`` table of ``render_sql`` (its DDL must run first) and a raw reader of the same topic
+    (left out when ``MW_FLINK_DEAD_LETTER_UNPARSABLE`` is off).
+    """
+    topics = topics or Topics()
+    readings = schema.READING
+    origin = (f"CONCAT('{_quote(topics.readings)}/', CAST(kafka_partition AS STRING), '@', "
+              "CAST(kafka_offset AS STRING))")
+    received = "CAST(UNIX_TIMESTAMP() AS BIGINT) * 1000"
+    required = [c.name for c in readings.columns if c.required]
+    missing = "CONCAT_WS(', ', " + ", ".join(f"IF(`{n}` IS NULL, '{n}', CAST(NULL AS STRING))" for n in required) + ")"
+    parsed = "JSON_OBJECT(" + ", ".join(f"KEY '{n}' VALUE `{n}`" for n in readings.names) + ")"
+    incomplete = schema.DEAD_LETTER.sql_select({
+        "source": f"'{_quote(source)}'", "kind": f"'{quality.KIND_DEAD_LETTER}'", "origin": origin,
+        "reason": f"CONCAT('required field(s) missing or not of their type: ', {missing}, "
+                  "'; raw is the row as the job parsed it, the message is at origin')",
+        "raw": parsed, "raw_encoding": "'utf-8'", "size": "CAST(NULL AS BIGINT)", "truncated": "FALSE",
+        "received_ms": received,
+    })
+    # The bytes are base64 (they may not be text); at most what quality.MAX_RAW_BYTES allows, whole 4-char groups.
+    max_b64 = quality.MAX_RAW_BYTES // 3 * 4
+    not_json = schema.DEAD_LETTER.sql_select({
+        "source": f"'{_quote(source)}'", "kind": f"'{quality.KIND_DEAD_LETTER}'", "origin": origin,
+        "reason": "CASE WHEN b64 IS NULL THEN 'a message without a value' ELSE 'not a JSON object' END",
+        "raw": f"COALESCE(CASE WHEN CHAR_LENGTH(b64) > {max_b64} THEN SUBSTRING(b64, 1, {max_b64}) ELSE b64 END, '')",
+        "raw_encoding": "'base64'",
+        "size": "COALESCE(CAST(CHAR_LENGTH(b64) / 4 * 3 - (CHAR_LENGTH(b64) - CHAR_LENGTH(TRIM(TRAILING '=' FROM b64)))"
+                " AS BIGINT), 0)",
+        "truncated": f"COALESCE(CHAR_LENGTH(b64) > {max_b64}, FALSE)", "received_ms": received,
+    })
+    text = strip_sql_comments((SQL_DIR / "malformed_readings.sql").read_text().replace("-- @inserts", "@inserts"))
+    ddl_text, inserts_text = text.split("@inserts")
+    ddl = ddl_text.format(
+        readings_topic=topics.readings, bootstrap=settings.kafka_servers, kafka_security=_kafka_security(settings),
+        group_id=group_id, scan_options=_scan_options(batch), dead_letter_columns=schema.DEAD_LETTER.sql_columns(),
+        dead_letter_topic=topics.dead_letter,
+    )
+    inserts = inserts_text.format(
+        incomplete_select=incomplete, incomplete_where=" OR ".join(f"`{n}` IS NULL" for n in required),
+        not_json_select=not_json,
+    )
+    ddl_statements, insert_statements = _statements(ddl), _statements(inserts)
+    if not settings.flink_dead_letter_unparsable:
+        ddl_statements = [stmt for stmt in ddl_statements if "readings_raw" not in stmt]
+        insert_statements = [stmt for stmt in insert_statements if "readings_raw" not in stmt]
+    return ddl_statements, insert_statements
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _scan_options(batch: bool) -> str:
+    return ("'scan.startup.mode' = 'earliest-offset',\n  'scan.bounded.mode' = 'latest-offset'" if batch
+            else "'scan.startup.mode' = 'group-offsets'")
+
+
+def _kafka_security(settings: Settings) -> str:
+    # SASL options (when Kafka requires a login) for every Kafka table; quotes doubled for SQL.
+    return "".join(f"  'properties.{key}' = '{_quote(value)}',\n"
+                   for key, value in settings.flink_kafka_properties().items())
+
+
 def build(
     t_env: TableEnvironment, settings: Settings, group_id: str = "mw-window-aggregates",
     topics: Topics | None = None, rules: RuleSet | None = None, batch: bool = False,
@@ -141,9 +210,10 @@ def build(
         conf.set("table.exec.emit.late-fire.delay", "0 s")
         conf.set("table.exec.emit.allow-lateness", f"{settings.allowed_lateness_s} s")
     ddl, inserts = render_sql(settings, group_id, topics, rules, batch)
-    for stmt in ddl:
+    malformed_ddl, malformed_inserts = malformed_sql(settings, group_id, topics, batch)
+    for stmt in ddl + malformed_ddl:
         t_env.execute_sql(stmt)
-    return inserts
+    return inserts + malformed_inserts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--aggregates-topic", default=names.TOPIC_AGGREGATES)
     parser.add_argument("--late-topic", default=names.TOPIC_LATE)
     parser.add_argument("--alerts-topic", default=names.TOPIC_ALERTS)
+    parser.add_argument("--dead-letter-topic", default=names.TOPIC_DEAD_LETTER,
+                        help="where malformed readings go (with this job as their source)")
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="threshold rules (TOML)")
     parser.add_argument("--job-name", default=JOB_NAME)
     parser.add_argument("--batch", action="store_true",
@@ -160,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_settings()
     rules = load_rules(args.rules)  # checked before anything is submitted
-    topics = Topics(args.readings_topic, args.aggregates_topic, args.late_topic, args.alerts_topic)
+    topics = Topics(args.readings_topic, args.aggregates_topic, args.late_topic, args.alerts_topic,
+                    args.dead_letter_topic)
     mode = EnvironmentSettings.in_batch_mode() if args.batch else EnvironmentSettings.in_streaming_mode()
     t_env = TableEnvironment.create(mode)
     inserts = build(t_env, settings, args.group_id, topics, rules, args.batch)

@@ -13,37 +13,21 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from machinewatch import schema
 from machinewatch.record import RecordError, check_fields, json_object
+from machinewatch.schema import DEVICE_EVENT
 
 # What a device event can be; consumers switch on this field.
 KIND_OBSERVATION = "observation"  # one observation the device produced (EVENT, CONDITION, non-numeric SAMPLE)
 KIND_GAP = "gap"  # observations that existed at the source but can no longer be read
 KIND_AGENT_RESTARTED = "agent_restarted"  # the source restarted: its sequence numbers start over
-KIND_DERIVED = "derived"  # an alert-worthy fact derived from an observation
+KIND_DERIVED = schema.KIND_DERIVED  # an alert-worthy fact derived from an observation (on the alerts topic)
 KINDS = (KIND_OBSERVATION, KIND_GAP, KIND_AGENT_RESTARTED, KIND_DERIVED)
 
-# (name, python type). Order is the JSON order.
-DEVICE_EVENT_FIELDS: tuple[tuple[str, type], ...] = (
-    ("source", str),
-    ("region", str),
-    ("site", str),
-    ("device_id", str),
-    ("kind", str),
-    ("category", str),   # SAMPLE | EVENT | CONDITION for observations, "" otherwise
-    ("item", str),       # data item id (or name) the observation belongs to; "" for agent-level events
-    ("item_type", str),  # e.g. AVAILABILITY, EMERGENCY_STOP, TEMPERATURE; for derived: the rule name
-    ("value", str),      # the reported value or condition text
-    ("state", str),      # condition level NORMAL | WARNING | FAULT | UNAVAILABLE; derived: the alert state
-    ("sequence", int),   # source sequence number; for a gap the first lost one
-    ("instance_id", str),
-    ("ts", int),         # event time, UTC epoch ms
-    ("event_id", str),
-    ("detail", str),
-    ("lost_count", int),  # for a gap: exactly how many sequence numbers were lost
-)
+# (name, python type) of schema.DEVICE_EVENT, where each field is described. Order is the JSON order.
+DEVICE_EVENT_FIELDS: tuple[tuple[str, type], ...] = tuple((c.name, c.json) for c in DEVICE_EVENT.columns)
 
-_OPTIONAL = {"region", "site", "category", "item", "item_type", "value", "state", "sequence", "detail",
-             "lost_count", "instance_id"}
+_OPTIONAL = {c.name for c in DEVICE_EVENT.columns if not c.required}
 _MAX_TEXT = 256
 _MAX_VALUE = 4096
 

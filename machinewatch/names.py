@@ -52,3 +52,5 @@ ALL_BUCKETS = (BUCKET_RAW, BUCKET_AGGREGATES, BUCKET_ALERTS, BUCKET_HISTORY, BUC
 MEASUREMENT_WINDOW = "window_agg"
 MEASUREMENT_LATE = "late_event"
 MEASUREMENT_THRESHOLD_ALERT = "threshold_alert"
+# Alerts with a lifecycle (sustained-condition rules, alerts derived from device events).
+MEASUREMENT_DEVICE_ALERT = "device_alert"

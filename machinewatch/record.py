@@ -1,6 +1,7 @@
-"""The canonical reading: the one record definition every stage uses.
+"""The canonical reading: the one record every stage uses, with the helpers other records share.
 
-The Flink DDL column list is generated from ``READING_FIELDS`` so the schema is never typed twice.
+Its columns are ``machinewatch.schema.READING``; the Flink DDL column list and ``READING_FIELDS`` are
+derived from it, so the schema is never typed twice.
 """
 
 from __future__ import annotations
@@ -14,22 +15,12 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
-# (name, python type, Flink SQL type). Order is the JSON/DDL order.
-READING_FIELDS: tuple[tuple[str, type, str], ...] = (
-    ("source", str, "STRING"),
-    ("region", str, "STRING"),
-    ("site", str, "STRING"),
-    ("device_id", str, "STRING"),
-    ("metric", str, "STRING"),
-    ("value", float, "DOUBLE"),
-    ("unit", str, "STRING"),
-    ("orig_value", float, "DOUBLE"),
-    ("orig_unit", str, "STRING"),
-    ("ts", int, "BIGINT"),
-    ("event_id", str, "STRING"),
-)
+from machinewatch.schema import READING
 
-_OPTIONAL = {"orig_value", "orig_unit", "site", "region"}
+# (name, python type, Flink SQL type) of schema.READING. Order is the JSON/DDL order.
+READING_FIELDS: tuple[tuple[str, type, str], ...] = tuple((c.name, c.json, c.sql) for c in READING.columns)
+
+_OPTIONAL = {c.name for c in READING.columns if not c.required}
 _MAX_TEXT = 256
 # Event times outside this range are rejected: they would poison event-time watermarks.
 _MIN_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -194,4 +185,4 @@ def validate(data: dict[str, Any]) -> None:
 
 def flink_columns() -> str:
     """The physical column list of the canonical reading for a Flink CREATE TABLE."""
-    return ",\n  ".join(f"`{name}` {sql}" for name, _, sql in READING_FIELDS)
+    return READING.sql_columns()

@@ -7,22 +7,21 @@ points polled before: an InfluxDB outage leaves the results buffered in Kafka (b
 dropped. What cannot land (not a result, refused by InfluxDB, older than the bucket keeps) comes back to
 the runner as ``Rejected`` and goes to the dead-letter topic with its exact bytes.
 
-Points are written as line protocol built here directly (byte for byte what influxdb_client's
-``Point`` gives for the same result, without its per-point cost) in gzip-compressed requests of
-at most ~1 MB, as the ``influx write`` CLI does.
+Points are written as line protocol by the one encoder of each record kind (``machinewatch.line_protocol``,
+derived from ``machinewatch.schema``; byte for byte what influxdb_client's ``Point`` gives, without its
+per-point cost) in gzip-compressed requests of at most ~1 MB, as the ``influx write`` CLI does. Alerts are
+encoded by their ``kind`` field (threshold, sustained_<rule>, derived).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import math
 import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,197 +33,20 @@ from machinewatch import names, quality
 from machinewatch.config import Settings
 from machinewatch.influx_admin import bucket_retention_s
 from machinewatch.kafka_io import KafkaMessage, KafkaSource, message_origin, run_consumer
+from machinewatch.line_protocol import alert_line, late_line, window_line
 from machinewatch.runtime import Counters, Rejected, RunOptions
+from machinewatch.schema import BadRecord
 
 log = logging.getLogger(__name__)
 
-_TAGS = ("device_id", "metric", "source", "region", "site", "unit")
-_REQUIRED = ("device_id", "metric", "window_ms", "window_end_ms", "avg_value", "min_value", "max_value", "count")
+# The encoders of the result records, derived from their definitions (machinewatch.schema): one per kind,
+# the same ones the tests use. Alerts are told apart by their kind field.
+BadResult = BadRecord  # a message on a result topic that is not a result of its kind
 
 
-class BadResult(ValueError):
-    """A message on the aggregates topic that is not a window result."""
+__all__ = ["BadResult", "InfluxWriter", "Topics", "alert_line", "late_line", "parse", "window_line"]
 
-
-_LATE_REQUIRED = ("source", "device_id", "metric", "ts")
-_ALERT_TAGS = ("device_id", "rule_group", "severity", "kind", "state", "region", "site", "source")
-
-
-def _require(doc: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
-    # Shared by the Point builders and the line builders, which must refuse the same records.
-    if None in map(doc.get, keys):
-        missing = [k for k in keys if doc.get(k) is None]
-        msg = f"{what} lacks {', '.join(missing)}"
-        raise BadResult(msg)
-
-
-def _window_label(doc: dict[str, Any]) -> str:
-    size_s = int(doc["window_ms"]) // 1000
-    slide_s = int(doc.get("slide_ms") or doc["window_ms"]) // 1000
-    return f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s"
-
-
-def _alert_target(doc: dict[str, Any]) -> tuple[str, int]:
-    """An alert's measurement and time (ms), or BadResult."""
-    when = doc.get("window_end_ms", doc.get("ts"))
-    if not doc.get("device_id") or when is None:
-        msg = "alert lacks device_id or a time (window_end_ms / ts)"
-        raise BadResult(msg)
-    return (names.MEASUREMENT_THRESHOLD_ALERT if doc.get("rule_group") else "device_alert"), int(when)
-
-
-def _alert_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    """Everything but the tags: strings and bools as they are, numbers as floats, the rest as JSON."""
-    fields: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key in _ALERT_TAGS or value is None:
-            continue
-        if isinstance(value, bool | str):
-            fields[key] = value
-        elif isinstance(value, int | float):
-            fields[key] = float(value)
-        else:
-            fields[key] = json.dumps(value, sort_keys=True)
-    return fields
-
-
-def to_point(doc: dict[str, Any]) -> Point:
-    """One window result as an InfluxDB point (time = window end, ms precision)."""
-    _require(doc, _REQUIRED, "window result")
-    point = Point(names.MEASUREMENT_WINDOW).tag("window", _window_label(doc))
-    for tag in _TAGS:
-        value = doc.get(tag)
-        if value:  # InfluxDB has no empty tag values
-            point = point.tag(tag, str(value))
-    return (
-        point.field("avg", float(doc["avg_value"]))
-        .field("min", float(doc["min_value"]))
-        .field("max", float(doc["max_value"]))
-        .field("count", int(doc["count"]))
-        .time(int(doc["window_end_ms"]), WritePrecision.MS)
-    )
-
-
-def late_point(doc: dict[str, Any]) -> Point:
-    """One reading that arrived after its window fired: a point at its event time (count = 1)."""
-    _require(doc, _LATE_REQUIRED, "late event")
-    return (
-        Point(names.MEASUREMENT_LATE)
-        .tag("source", str(doc["source"])).tag("device_id", str(doc["device_id"])).tag("metric", str(doc["metric"]))
-        .field("count", 1)
-        .field("event_id", str(doc.get("event_id") or ""))
-        .field("watermark", str(doc.get("watermark") or ""))
-        .time(int(doc["ts"]), WritePrecision.MS)
-    )
-
-
-
-def alert_point(doc: dict[str, Any]) -> Point:
-    """An alert record (threshold or device alert): tags for filtering, the rest as fields."""
-    measurement, when = _alert_target(doc)
-    point = Point(measurement)
-    for tag in _ALERT_TAGS:
-        if doc.get(tag):
-            point = point.tag(tag, str(doc[tag]))
-    for key, value in _alert_fields(doc).items():
-        point = point.field(key, value)
-    return point.time(when, WritePrecision.MS)
-
-
-# The same escaping as influxdb_client's Point, so both give the same bytes (and so the same series).
-_ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
-_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
-_ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
-_WINDOW_MEASUREMENT = names.MEASUREMENT_WINDOW.translate(_ESCAPE_MEASUREMENT)
-
-
-def _tag_value(value: object) -> str:
-    escaped = str(value).translate(_ESCAPE_KEY)
-    return escaped + " " if escaped.endswith("\\") else escaped  # else the backslash escapes the separator
-
-
-def _tags(pairs: Iterable[tuple[str, object]]) -> str:
-    """``,k=v`` for each tag with a value, keys sorted (Point sorts them too); empty values are left out."""
-    out = [f"{key.translate(_ESCAPE_KEY)}={v}" for key, value in sorted(pairs)
-           if value is not None and (v := _tag_value(value))]
-    return "," + ",".join(out) if out else ""
-
-
-def _fields(fields: dict[str, Any]) -> str:
-    """Fields as Point writes them: sorted; None and NaN/inf left out; ints as ``Ni``; strings quoted."""
-    out = []
-    for key, value in sorted(fields.items()):
-        if value is None:
-            continue
-        name = key.translate(_ESCAPE_KEY)
-        if isinstance(value, float):
-            if field := _float_field(name, value):
-                out.append(field)
-        elif isinstance(value, bool):
-            out.append(f"{name}={'true' if value else 'false'}")
-        elif isinstance(value, int):
-            out.append(f"{name}={value}i")
-        elif isinstance(value, str):
-            out.append(f'{name}="{value.translate(_ESCAPE_STRING)}"')
-        else:
-            msg = f"field {key} has unsupported type {type(value).__name__}"
-            raise BadResult(msg)
-    return ",".join(out)
-
-
-def _line(measurement: str, tags: str, fields: str, time_ms: int) -> str:
-    # A point without fields is no point: Point gives "" for it too, and write() drops empty lines.
-    return f"{measurement.translate(_ESCAPE_MEASUREMENT)}{tags} {fields} {time_ms}" if fields else ""
-
-
-_WINDOW_TAGS = (*sorted(_TAGS), "window")  # Point sorts tags by key
-
-
-@functools.lru_cache(maxsize=65_536, typed=True)  # typed: 1, 1.0 and True are equal keys but different tags
-def _window_series(*values: object) -> str:
-    """Measurement and tags of a window result: the same for every window of one device, so cached."""
-    # Falsy tags are left out as in to_point: InfluxDB has no empty tag values.
-    return _WINDOW_MEASUREMENT + "".join(f",{tag}={_tag_value(value)}"
-                                         for tag, value in zip(_WINDOW_TAGS, values, strict=True) if value)
-
-
-def _float_field(name: str, value: float) -> str:
-    text = str(value)
-    if text.endswith(".0"):  # Point writes whole floats without ".0"
-        text = text[:-2]
-    return f"{name}={text}" if math.isfinite(value) else ""
-
-
-def window_line(doc: dict[str, Any]) -> str:
-    """``to_point(doc)`` as line protocol (ms precision), built without a Point: the writer's hot path."""
-    _require(doc, _REQUIRED, "window result")
-    values = (*map(doc.get, _WINDOW_TAGS[:-1]), _window_label(doc))
-    try:
-        series = _window_series(*values)
-    except TypeError:  # an unhashable tag value (a JSON list): written as Point would, just not cached
-        series = _window_series.__wrapped__(*values)
-    fields = (_float_field("avg", float(doc["avg_value"])), f"count={int(doc['count'])}i",
-              _float_field("max", float(doc["max_value"])), _float_field("min", float(doc["min_value"])))
-    return f"{series} {','.join(f for f in fields if f)} {int(doc['window_end_ms'])}"
-
-
-def late_line(doc: dict[str, Any]) -> str:
-    """``late_point(doc)`` as line protocol (ms precision)."""
-    _require(doc, _LATE_REQUIRED, "late event")
-    tags = _tags([(tag, str(doc[tag])) for tag in ("source", "device_id", "metric")])
-    fields = _fields({"count": 1, "event_id": str(doc.get("event_id") or ""),
-                      "watermark": str(doc.get("watermark") or "")})
-    return _line(names.MEASUREMENT_LATE, tags, fields, int(doc["ts"]))
-
-
-def alert_line(doc: dict[str, Any]) -> str:
-    """``alert_point(doc)`` as line protocol (ms precision)."""
-    measurement, when = _alert_target(doc)
-    tags = _tags([(tag, str(doc[tag])) for tag in _ALERT_TAGS if doc.get(tag)])
-    return _line(measurement, tags, _fields(_alert_fields(doc)), when)
-
-
-Converter = Callable[[dict[str, Any]], "str | Point"]
+Converter = Callable[[Mapping[str, Any]], "str | Point"]
 
 
 # Request bodies of at most this many characters of line protocol (~1 MB, twice the CLI's 500 kB: one
@@ -249,7 +71,7 @@ def parse(raw: bytes) -> dict[str, Any]:
 
 def _ms_line(point: Point) -> str:
     if point.write_precision != WritePrecision.MS:  # an int time is taken as it is: it must be ms already
-        msg = f"points must have ms timestamps (as to_point & co. give), not {point.write_precision}"
+        msg = f"points must have ms timestamps (as the line encoders write), not {point.write_precision}"
         raise ValueError(msg)
     return point.to_line_protocol()
 

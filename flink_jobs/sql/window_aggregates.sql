@@ -1,8 +1,11 @@
 -- Tables of the window job. Placeholders in braces are filled from settings by
--- flink_jobs/window_aggregates.py; the source column list comes from machinewatch.record.
+-- flink_jobs/window_aggregates.py; every column list comes from the record definitions
+-- (machinewatch.schema: READING, WINDOW_RESULT, LATE_EVENT, THRESHOLD_ALERT).
 
 CREATE TABLE readings (
   {reading_columns},
+  `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,
+  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
   event_time AS TO_TIMESTAMP_LTZ(`ts`, 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '{watermark_delay_s}' SECOND
 ) WITH (
@@ -13,25 +16,15 @@ CREATE TABLE readings (
   'properties.auto.offset.reset' = 'earliest',
   {scan_options},
   'format' = 'json',
-  -- Malformed payloads are rejected by the collectors; the job skips what slips through.
+  -- Malformed payloads are rejected by the collectors. What slips through is not dropped silently:
+  -- a field that is missing or not of its type reads as NULL and the row is dead-lettered by the job
+  -- (sql/malformed_readings.sql); a payload that is no JSON object at all is dropped here and
+  -- dead-lettered from the raw bytes (readings_raw).
   'json.ignore-parse-errors' = 'true'
 );
 
 CREATE TABLE window_aggregates (
-  `device_id` STRING,
-  `metric` STRING,
-  `source` STRING,
-  `region` STRING,
-  `site` STRING,
-  `unit` STRING,
-  `window_ms` BIGINT,
-  `slide_ms` BIGINT,
-  `window_start_ms` BIGINT,
-  `window_end_ms` BIGINT,
-  `avg_value` DOUBLE,
-  `min_value` DOUBLE,
-  `max_value` DOUBLE,
-  `count` BIGINT{aggregates_key}
+  {window_result_columns}{aggregates_key}
 ) WITH (
   'topic' = '{aggregates_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
@@ -39,12 +32,7 @@ CREATE TABLE window_aggregates (
 );
 
 CREATE TABLE late_events (
-  `source` STRING,
-  `device_id` STRING,
-  `metric` STRING,
-  `ts` BIGINT,
-  `event_id` STRING,
-  `watermark` STRING
+  {late_event_columns}
 ) WITH (
   'connector' = 'kafka',
   'topic' = '{late_topic}',
@@ -57,16 +45,7 @@ CREATE TABLE late_events (
 );
 
 CREATE TABLE threshold_alerts (
-  `alert_id` STRING,
-  `rule_group` STRING,
-  `label` STRING,
-  `severity` STRING,
-  `device_id` STRING,
-  `region` STRING,
-  `site` STRING,
-  `window_start_ms` BIGINT,
-  `window_end_ms` BIGINT,
-  `values` STRING{alerts_key}
+  {threshold_alert_columns}{alerts_key}
 ) WITH (
   'topic' = '{alerts_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',

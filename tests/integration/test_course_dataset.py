@@ -23,7 +23,7 @@ from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
-from sinks.influxdb_writer import InfluxWriter, alert_point, to_point
+from sinks.influxdb_writer import InfluxWriter, alert_line, window_line
 from tests.integration.conftest import require_free_slot
 from tests.process_support import CpuStress
 from tests.realdata import realdata_file
@@ -104,8 +104,8 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
         "--group-id", f"g-{run}", "--job-name", job_name,
     ])
     writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
-        topics["aggregates"]: (to_point, names.BUCKET_AGGREGATES),
-        topics["alerts"]: (alert_point, names.BUCKET_ALERTS),
+        topics["aggregates"]: (window_line, names.BUCKET_AGGREGATES),
+        topics["alerts"]: (alert_line, names.BUCKET_ALERTS),
     })
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()

@@ -24,14 +24,14 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
-from influxdb_client import InfluxDBClient
+from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from dashboards.streamlit import data, headless
 from machinewatch import names
 from machinewatch.config import Settings
 from machinewatch.stack import Stack
-from sinks.influxdb_writer import alert_point, late_point, to_point
+from sinks.influxdb_writer import alert_line, late_line, window_line
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def known(stack: Stack, settings: Settings) -> Known:
     docs = _window_docs(prefix, last_end_ms)
     alerts = _alert_docs(prefix, now_ms)
     thresholds = [
-        {"device_id": f"{prefix}-srv-1", "rule_group": "server-cpu-mem", "severity": "critical",
+        {"kind": "threshold", "device_id": f"{prefix}-srv-1", "rule_group": "server-cpu-mem", "severity": "critical",
          "label": "High CPU + Memory stress", "region": "lab", "site": "servers", "alert_id": f"{prefix}-t{i}",
          "values": {"cpu": 90.0, "mem": 80.0}, "window_start_ms": last_end_ms - 30_000 - i * 10_000,
          "window_end_ms": last_end_ms - i * 10_000}
@@ -129,9 +129,11 @@ def known(stack: Stack, settings: Settings) -> Known:
                  "ts": last_end_ms - 50_000, "event_id": f"{prefix}-late-de", "watermark": "x"})
     with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
         write = client.write_api(write_options=SYNCHRONOUS)
-        write.write(names.BUCKET_AGGREGATES, record=[to_point(d) for d in docs] + [late_point(d) for d in late])
-        write.write(names.BUCKET_ALERTS, record=[alert_point(d) for docs_ in alerts.values() for d in docs_]
-                    + [alert_point(d) for d in thresholds])
+        # The writer's own encoders (ms timestamps).
+        write.write(names.BUCKET_AGGREGATES, record=[window_line(d) for d in docs] + [late_line(d) for d in late],
+                    write_precision=WritePrecision.MS)
+        write.write(names.BUCKET_ALERTS, record=[alert_line(d) for docs_ in alerts.values() for d in docs_]
+                    + [alert_line(d) for d in thresholds], write_precision=WritePrecision.MS)
     frame = pd.DataFrame([d for d in docs if d["k"] >= 0]).rename(columns={"avg_value": "avg"})
     frame["end"] = pd.to_datetime(frame["window_end_ms"], unit="ms", utc=True)
     return Known(prefix, now, datetime.fromtimestamp(last_end_ms / 1000, tz=UTC), frame,

@@ -17,7 +17,7 @@ from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
-from sinks.influxdb_writer import InfluxWriter, late_point, to_point
+from sinks.influxdb_writer import InfluxWriter, late_line, window_line
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
 from tests.waiting import poll, wait_for
@@ -53,8 +53,8 @@ def test_allowed_lateness_updates_windows_and_later_readings_are_counted(stack: 
         "--job-name", job_name,
     ])
     writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
-        topics["aggregates"]: (to_point, names.BUCKET_AGGREGATES),
-        topics["late"]: (late_point, names.BUCKET_AGGREGATES),
+        topics["aggregates"]: (window_line, names.BUCKET_AGGREGATES),
+        topics["late"]: (late_line, names.BUCKET_AGGREGATES),
     })
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()

@@ -24,7 +24,7 @@ from machinewatch.config import Settings
 from machinewatch.record import make_event_id
 from machinewatch.stack import Stack
 from machinewatch.stack.mosquitto import Mosquitto
-from sinks.influxdb_writer import InfluxWriter, alert_point, to_point
+from sinks.influxdb_writer import InfluxWriter, alert_line, window_line
 from tests.integration.conftest import require_free_slot
 from tests.mqtt_support import Collector, Sender, wait_for, write_conf
 from tests.stack_support import create_topics, read_topic
@@ -69,8 +69,8 @@ def test_mqtt_readings_reach_influxdb_exactly_across_a_collector_crash(
         "--group-id", f"g-{run}", "--job-name", job_name,
     ])
     writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
-        topics["aggregates"]: (to_point, names.BUCKET_AGGREGATES),
-        topics["alerts"]: (alert_point, names.BUCKET_ALERTS),
+        topics["aggregates"]: (window_line, names.BUCKET_AGGREGATES),
+        topics["alerts"]: (alert_line, names.BUCKET_ALERTS),
     })
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()

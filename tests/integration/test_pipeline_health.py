@@ -36,7 +36,7 @@ from machinewatch import jobs, names, quality
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
-from sinks.influxdb_writer import to_point
+from tests.influx_points import to_point
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
 

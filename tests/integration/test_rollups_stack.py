@@ -23,7 +23,7 @@ from machinewatch import names, rollups
 from machinewatch.config import Settings
 from machinewatch.query import run_flux
 from machinewatch.stack import Stack
-from sinks.influxdb_writer import to_point
+from tests.influx_points import to_point
 
 pytestmark = pytest.mark.integration
 # The runs this module asked for; any other run of a task is one its schedule started.

@@ -20,7 +20,7 @@ from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.stack import Stack
 from simulators.temperature import TemperatureSimulator
-from sinks.influxdb_writer import InfluxWriter, alert_point
+from sinks.influxdb_writer import InfluxWriter, alert_line
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
 from tests.waiting import poll
@@ -79,7 +79,7 @@ def test_overheat_lifecycle_matches_scenario(stack: Stack, settings: Settings) -
         "--group-id", f"g-{run}", "--job-name", job_name,
     ])
     writer = InfluxWriter(settings, group_id=f"w-{run}",
-                          routes={topics["alerts"]: (alert_point, names.BUCKET_ALERTS)})
+                          routes={topics["alerts"]: (alert_line, names.BUCKET_ALERTS)})
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
     want = expected(settings, t0)
@@ -131,7 +131,7 @@ from(bucket: "{names.BUCKET_ALERTS}")
     assert {(index[d], st, int(t.timestamp() * 1000)) for d, st, t in zip(rows.device_id, rows.state, rows._time,
                                                                            strict=True)} == want
     replay = InfluxWriter(settings, group_id=f"replay-{run}",
-                          routes={topics["alerts"]: (alert_point, names.BUCKET_ALERTS)})
+                          routes={topics["alerts"]: (alert_line, names.BUCKET_ALERTS)})
     replay.run(idle_exit_s=5)
     after_replay = poll(lambda: query.run_flux(settings, flux), lambda _frame: True, 60, "the alerts after a replay")
     assert len(after_replay) == len(want)

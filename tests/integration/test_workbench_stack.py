@@ -29,7 +29,7 @@ from machinewatch import names
 from machinewatch.config import Settings
 from machinewatch.query import QueryError, run_flux
 from machinewatch.stack import Stack
-from sinks.influxdb_writer import to_point
+from tests.influx_points import to_point
 
 pytestmark = pytest.mark.integration
 

@@ -19,13 +19,11 @@ from sinks.influxdb_writer import (
     BadResult,
     InfluxWriter,
     alert_line,
-    alert_point,
     late_line,
-    late_point,
     parse,
-    to_point,
     window_line,
 )
+from tests.influx_points import alert_point, late_point, to_point
 
 RESULT = {
     "device_id": "sensor-1", "metric": "temperature", "source": "sim", "region": "plant-1", "site": "",

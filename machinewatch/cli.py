@@ -24,15 +24,17 @@ def _duration(text: str) -> timedelta:
 
 
 def _flush_age(text: str) -> float:
-    """--max-age: the runner flushes at least once an hour, so a batch may wait (0, 3600] seconds."""
+    """--max-age: the runner's ``flush_interval_s``, checked by RunOptions itself (the one place with its range)."""
+    from pydantic import ValidationError
+
+    from machinewatch.runtime import RunOptions
+
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 3600:  # NaN fails this too
-        msg = f"'{text}' is not a number of seconds in (0, 3600]"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+        return RunOptions(flush_interval_s=float(text)).flush_interval_s
+    except (ValueError, ValidationError):  # not a number, NaN or out of range
+        bounds = {type(m).__name__: m for m in RunOptions.model_fields["flush_interval_s"].metadata}
+        msg = f"'{text}' is not a number of seconds in ({bounds['Gt'].gt:g}, {bounds['Le'].le:g}]"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:

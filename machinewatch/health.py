@@ -188,13 +188,12 @@ def summarize_dead_letters(docs: Iterable[dict[str, Any]], since_ms: int) -> lis
 
 def flink_jobs(settings: Settings, now: datetime | None = None) -> list[JobHealth]:
     """Every job the JobManager knows (running first, then the newest): state, restarts, last checkpoint age."""
-    import requests
+    from machinewatch.flink_rest import rest
 
     now = now or datetime.now(tz=UTC)
-    timeout = settings.flink_rest_timeout_s
 
     def get(path: str) -> Any:
-        resp = requests.get(f"{settings.flink_rest}{path}", timeout=timeout)
+        resp = rest(settings, "GET", path)
         resp.raise_for_status()
         return resp.json()
 

@@ -45,7 +45,8 @@ from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack.procs import ManagedProcess
-from tests.integration.test_course_dataset import expected_alerts, hop_oracle
+from tests.integration.pipeline_support import hop_windows
+from tests.integration.test_course_dataset import expected_alerts
 from tests.stack_support import WebhookReceiver, read_messages, read_topic
 from tests.waiting import wait_for
 
@@ -299,7 +300,7 @@ def tumble_oracle(df: pd.DataFrame, size_ms: int) -> pd.DataFrame:
 
 def threshold_oracle(ledger: pd.DataFrame, settings: Settings) -> set[tuple[str, int, str]]:
     """(device, window end, label) of every threshold alert the rules give on the ledger."""
-    hop = hop_oracle(ledger, settings.hop_size_s * 1000, settings.hop_slide_s * 1000)
+    hop = hop_windows(ledger, settings.hop_size_s * 1000, settings.hop_slide_s * 1000)
     alerts = expected_alerts(hop[hop.metric != "temperature"])
     out = set(zip(alerts.device_id, alerts.window_end_ms.astype(int), alerts.label, strict=True))
     temp = tumble_oracle(ledger[ledger.metric == "temperature"], TEMP_GROUP_S * 1000)
@@ -379,7 +380,7 @@ class Expected:
     def of(cls, settings: Settings, ledger: pd.DataFrame, job_settings: Settings) -> Expected:
         windows = {
             f"{settings.window_size_s}s": tumble_oracle(ledger, settings.window_size_s * 1000),
-            f"{settings.hop_size_s}s@{settings.hop_slide_s}s": hop_oracle(
+            f"{settings.hop_size_s}s@{settings.hop_slide_s}s": hop_windows(
                 ledger, settings.hop_size_s * 1000, settings.hop_slide_s * 1000),
         }
         # Closed for sure: the watermark (last event time - delay) passed it by a bucket and a second.

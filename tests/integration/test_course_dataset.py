@@ -9,7 +9,6 @@ net_in/disk_io that pandas computes, and exactly the threshold alerts the origin
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,16 +17,14 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer
 
-from machinewatch import jobs, names, query
+from machinewatch import names, query
 from machinewatch.config import Settings
 from machinewatch.kafka_io import Publisher
 from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
-from sinks.influxdb_writer import InfluxWriter, alert_line, window_line
-from tests.integration.conftest import require_free_slot
+from tests.integration.pipeline_support import WindowPipeline, hop_windows
 from tests.process_support import CpuStress
 from tests.realdata import realdata_file
-from tests.stack_support import create_topics
 from tests.waiting import poll, wait_for_count
 
 pytestmark = pytest.mark.integration
@@ -45,17 +42,6 @@ def course_readings(path: Path, base: datetime) -> pd.DataFrame:
     long = raw.melt(id_vars=["ts_ms", "server_id"], value_vars=list(METRICS), var_name="metric", value_name="value")
     # Publish in event-time order, as the servers produced it: metric by metric would be late data.
     return long.rename(columns={"server_id": "device_id", "ts_ms": "ts"}).sort_values("ts", kind="stable")
-
-
-def hop_oracle(df: pd.DataFrame, size_ms: int, slide_ms: int) -> pd.DataFrame:
-    parts = []
-    for k in range(size_ms // slide_ms):
-        start = (df.ts // slide_ms) * slide_ms - k * slide_ms
-        parts.append(df.assign(window_end_ms=start + size_ms))
-    every = pd.concat(parts)
-    return every.groupby(["device_id", "metric", "window_end_ms"])["value"].agg(
-        avg="mean", min="min", max="max", count="count"
-    ).reset_index()
 
 
 def expected_alerts(windows: pd.DataFrame) -> pd.DataFrame:
@@ -87,28 +73,14 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
     the truth, so load must not make a partition look idle and its readings late."""
     data = realdata_file(DATA)
     run = uuid.uuid4().hex[:8]
-    topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
-    create_topics(settings, topics.values())
-
     base = (datetime.now(tz=UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
     df = course_readings(data, base)
     prefix = f"c{run}-"
     df["device_id"] = prefix + df["device_id"].astype(str)
     assert len(df) == 28_800 * len(METRICS)
 
-    job_name = f"mw-course-{run}"
-    require_free_slot(settings)
-    jobs.submit(settings, "window-aggregates", [
-        "--readings-topic", topics["readings"], "--aggregates-topic", topics["aggregates"],
-        "--late-topic", topics["late"], "--alerts-topic", topics["alerts"],
-        "--group-id", f"g-{run}", "--job-name", job_name,
-    ])
-    writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
-        topics["aggregates"]: (window_line, names.BUCKET_AGGREGATES),
-        topics["alerts"]: (alert_line, names.BUCKET_ALERTS),
-    })
-    thread = threading.Thread(target=writer.run, daemon=True)
-    thread.start()
+    pipeline = WindowPipeline(settings, run, "course")
+    topics = pipeline.topics
     busy = CpuStress(stress).__enter__()
     try:
         with Publisher(settings, topic=topics["readings"]) as pub:
@@ -121,7 +93,7 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
         size_ms, slide_ms = settings.hop_size_s * 1000, settings.hop_slide_s * 1000
         # Every partition ends at the file's last time, so the watermark passes everything up to it.
         horizon = int(df.ts.max()) - settings.watermark_delay_ms
-        windows = hop_oracle(df, size_ms, slide_ms)
+        windows = hop_windows(df, size_ms, slide_ms)
         windows = windows[windows.window_end_ms <= horizon]
         expected_points = len(windows)
 
@@ -160,10 +132,7 @@ from(bucket: "{names.BUCKET_ALERTS}")
                       f"{len(want_set)} threshold alerts in InfluxDB", every=3)
     finally:
         busy.__exit__()
-        writer.stop_event.set()
-        thread.join(timeout=30)
-        for job in jobs.running(settings, job_name):
-            jobs.cancel(settings, job["jid"])
+        pipeline.stop()
 
     got["window_end_ms"] = got["_time"].map(lambda t: int(t.timestamp() * 1000))
     merged = windows.merge(got, on=["device_id", "metric", "window_end_ms"], how="left", suffixes=("", "_got"))

@@ -22,7 +22,8 @@ from machinewatch import jobs, names, quality
 from machinewatch.config import Settings
 from machinewatch.stack import Stack
 from tests.integration.conftest import require_free_slot
-from tests.integration.test_course_dataset import course_readings, hop_oracle
+from tests.integration.pipeline_support import hop_windows
+from tests.integration.test_course_dataset import course_readings
 from tests.realdata import realdata_file
 from tests.stack_support import read_topic
 from tests.waiting import poll
@@ -66,8 +67,8 @@ def test_sample_history_config_backfills_into_the_history_bucket(stack: Stack, s
     # Every window of every server and metric (batch mode: up to the file's end), in the history bucket.
     readings = course_readings(data, datetime.fromisoformat(DAY + "T00:00:00+00:00"))
     size_ms, slide_ms = settings.hop_size_s * 1000, settings.hop_slide_s * 1000
-    want_sliding = len(hop_oracle(readings, size_ms, slide_ms))
-    want_tumbling = len(hop_oracle(readings, settings.window_size_s * 1000, settings.window_size_s * 1000))
+    want_sliding = len(hop_windows(readings, size_ms, slide_ms))
+    want_tumbling = len(hop_windows(readings, settings.window_size_s * 1000, settings.window_size_s * 1000))
     span = ["--bucket", "history", "--start", DAY, "--stop", "2024-01-03", "--limit", "3"]
     sliding = _cli(settings, "query", *span, "--window", f"{settings.hop_size_s}s@{settings.hop_slide_s}s")
     assert _rows(sliding.stdout, "window aggregates") == want_sliding, sliding.stdout + sliding.stderr

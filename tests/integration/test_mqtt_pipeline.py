@@ -19,15 +19,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from machinewatch import jobs, names, query
+from machinewatch import query
 from machinewatch.config import Settings
 from machinewatch.record import make_event_id
 from machinewatch.stack import Stack
 from machinewatch.stack.mosquitto import Mosquitto
-from sinks.influxdb_writer import InfluxWriter, alert_line, window_line
-from tests.integration.conftest import require_free_slot
+from tests.integration.pipeline_support import WindowPipeline, hop_windows
 from tests.mqtt_support import Collector, Sender, wait_for, write_conf
-from tests.stack_support import create_topics, read_topic
+from tests.stack_support import read_topic
 from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
@@ -46,34 +45,14 @@ def broker(stack: Stack, settings: Settings) -> Iterator[Mosquitto]:
         mosquitto.proc.stop()
 
 
-def hop_windows(df: pd.DataFrame, size_ms: int, slide_ms: int) -> pd.DataFrame:
-    parts = [df.assign(window_end_ms=(df.ts // slide_ms) * slide_ms - k * slide_ms + size_ms)
-             for k in range(size_ms // slide_ms)]
-    return pd.concat(parts).groupby(["device_id", "metric", "window_end_ms"])["value"].agg(
-        avg="mean", min="min", max="max", count="count").reset_index()
-
-
 def test_mqtt_readings_reach_influxdb_exactly_across_a_collector_crash(
         stack: Stack, settings: Settings, broker: Mosquitto, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
-    topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
-    create_topics(settings, topics.values())
     prefix = f"mq{run}"
     base = int((datetime.now(tz=UTC) - timedelta(days=2)).replace(second=0, microsecond=0).timestamp() * 1000)
 
-    job_name = f"mw-mqtt-{run}"
-    require_free_slot(settings)
-    jobs.submit(settings, "window-aggregates", [
-        "--readings-topic", topics["readings"], "--aggregates-topic", topics["aggregates"],
-        "--late-topic", topics["late"], "--alerts-topic", topics["alerts"],
-        "--group-id", f"g-{run}", "--job-name", job_name,
-    ])
-    writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
-        topics["aggregates"]: (window_line, names.BUCKET_AGGREGATES),
-        topics["alerts"]: (alert_line, names.BUCKET_ALERTS),
-    })
-    thread = threading.Thread(target=writer.run, daemon=True)
-    thread.start()
+    pipeline = WindowPipeline(settings, run, "mqtt")
+    topics = pipeline.topics
     collector = Collector(settings, write_conf(tmp_path / "mqtt.conf", settings, f"mw-pipe-{run}", prefix,
                                                topics["readings"], max_batch=MAX_BATCH), tmp_path / "collector.log")
     sender = Sender(settings)
@@ -122,10 +101,7 @@ def test_mqtt_readings_reach_influxdb_exactly_across_a_collector_crash(
         stop_sending.set()
         sender.close()
         collector.close()
-        writer.stop_event.set()
-        thread.join(timeout=30)
-        for job in jobs.running(settings, job_name):
-            jobs.cancel(settings, job["jid"])
+        pipeline.stop()
 
     got["window_end_ms"] = got["_time"].map(lambda t: int(t.timestamp() * 1000))
     merged = want.merge(got, on=["device_id", "metric", "window_end_ms"], how="left", suffixes=("", "_got"))

@@ -1,0 +1,54 @@
+"""A test's own instance of the window pipeline, and the pandas reference of its sliding windows.
+
+``WindowPipeline`` gives a test private topics, the window job on Flink reading them and an InfluxDB writer
+thread for its results; ``stop()`` ends both. ``hop_windows`` is what the job's HOP windows must hold.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+
+from machinewatch import jobs, names
+from machinewatch.config import Settings
+from sinks.influxdb_writer import InfluxWriter, alert_line, window_line
+from tests.integration.conftest import require_free_slot
+from tests.stack_support import create_topics
+
+
+class WindowPipeline:
+    """Topics ``mw.test-<run>.{readings,aggregates,late,alerts}``, the window job on them, the writer running."""
+
+    def __init__(self, settings: Settings, run: str, name: str) -> None:
+        self.settings = settings
+        self.topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
+        create_topics(settings, self.topics.values())
+        self.job_name = f"mw-{name}-{run}"
+        require_free_slot(settings)
+        jobs.submit(settings, "window-aggregates", [
+            "--readings-topic", self.topics["readings"], "--aggregates-topic", self.topics["aggregates"],
+            "--late-topic", self.topics["late"], "--alerts-topic", self.topics["alerts"],
+            "--group-id", f"g-{run}", "--job-name", self.job_name,
+        ])
+        self.writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
+            self.topics["aggregates"]: (window_line, names.BUCKET_AGGREGATES),
+            self.topics["alerts"]: (alert_line, names.BUCKET_ALERTS),
+        })
+        self.thread = threading.Thread(target=self.writer.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop the writer (after its last flush) and cancel the job."""
+        self.writer.stop_event.set()
+        self.thread.join(timeout=30)
+        for job in jobs.running(self.settings, self.job_name):
+            jobs.cancel(self.settings, job["jid"])
+
+
+def hop_windows(df: pd.DataFrame, size_ms: int, slide_ms: int) -> pd.DataFrame:
+    """avg/min/max/count per (device, metric, window end) of ``size_ms`` windows every ``slide_ms``."""
+    parts = [df.assign(window_end_ms=(df.ts // slide_ms) * slide_ms - k * slide_ms + size_ms)
+             for k in range(size_ms // slide_ms)]
+    return pd.concat(parts).groupby(["device_id", "metric", "window_end_ms"])["value"].agg(
+        avg="mean", min="min", max="max", count="count").reset_index()

@@ -29,7 +29,7 @@ class Rollup:
         return f"machinewatch rollup {self.label}"
 
 
-def _flux_duration(d: timedelta) -> str:
+def flux_duration(d: timedelta) -> str:
     seconds = int(d.total_seconds())
     if seconds % 3600 == 0:
         return f"{seconds // 3600}h"
@@ -46,17 +46,18 @@ ROLLUP_1H = Rollup("1h", names.BUCKET_ROLLUP_1H, names.BUCKET_ROLLUP_1M, "1m", t
 ROLLUPS = (ROLLUP_1M, ROLLUP_1H)
 
 
-def task_flux(rollup: Rollup, org: str) -> str:
+def task_flux(rollup: Rollup, org: str | None) -> str:
     """The task's Flux: the library's rollup.flux with its inputs bound, written to the roll-up's bucket.
 
     The range is whole buckets: from ``lookback`` before the last boundary up to that boundary (the bucket
-    still filling is left for the next run).
+    still filling is left for the next run). ``org`` None writes to the task's own organisation (the
+    InfluxDB template, applied into whichever org the user picks).
     """
-    every, lookback = _flux_duration(rollup.every), _flux_duration(rollup.lookback)
+    every, lookback = flux_duration(rollup.every), flux_duration(rollup.lookback)
     text = (FLUX_DIR / "rollup.flux").read_text()
     body = [ln for ln in text.splitlines() if not ln.startswith("//") and not ln.startswith("import ")]
     options = [
-        f'option task = {{name: "{rollup.task_name}", every: {every}, offset: {_flux_duration(rollup.offset)}}}',
+        f'option task = {{name: "{rollup.task_name}", every: {every}, offset: {flux_duration(rollup.offset)}}}',
         "",
         f'bucket = "{rollup.source_bucket}"',
         f"stop = date.truncate(t: now(), unit: {every})",
@@ -66,4 +67,5 @@ def task_flux(rollup: Rollup, org: str) -> str:
         f'label = "{rollup.label}"',
     ]
     return "\n".join(['import "date"', "", *options, *body]).rstrip() + (
-        f'\n    |> to(bucket: "{rollup.bucket}", org: "{org}")\n')
+        f'\n    |> to(bucket: "{rollup.bucket}", org: "{org}")\n' if org is not None
+        else f'\n    |> to(bucket: "{rollup.bucket}")\n')

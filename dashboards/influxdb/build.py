@@ -1,10 +1,11 @@
-"""Builds ``machinewatch.json``, the InfluxDB template (dashboard, variables, downsampling task, bucket).
+"""Builds ``machinewatch.json``, the InfluxDB template (dashboard, variables, the roll-up buckets and tasks).
 
 Cells and the task are made from the Flux library's own files: the inputs a file takes from
 influxdb-client ``params`` become assignments at the top bound to the UI's variables (v.timeRangeStart,
 v.region ...), so the InfluxDB UI and the Streamlit app run the same queries.
 Run ``python -m dashboards.influxdb.build`` after changing a Flux file; a test checks the file is current.
-Apply it with ``influx apply -f dashboards/influxdb/machinewatch.json`` (operator token).
+Apply it with ``influx apply -f dashboards/influxdb/machinewatch.json`` (operator token). The buckets and
+tasks are the roll-ups ``stack up`` makes (``machinewatch.rollups``), so an InfluxDB set up either way is the same.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from machinewatch import names
+from machinewatch import names, rollups
+from machinewatch.config import Settings
 
 HERE = Path(__file__).resolve().parent
 FLUX_DIR = HERE.parent / "flux"
 TEMPLATE = HERE / "machinewatch.json"
 API = "influxdata.com/v2alpha1"
-LONG_BUCKET = "aggregates_1h"
-LONG_RETENTION_S = 2 * 365 * 24 * 3600
 
 # Inputs every cell gets; "all" in a variable means no filter ("" to the query).
 COMMON = {
@@ -108,12 +108,33 @@ def cell_query(cell: Cell) -> str:
     return query + (cell.suffix + "\n" if cell.suffix else "")
 
 
-def task_query() -> str:
-    text = (FLUX_DIR / "downsample_hourly.flux").read_text()
-    options = {"bucket": f'"{names.BUCKET_AGGREGATES}"', "start": "-2h",
-               "stop": "date.truncate(t: now(), unit: 1h)", "window": '"10s"', "devicePrefix": '""'}
-    # Two hours back each hour: a late hour is rewritten with the same timestamps, never duplicated.
-    return _assemble(text, options, ('import "date"',)) + f'    |> to(bucket: "{LONG_BUCKET}")\n'
+def _retention_s(bucket: str) -> int:
+    """The bucket's default retention (the Settings field's default, not this machine's environment)."""
+    field_name = {names.BUCKET_ROLLUP_1M: "influx_rollup_1m_retention_s",
+                  names.BUCKET_ROLLUP_1H: "influx_rollup_1h_retention_s"}[bucket]
+    return int(Settings.model_fields[field_name].default)
+
+
+def task_query(rollup: rollups.Rollup) -> str:
+    """The roll-up task's Flux without its ``option task`` line: the template's spec carries name and schedule."""
+    flux = rollups.task_flux(rollup, org=None)
+    return flux.replace(next(ln for ln in flux.splitlines() if ln.startswith("option task")) + "\n\n", "")
+
+
+def _rollup_objects() -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for r in rollups.ROLLUPS:
+        retention = _retention_s(r.bucket)
+        rules = [{"type": "expire", "everySeconds": retention}] if retention else []  # 0 = kept forever
+        objects.append({"apiVersion": API, "kind": "Bucket", "metadata": {"name": f"mw-{r.bucket.replace('_', '-')}"},
+                        "spec": {"name": r.bucket, "retentionRules": rules,
+                                 "description": f"{r.label} roll-up of window_agg (machinewatch.rollups)"}})
+        objects.append({"apiVersion": API, "kind": "Task", "metadata": {"name": f"mw-rollup-{r.label}"},
+                        "spec": {"name": r.task_name, "every": rollups.flux_duration(r.every),
+                                 "offset": rollups.flux_duration(r.offset),
+                                 "description": f"dashboards/flux/rollup.flux: {r.source_bucket} into {r.bucket}",
+                                 "query": task_query(r)}})
+    return objects
 
 
 def _chart(cell: Cell) -> dict[str, Any]:
@@ -145,13 +166,7 @@ def _tag_variable(name: str, tag: str, with_all: bool) -> dict[str, Any]:
 
 def template() -> list[dict[str, Any]]:
     return [
-        {"apiVersion": API, "kind": "Bucket", "metadata": {"name": "mw-aggregates-1h"},
-         "spec": {"name": LONG_BUCKET, "description": "hourly roll-up of window_agg (downsampling task), 2 years",
-                  "retentionRules": [{"type": "expire", "everySeconds": LONG_RETENTION_S}]}},
-        {"apiVersion": API, "kind": "Task", "metadata": {"name": "mw-downsample-1h"},
-         "spec": {"name": "machinewatch downsample 1h", "every": "1h", "offset": "5m",
-                  "description": "dashboards/flux/downsample_hourly.flux into the long-retention bucket",
-                  "query": task_query()}},
+        *_rollup_objects(),
         _tag_variable("region", "region", True),
         _tag_variable("site", "site", True),
         _tag_variable("metric", "metric", False),

@@ -70,7 +70,7 @@ def _rows(settings: Settings, bucket: str, prefix: str, window: str) -> pd.DataF
 def test_stack_provisions_the_rollup_buckets_and_active_tasks(stack: Stack, settings: Settings) -> None:
     for rollup in rollups.ROLLUPS:
         task = _task(settings, rollup)
-        assert task["status"] == "active" and task["every"] == rollups._flux_duration(rollup.every)
+        assert task["status"] == "active" and task["every"] == rollups.flux_duration(rollup.every)
         assert f'to(bucket: "{rollup.bucket}"' in task["flux"]
         found = _api(settings, "GET", "/api/v2/buckets", params={"org": settings.influx_org, "name": rollup.bucket})
         assert [b["name"] for b in found["buckets"]] == [rollup.bucket]

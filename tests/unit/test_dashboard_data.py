@@ -12,7 +12,7 @@ import pytest
 
 from dashboards.influxdb import build
 from dashboards.streamlit import data
-from machinewatch import playback
+from machinewatch import playback, rollups
 from machinewatch.cli import build_parser
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -231,7 +231,12 @@ def test_template_file_is_generated_from_the_library() -> None:
         body = (build.FLUX_DIR / f"{cell.flux}.flux").read_text().split("import ")[-1].split("\n", 1)[1]
         assert body.strip() in query
         assert "v.timeRangeStart" in query or cell.flux == "alert_states"
-    assert build.task_query().rstrip().endswith(f'to(bucket: "{build.LONG_BUCKET}")')
+    # the template's tasks are the roll-ups stack up makes, writing into the task's own org
+    tasks = [obj["spec"] for obj in build.template() if obj["kind"] == "Task"]
+    assert [t["name"] for t in tasks] == [r.task_name for r in rollups.ROLLUPS]
+    for task, rollup in zip(tasks, rollups.ROLLUPS, strict=True):
+        assert task["query"].rstrip().endswith(f'to(bucket: "{rollup.bucket}")')
+        assert "option task" not in task["query"]
 
 
 def test_every_library_file_documents_its_inputs() -> None:

@@ -132,6 +132,8 @@ def _charts(dash: data.Dashboard, f: data.Filters) -> None:
         else:
             st.table(hottest.assign(peak_avg=hottest["peak_avg"].round(2))[
                 ["device_id", "region", "site", "peak_avg", "unit"]].set_index("device_id"))
+            window = dash.summary_source(f)["window"]
+            st.caption(f"highest {window} average in the range" + (" (roll-up)" if window in ("1m", "1h") else ""))
 
 
 def _alerts(dash: data.Dashboard, f: data.Filters, now: datetime) -> pd.DataFrame:

@@ -189,15 +189,22 @@ class Dashboard:
         top = self.hottest(f, n=DEFAULT_DEVICE_SERIES, metric=f.metric)
         return tuple(top["device_id"]) if not top.empty else ()
 
+    def summary_source(self, f: Filters) -> dict[str, str]:
+        """The bucket and window tag the per-device summaries (hottest, fleet summary, histogram) read: the
+        charts' choice, so over 6 h and more they read minute or hour roll-ups (a device's mean over roll-ups
+        equals its mean over windows up to the edges; its peak is then the highest 1-minute/1-hour average)."""
+        bucket, window, _ = self.chart_source(f)
+        return {"bucket": bucket, "window": window}
+
     def hottest(self, f: Filters, n: int = 10, metric: str = TEMPERATURE) -> pd.DataFrame:
-        params = {**f.common(), "bucket": self.aggregates_bucket, "metric": metric, "n": n}
+        params = {**f.common(), **self.summary_source(f), "metric": metric, "n": n}
         frame = self.run("hottest_devices", params)
         return frame.sort_values("peak_avg", ascending=False, ignore_index=True) if not frame.empty else frame
 
     def fleet_summary(self, f: Filters, metrics: tuple[str, ...] = KPI_METRICS) -> pd.DataFrame:
         # One query per metric: a single metric is a tag comparison InfluxDB pushes down to storage,
         # while a set of them goes through contains() row by row (100x slower over 24 h of 1,000 devices).
-        frames = [self.run("fleet_summary", {**f.common(), "bucket": self.aggregates_bucket, "metrics": [m]})
+        frames = [self.run("fleet_summary", {**f.common(), **self.summary_source(f), "metrics": [m]})
                   for m in metrics]
         frames = [fr for fr in frames if not fr.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -250,14 +257,15 @@ class Dashboard:
 
     def histogram(self, f: Filters, bins: int = 12) -> pd.DataFrame:
         """Devices per bin of their mean ``f.metric``; the bins span the devices' latest values."""
-        latest = self.latest(f, (f.metric,))
+        # the span from the same source as the means (over roll-ups, the newest minute or hour per device)
+        latest = self.run("latest_per_device", {**f.common(), **self.summary_source(f), "metrics": [f.metric]})
         if latest.empty:
             return pd.DataFrame(columns=["bin_start", "bin_end", "devices"])
         # The latest values only approximate the devices' means: pad the span so the means fall inside.
         lo, hi = float(latest["value"].min()), float(latest["value"].max())
         pad = max(1.0, 0.1 * (hi - lo))
         bin_start, width = histogram_bins(lo - pad, hi + pad, bins)
-        params = {**f.common(), "bucket": self.aggregates_bucket, "metric": f.metric,
+        params = {**f.common(), **self.summary_source(f), "metric": f.metric,
                   "binStart": bin_start, "binWidth": width, "binCount": bins + 1}
         return bins_from_cumulative(self.run("temperature_histogram", params))
 

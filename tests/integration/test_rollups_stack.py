@@ -144,3 +144,42 @@ def test_minute_task_runs_on_its_schedule(stack: Stack, settings: Settings) -> N
             return
         time.sleep(5)
     pytest.fail(f"no scheduled run of {task['name']} succeeded within 150 s: {runs}")
+
+
+def test_dashboard_summaries_over_a_day_read_the_minute_rollups(stack: Stack, settings: Settings) -> None:
+    """Over 24 h the per-device summaries (fleet KPI, hottest, histogram) read ``rollup_1m``: known minute rows
+    there, and none in the windows, give the means and peaks a pandas reference computes from them."""
+    from dashboards.streamlit import data
+
+    prefix = f"rd-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+    docs = []
+    for d in range(3):
+        for m in range(1, 121):
+            end = now - timedelta(hours=3) + timedelta(minutes=m)
+            avg = 20.0 + 5 * d + (m % 7)
+            docs.append({"device_id": f"{prefix}-{d}", "metric": "temperature", "source": "ru", "region": "r",
+                         "site": "s", "unit": "°C", "window_ms": 60_000, "window_end_ms": int(end.timestamp() * 1000),
+                         "avg_value": avg, "min_value": avg - 1, "max_value": avg + 1, "count": 6})
+    points = [to_point(x) for x in docs]
+    for p in points:
+        p.tag("window", "1m")
+    with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
+        client.write_api(write_options=SYNCHRONOUS).write(names.BUCKET_ROLLUP_1M, record=points)
+    frame = pd.DataFrame(docs)
+    means = frame.groupby("device_id")["avg_value"].mean()
+    dash = data.Dashboard.from_settings(settings)
+    try:
+        f = data.last(timedelta(hours=24), device_prefix=prefix)
+        assert dash.summary_source(f) == {"bucket": names.BUCKET_ROLLUP_1M, "window": "1m"}
+        summary = dash.fleet_summary(f, metrics=("temperature",)).set_index("metric")
+        assert int(summary.loc["temperature", "devices"]) == 3
+        assert float(summary.loc["temperature", "mean"]) == pytest.approx(means.mean())
+        hottest = dash.hottest(f, n=2)
+        assert list(hottest["device_id"]) == [f"{prefix}-2", f"{prefix}-1"]
+        assert hottest["peak_avg"].tolist() == pytest.approx(
+            frame.groupby("device_id")["avg_value"].max().sort_values(ascending=False).head(2).tolist())
+        hist = dash.histogram(f)
+        assert int(hist["devices"].sum()) == 3
+    finally:
+        dash.close()

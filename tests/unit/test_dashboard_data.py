@@ -303,6 +303,33 @@ def test_charts_read_the_coarsest_rollup_that_still_fills_their_width(span: time
     assert bare.chart_source(f) == ("aggregates", "10s", 10)
 
 
+@pytest.mark.parametrize(("span", "bucket", "window"), [
+    (timedelta(hours=1), "aggregates", "10s"), (timedelta(hours=24), "rollup_1m", "1m"),
+    (timedelta(days=30), "rollup_1h", "1h"),
+])
+def test_per_device_summaries_read_the_rollups_over_long_ranges(monkeypatch: pytest.MonkeyPatch, span: timedelta,
+                                                                 bucket: str, window: str) -> None:
+    asked: list[tuple[str, dict[str, object]]] = []
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        asked.append((name, params))
+        if name == "latest_per_device":
+            return pd.DataFrame({"value": [20.0, 30.0]})
+        return pd.DataFrame()
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o",  # noqa: S106 - never contacted
+                          rollup_1m_bucket="rollup_1m", rollup_1h_bucket="rollup_1h")
+    f = data.last(span, now=datetime(2026, 1, 1, tzinfo=UTC))
+    dash.hottest(f)
+    dash.fleet_summary(f)
+    dash.histogram(f)
+    summaries = [(n, p) for n, p in asked if n in ("hottest_devices", "fleet_summary", "temperature_histogram")]
+    assert {n for n, _ in summaries} == {"hottest_devices", "fleet_summary", "temperature_histogram"}
+    for name, params in summaries:
+        assert (params["bucket"], params["window"]) == (bucket, window), name
+
+
 def test_chart_queries_ask_the_rollup_bucket_for_its_window_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[tuple[str, dict[str, object]]] = []
 
@@ -321,6 +348,6 @@ def test_chart_queries_ask_the_rollup_bucket_for_its_window_and_step(monkeypatch
         every = params["every"]
         assert isinstance(every, timedelta) and every.total_seconds() % 60 == 0, name
     assert {name for name, _ in asked} == {"chart_series", "events_per_source"}
-    # the other panels keep reading the windows
-    dash.hottest(f)
+    # counts per source keep reading the tumbling windows (the per-device summaries: the test above)
+    dash.data_volume(f)
     assert asked[-1][1]["bucket"] == "aggregates"

@@ -1,11 +1,12 @@
 """Benchmark: p50/p95 time of each dashboard panel query over 24 h of aggregates of 1,000 devices.
 
-    python -m bench.dashboard_queries [--devices 1000 --hours 24 --step-s 60 --repeat 20]
+    python -m bench.dashboard_queries [--devices 1000 --hours 24 --step-s 10 --repeat 20 --no-rollups]
 
-Writes synthetic window aggregates into a throw-away bucket (operator token), runs the Streamlit app's
-panel queries (dashboards/streamlit/data.py, i.e. the Flux library) against it with the range set to
-the whole period, and deletes the bucket. Results go to stdout and, with --out, to a Markdown file.
-Goal: p95 <= 100 ms per panel.
+Writes synthetic 10 s window aggregates into a throw-away bucket (operator token) and, as the roll-up
+tasks would have made them, their 1-minute and hourly roll-ups into two more (``--no-rollups``: none,
+every panel reads the windows, as before the roll-ups); runs the Streamlit app's panel queries
+(dashboards/streamlit/data.py, i.e. the Flux library) with the range set to the whole period, and deletes
+the buckets. Results go to stdout and, with --out, to a Markdown file. Goal: p95 <= 100 ms per panel.
 """
 
 from __future__ import annotations
@@ -24,24 +25,56 @@ from influxdb_client import BucketRetentionRules, InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from dashboards.streamlit import data
+from machinewatch import rollups
 from machinewatch.config import load_settings
 
 GOAL_MS = 100.0
+# The roll-ups written beside the windows (window tag -> seconds), those machinewatch.rollups makes.
+ROLLUP_EVERY_S = {r.label: int(r.every.total_seconds()) for r in rollups.ROLLUPS}
 # influxdb-client types the precision as its WritePrecision class, whose members are plain strings
 SECONDS = cast("WritePrecision", WritePrecision.S)
 
 
-def lines(devices: int, start: datetime, hours: int, step_s: int, prefix: str = "bench") -> Iterator[str]:
-    """Line protocol of one temperature window per device and step (deterministic values)."""
+def _windows(devices: int, start: datetime, hours: int, step_s: int, prefix: str) -> Iterator[tuple[str, int, float]]:
+    """(tags without the window tag, window end in epoch seconds, average) of every synthetic window."""
     first = int(start.timestamp())
     for i in range(devices):
         tags = (f"window_agg,device_id={prefix}-{i:04d},metric=temperature,region=r{i % 5},site=s{i % 20},"
-                f"source=src{i % 3},unit=°C,window={step_s}s")
+                f"source=src{i % 3},unit=°C")
         base = 40 + (i % 37)
         for k in range(hours * 3600 // step_s):
-            avg = base + (k % 60) / 10
-            yield (f"{tags} avg={avg},min={avg - 1.5},max={avg + 1.5},count={step_s}i "
-                   f"{first + (k + 1) * step_s}")
+            yield tags, first + (k + 1) * step_s, base + (k % 60) / 10
+
+
+def lines(devices: int, start: datetime, hours: int, step_s: int, prefix: str = "bench") -> Iterator[str]:
+    """Line protocol of one temperature window per device and step (deterministic values)."""
+    for tags, end, avg in _windows(devices, start, hours, step_s, prefix):
+        yield f"{tags},window={step_s}s avg={avg},min={avg - 1.5},max={avg + 1.5},count={step_s}i {end}"
+
+
+def rollup_lines(devices: int, start: datetime, hours: int, step_s: int, every_s: int, label: str,
+                 prefix: str = "bench") -> Iterator[str]:
+    """The rows a roll-up task (machinewatch.rollups) makes of ``lines(...)``: per device and ``every_s``
+    bucket, stamped at its end (a window ending on the boundary counts in the bucket it closes), the mean of
+    the averages, min of mins, max of maxes and sum of counts, tagged ``window=label``."""
+    key: tuple[str, int] | None = None
+    avgs: list[float] = []
+
+    def row() -> str:
+        assert key is not None
+        avg = sum(avgs) / len(avgs)
+        return (f"{key[0]},window={label} avg={avg},min={min(avgs) - 1.5},max={max(avgs) + 1.5},"
+                f"count={step_s * len(avgs)}i {key[1]}")
+
+    for tags, end, avg in _windows(devices, start, hours, step_s, prefix):
+        bucket_end = -(-end // every_s) * every_s
+        if key != (tags, bucket_end):
+            if avgs:
+                yield row()
+            key, avgs = (tags, bucket_end), []
+        avgs.append(avg)
+    if avgs:
+        yield row()
 
 
 def load(client: InfluxDBClient, bucket: str, records: Iterable[str]) -> int:
@@ -80,7 +113,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--hours", type=int, default=24)
-    parser.add_argument("--step-s", type=int, default=60, help="window length of the synthetic aggregates")
+    parser.add_argument("--step-s", type=int, default=10, help="window length of the synthetic aggregates (the "
+                        "app's tumbling window is 10 s)")
+    parser.add_argument("--rollups", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write the 1-minute and hourly roll-ups the panels read over long ranges")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--out", type=Path, help="append the Markdown table here")
     args = parser.parse_args()
@@ -89,21 +125,28 @@ def main() -> None:
     settings = load_settings()
     token = settings.operator_token()  # creates and deletes its own bucket; the read token cannot
     bucket_name = f"bench-dashboard-{uuid.uuid4().hex[:6]}"
+    rollup_buckets = {label: f"{bucket_name}-{label}" for label in ROLLUP_EVERY_S} if args.rollups else {}
     stop = datetime.now(tz=UTC).replace(second=0, microsecond=0)
     start = stop - timedelta(hours=args.hours)
     with InfluxDBClient(url=settings.influx, token=token, org=settings.influx_org, timeout=120_000) as client:
-        bucket = client.buckets_api().create_bucket(
-            bucket_name=bucket_name, org=settings.influx_org,
+        buckets = [client.buckets_api().create_bucket(
+            bucket_name=name, org=settings.influx_org,
             retention_rules=BucketRetentionRules(type="expire", every_seconds=3 * 86400))
+            for name in (bucket_name, *rollup_buckets.values())]
         try:
             t0 = time.perf_counter()
             points = load(client, bucket_name, lines(args.devices, start, args.hours, args.step_s))
             load_s = time.perf_counter() - t0
             print(f"wrote {points:,} windows ({args.devices} devices x {args.hours} h / {args.step_s} s) "
-                  f"in {load_s:.0f} s")
+                  f"in {load_s:.0f} s", flush=True)
+            for label, name in rollup_buckets.items():
+                rows = load(client, name, rollup_lines(args.devices, start, args.hours, args.step_s,
+                                                       ROLLUP_EVERY_S[label], label))
+                print(f"wrote {rows:,} {label} roll-up rows", flush=True)
 
             dash = data.Dashboard(url=settings.influx, token=token, org=settings.influx_org, timeout_ms=120_000,
-                                  aggregates_bucket=bucket_name)
+                                  aggregates_bucket=bucket_name, rollup_1m_bucket=rollup_buckets.get("1m", ""),
+                                  rollup_1h_bucket=rollup_buckets.get("1h", ""))
             f = data.Filters(start=start, stop=stop + timedelta(minutes=1), window=f"{args.step_s}s")
             region = data.Filters(start=f.start, stop=f.stop, window=f.window, region="r1")
             eight = tuple(f"bench-{i:04d}" for i in range(8))
@@ -127,10 +170,12 @@ def main() -> None:
                 print(f"{name:<50} p50 {rows[-1][1]:8.1f} ms   p95 {rows[-1][2]:8.1f} ms")
             dash.close()
         finally:
-            client.buckets_api().delete_bucket(bucket)
+            for bucket in buckets:
+                client.buckets_api().delete_bucket(bucket)
     table = [
         f"\n### {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC — {args.devices} devices, {args.hours} h of "
-        f"{args.step_s} s windows ({points:,} windows), {args.repeat} runs each\n",
+        f"{args.step_s} s windows ({points:,} windows{', with their 1 m and 1 h roll-ups' if args.rollups else ''}), "
+        f"{args.repeat} runs each\n",
         "| panel query | p50 ms | p95 ms | goal p95 ≤ 100 ms |", "|---|---:|---:|---|",
         *[f"| {n} | {a:.1f} | {b:.1f} | {'met' if b <= GOAL_MS else 'missed'} |" for n, a, b in rows],
     ]

@@ -3,12 +3,14 @@
     python -m bench.dashboard_render [--devices 100 --hours 6 --runs 5 --out FILE]
 
 Writes the data set of bench/dashboard_queries.py (10 s windows, the app's window, under a device prefix
-unique to the run) into the stack's aggregates bucket, starts ``machinewatch dashboard`` on a free port,
-and opens the first page filtered to that prefix. Each run starts Chromium with a new empty profile
-(cold: no HTTP cache, new Streamlit session) and then reloads the page once in the same browser (warm).
+unique to the run) into the stack's aggregates bucket and its 1-minute and hourly roll-ups into the roll-up
+buckets (the stack's tasks only re-roll the last minutes, not a backfilled past), starts
+``machinewatch dashboard`` on a free port, and opens the first page filtered to that prefix. Each run starts
+Chromium with a new empty profile (cold: no HTTP cache, new Streamlit session) and then reloads the page once
+in the same browser (warm).
 A render counts from navigation start until Streamlit's script run has finished *and* every chart
 has drawn its data; the first load after the server start is reported apart (module imports, first
-connection to InfluxDB). The windows are deleted again at the end.
+connection to InfluxDB). The windows and roll-ups are deleted again at the end.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from typing import Any
 
 from influxdb_client import InfluxDBClient
 
-from bench.dashboard_queries import lines, load, p95
+from bench.dashboard_queries import ROLLUP_EVERY_S, lines, load, p95, rollup_lines
 from dashboards.streamlit import headless
-from machinewatch import names
+from machinewatch import names, rollups
 from machinewatch.config import Settings, load_settings
 
 # The first page with data draws four Vega-Lite charts: per device, per region, histogram, events/s per source.
@@ -155,9 +157,10 @@ def _delete(client: InfluxDBClient, settings: Settings, prefix: str, devices: in
             stop: datetime) -> None:
     # InfluxDB's delete predicates have no prefix match: one call per device
     api = client.delete_api()
-    for i in range(devices):
-        api.delete(start, stop, f'_measurement="window_agg" AND device_id="{prefix}-{i:04d}"',
-                   bucket=names.BUCKET_AGGREGATES, org=settings.influx_org)
+    for bucket in (names.BUCKET_AGGREGATES, *(r.bucket for r in rollups.ROLLUPS)):
+        for i in range(devices):
+            api.delete(start, stop, f'_measurement="window_agg" AND device_id="{prefix}-{i:04d}"',
+                       bucket=bucket, org=settings.influx_org)
 
 
 def _stats(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -185,6 +188,9 @@ def measure(settings: Settings, devices: int = 100, hours: int = 6, runs: int = 
                         timeout=120_000) as client:
         t0 = time.perf_counter()
         windows = load(client, names.BUCKET_AGGREGATES, lines(devices, start, hours, STEP_S, prefix=prefix))
+        for rollup in rollups.ROLLUPS:
+            load(client, rollup.bucket, rollup_lines(devices, start, hours, STEP_S, ROLLUP_EVERY_S[rollup.label],
+                                                     rollup.label, prefix=prefix))
         load_s = time.perf_counter() - t0
         try:
             with headless.dashboard(settings) as base:
@@ -197,7 +203,8 @@ def measure(settings: Settings, devices: int = 100, hours: int = 6, runs: int = 
                     cold.append(session[0])
                     warm.extend(session[1:])
         finally:
-            _delete(client, settings, prefix, devices, start - timedelta(minutes=1), stop + timedelta(minutes=1))
+            # an hourly roll-up row is stamped at its hour's end, up to an hour after the data
+            _delete(client, settings, prefix, devices, start - timedelta(minutes=1), stop + timedelta(hours=1))
     return {
         "devices": devices, "hours": hours, "step_s": STEP_S, "windows": windows, "load_s": round(load_s, 1),
         "range": key, "runs": runs, "first_load": _stats(first, "rendered"),

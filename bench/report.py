@@ -110,6 +110,17 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
             label += " (measured against raw HTTP writes: the CLI could not be built)"
         goals.append((label, ratio(inf["writer_pps"], inf["cli_pps"]),
                       inf["writer_pps"] / inf["cli_pps"] >= 0.8))
+    # Issue 19's dashboard goals: cold first render (every chart drawn) and each panel query's p95.
+    for (devices, hours), limit_ms in (((100, 1), 2000), ((100, 6), 2000), ((1000, 24), 3000)):
+        render = raw.get(f"dashboard_render_{devices}x{hours}h")
+        if render:
+            cold = render["cold"]["median_ms"]
+            goals.append((f"dashboard cold first render ≤ {limit_ms / 1000:.0f} s ({devices:,} devices x {hours} h), "
+                          "median", f"{cold:,.0f} ms", cold <= limit_ms))
+    queries = raw.get("dashboard_1000x24h")
+    if queries:
+        goals.append(("every dashboard panel query p95 ≤ 100 ms (1,000 devices x 24 h), worst panel",
+                      f"{queries['worst_p95_ms']:,.0f} ms", queries["worst_p95_ms"] <= 100))
     if "rss_peak_by_phase" in raw:
         peak = max(float(v.split()[0]) for v in raw["rss_peak_by_phase"].values())
         goals.append(("whole stack ≤ 4 GiB RSS at load", f"{peak:.2f} GiB", peak <= 4))

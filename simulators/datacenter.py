@@ -153,4 +153,5 @@ plugin = SimulatorPlugin(
     settings_model=DatacenterSimSettings,
     run=run,
     add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
 )

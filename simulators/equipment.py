@@ -13,6 +13,7 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from machinewatch.config import Settings
 from machinewatch.plugins import SimulatorPlugin
@@ -105,4 +106,5 @@ plugin = SimulatorPlugin(
     settings_model=FeedSimSettings,
     run=run,
     add_arguments=add_feed_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
 )

@@ -338,4 +338,5 @@ plugin = SimulatorPlugin(
     settings_model=PerfmonSimSettings,
     run=run,
     add_arguments=add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
 )

@@ -94,4 +94,5 @@ plugin = SimulatorPlugin(
     settings_model=FeedSimSettings,
     run=run,
     add_arguments=add_feed_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
 )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pydantic import Field
 
@@ -188,4 +189,5 @@ plugin = SimulatorPlugin(
     settings_model=TemperatureSimSettings,
     run=run,
     add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
 )

@@ -59,4 +59,5 @@ plugin = SinkPlugin(
     settings_model=ArchiveSinkSettings,
     run=_run,
     add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
 )

@@ -7,6 +7,7 @@ imported only when the sink runs.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pydantic import Field
 
@@ -65,4 +66,5 @@ plugin = SinkPlugin(
     settings_model=InfluxSinkSettings,
     run=_run,
     add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
 )

@@ -51,5 +51,6 @@ plugin = SinkPlugin(
     settings_model=NotifySinkSettings,
     run=_run,
     add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
     aliases=("notify",),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import Field
 
@@ -69,4 +70,5 @@ plugin = SimulatorPlugin(
     settings_model=MTConnectSimSettings,
     run=run,
     add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parents[1] / "sample.conf",
 )

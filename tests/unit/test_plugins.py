@@ -8,6 +8,7 @@ import contextlib
 import io
 import re
 import sys
+import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -374,3 +375,16 @@ def test_every_flag_of_a_sink_or_simulator_sets_one_of_its_settings(verb: str) -
         assert dests, name
         stray = dests - set(plugin.settings_model.model_fields)
         assert not stray, f"{verb} {name}: flags {sorted(stray)} set no setting"
+
+
+@pytest.mark.parametrize("verb", sorted(COMMAND_GROUPS))
+def test_every_sink_and_simulator_sample_conf_loads_and_names_every_key(verb: str) -> None:
+    for name, plugin in COMMAND_GROUPS[verb][1]().items():
+        assert plugin.sample_conf is not None and plugin.sample_conf.is_file(), name
+        loaded = plugin.load_settings(plugin.sample_conf, environ={})
+        assert loaded == plugin.settings_model(), f"{name}: the sample's values are not the defaults"
+        table = plugin.sample_conf.read_text().split(f"[{plugin.table}]", 1)[1].split("\n[", 1)[0]
+        for key in plugin.settings_model.model_fields:
+            assert re.search(rf"^(# )?{key} = ", table, re.M), f"{plugin.sample_conf}: [{plugin.table}] lacks {key}"
+        for commented in re.findall(r"^# (\w+) = (.+?)(?:  #|$)", table, re.M):  # the examples are valid values
+            plugin.load_settings(None, {commented[0]: tomllib.loads(f"v = {commented[1]}")["v"]}, environ={})

@@ -349,6 +349,8 @@ def run_plugin_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def flag_summary(plugins: Mapping[str, CommandPlugin]) -> str:
     """Each plugin with its flags, for the epilog of ``machinewatch sink|simulate --help``."""
+    if not plugins:  # the entry points come from the installed distribution, not from the source tree
+        return "  none registered: is machinewatch installed with its entry points? (pip install -e . / ./run)"
     lines = []
     for plugin in plugins.values():
         probe = argparse.ArgumentParser(add_help=False)

@@ -388,3 +388,13 @@ def test_every_sink_and_simulator_sample_conf_loads_and_names_every_key(verb: st
             assert re.search(rf"^(# )?{key} = ", table, re.M), f"{plugin.sample_conf}: [{plugin.table}] lacks {key}"
         for commented in re.findall(r"^# (\w+) = (.+?)(?:  #|$)", table, re.M):  # the examples are valid values
             plugin.load_settings(None, {commented[0]: tomllib.loads(f"v = {commented[1]}")["v"]}, environ={})
+
+
+def test_a_stale_install_without_the_entry_points_says_so_in_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = plugins.entry_points
+    monkeypatch.setattr(plugins, "entry_points",
+                        lambda group: [] if group == plugins.GROUP_SIMULATORS else real(group=group))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["simulate", "--help"])
+    assert "none registered: is machinewatch installed with its entry points?" in out.getvalue()

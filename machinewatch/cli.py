@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from machinewatch import names
 from machinewatch.config import Settings, load_settings
+from machinewatch.plugins import duration_arg
 
-
-def _duration(text: str) -> timedelta:
-    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
-    if not match:
-        msg = f"'{text}' is not a duration like 30s, 15m, 2h or 1d"
-        raise argparse.ArgumentTypeError(msg)
-    return timedelta(seconds=int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]])
-
-
-def _flush_age(text: str) -> float:
-    """--max-age: the runner's ``flush_interval_s``, checked by RunOptions itself (the one place with its range)."""
-    from pydantic import ValidationError
-
-    from machinewatch.runtime import RunOptions
-
-    try:
-        return RunOptions(flush_interval_s=float(text)).flush_interval_s
-    except (ValueError, ValidationError):  # not a number, NaN or out of range
-        bounds = {type(m).__name__: m for m in RunOptions.model_fields["flush_interval_s"].metadata}
-        msg = f"'{text}' is not a number of seconds in ({bounds['Gt'].gt:g}, {bounds['Le'].le:g}]"
-        raise argparse.ArgumentTypeError(msg) from None
+# A command-line duration (30s, 15m, 2h, 1d); the plugins' flags use the same one.
+_duration = duration_arg
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,136 +64,6 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     return 2
 
 
-def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from machinewatch.kafka_io import Publisher
-    from simulators.temperature import TemperatureSimulator
-
-    if args.kind in SOURCE_FORMAT_KINDS:
-        return _simulate_source_format(args, settings)
-    if args.kind == "perfmon":
-        from simulators import perfmon as perfmon_sim
-
-        return perfmon_sim.run_cli(args)
-    if args.kind == "mtconnect":
-        return _simulate_mtconnect(args)
-
-    sim = TemperatureSimulator(
-        devices=args.devices, interval_ms=args.interval_ms, seed=args.seed, region=args.region,
-        site=args.site, max_disorder_ms=args.disorder_ms,
-    )
-    log = logging.getLogger("machinewatch.simulate")
-    with Publisher(settings) as pub:
-        if args.count:
-            start = datetime.now(tz=UTC) - timedelta(milliseconds=args.count * args.interval_ms)
-            n = pub.send_many(sim.readings(start, args.count))
-            pub.flush()
-            log.info("published %d readings of %d devices", n, args.devices)
-            return 0
-        deadline = time.monotonic() + args.duration.total_seconds() if args.duration else None
-        last_report = time.monotonic()
-        periodic = None
-        if getattr(args, "overheat_every", None):
-            periodic = (args.overheat_device, 10_000, args.overheat_length * 1000, args.overheat_every * 1000,
-                        args.overheat_delta)
-        for reading in sim.live(speed=args.speed, periodic_overheat=periodic):
-            pub.send(reading)
-            if time.monotonic() - last_report >= 5:
-                pub.flush()
-                log.info("published %d readings (%d acknowledged)", pub.sent, pub.acked)
-                last_report = time.monotonic()
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-    return 0
-
-
-SOURCE_FORMAT_KINDS = ("equipment", "servers", "datacenter")
-
-
-def _simulate_mtconnect(args: argparse.Namespace) -> int:
-    """An MTConnect agent over HTTP (not Kafka): 'ingest mtconnect' reads it."""
-    from simulators.mtconnect_agent import MTConnectAgentSimulator, parse_scenario, serve_forever
-
-    try:
-        script = [parse_scenario(text) for text in args.scenario or ()]
-        sim = MTConnectAgentSimulator(devices=args.devices, seed=args.seed, buffer_size=args.buffer_size,
-                                      device_prefix=args.device_prefix, step_ms=args.interval_ms)
-    except ValueError as exc:
-        raise RuntimeError(str(exc)) from exc
-    serve_forever(sim, args.host, args.port, args.interval_ms / 1000 / args.speed, script,
-                  args.duration.total_seconds() if args.duration else None)
-    return 0
-
-
-def _simulate_source_format(args: argparse.Namespace, settings: Settings) -> int:
-    """Simulators that write their source's own format; to Kafka they go through the collectors' mappings."""
-    from itertools import chain
-
-    from simulators import feed
-    from simulators.datacenter import DatacenterSimulator, write_history
-    from simulators.equipment import EquipmentSimulator
-    from simulators.servers import HEADER, ServerSimulator
-
-    try:
-        anomalies = feed.Anomalies.parse(args.overheat or (), args.silence or (), args.spike_rate)
-    except ValueError as exc:
-        raise RuntimeError(str(exc)) from exc
-    common: dict[str, Any] = {"interval_ms": args.interval_ms, "seed": args.seed, "anomalies": anomalies}
-    sim: feed.Simulator
-    if args.kind == "equipment":
-        sim = EquipmentSimulator(sensors=args.devices, **common)
-    elif args.kind == "servers":
-        sim = ServerSimulator(servers=args.devices, **common)
-    else:
-        sim = DatacenterSimulator(servers=args.devices, humidity_from_step=args.humidity_from_step, **common)
-    duration = args.duration.total_seconds() if args.duration else None
-    try:
-        events = feed.backfill(sim, args.count) if args.count else feed.live(sim, args.speed, duration)
-    except ValueError as exc:
-        raise RuntimeError(str(exc)) from exc
-    log = logging.getLogger("machinewatch.simulate")
-    if args.output:
-        if args.kind == "datacenter":
-            paths = write_history(args.output, events)
-            log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
-            return 0
-        with args.output.open("w") as out:
-            lines = (e.line for e in events)
-            for line in chain([HEADER], lines) if args.kind == "servers" else lines:
-                out.write(line + "\n")
-        log.info("wrote %s", args.output)
-        return 0
-    if args.tcp_port:
-        tcp = feed.TcpOut(args.tcp_host, args.tcp_port)
-        try:
-            for event in events:
-                tcp.write(event)
-        finally:
-            tcp.close()
-        log.info("sent %d lines to %s:%d", tcp.sent, args.tcp_host, args.tcp_port)
-        return 0
-    from ingest.formats import FeedMapper
-    from machinewatch.kafka_io import Publisher
-
-    mappers: FeedMapper | None = None
-    with Publisher(settings) as pub:
-        last_report = time.monotonic()
-        for event in events:
-            if mappers is None:  # the servers CSV has times of day only: the date is the run's first day
-                day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
-                mappers = FeedMapper({"servers": {"base_date": day}})
-            result = mappers.map(event.feed, event.record, event.line)
-            pub.send_many(result.readings)
-            for reject in result.rejects:
-                pub.dead_letter(f"sim-{args.kind}", reject.raw, reject.reason, "simulator")
-            if time.monotonic() - last_report >= 5:
-                pub.flush()
-                log.info("published %d readings (%d acknowledged)", pub.sent, pub.acked)
-                last_report = time.monotonic()
-        pub.flush()
-        log.info("published %d readings of %d %s devices", pub.sent, args.devices, args.kind)
-    return 0
-
-
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     from machinewatch import jobs
 
@@ -246,34 +95,6 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         print(jobs.savepoint(settings, args.job_id, cancel=args.cancel))
         return 0
     return 2
-
-
-def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
-    if args.target == "archive":
-        from sinks import archiver
-
-        archiver.main(settings, args.root or settings.state_dir / "archive", args.max_age, idle_exit_s=args.idle_exit)
-        return 0
-    from sinks import influxdb_writer
-
-    if args.history:
-        topics = influxdb_writer.Topics(args.aggregates_topic or names.TOPIC_HISTORY_AGGREGATES,
-                                        args.late_topic or names.TOPIC_HISTORY_LATE,
-                                        args.alerts_topic or names.TOPIC_HISTORY_ALERTS, history=True)
-    else:
-        topics = influxdb_writer.Topics(args.aggregates_topic or names.TOPIC_AGGREGATES,
-                                        args.late_topic or names.TOPIC_LATE, args.alerts_topic or names.TOPIC_ALERTS)
-    group_id = args.group_id or ("mw-history-writer" if args.history else "mw-influx-writer")
-    influxdb_writer.main(settings, idle_exit_s=args.idle_exit, group_id=group_id, topics=topics)
-    return 0
-
-
-def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks import notifier
-
-    notifier.main(settings, topic=args.alerts_topic, group_id=args.group_id, ledger_path=args.ledger,
-                  idle_exit_s=args.idle_exit)
-    return 0
 
 
 def _utc_time(text: str) -> datetime:
@@ -364,51 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "for 'ingest mqtt'")
     p.set_defaults(func=cmd_stack)
 
-    p = sub.add_parser("simulate", help="publish simulated device readings to Kafka")
-    p.add_argument("kind", choices=["temperature", *SOURCE_FORMAT_KINDS, "mtconnect", "perfmon"],
-                   help="kind of device: temperature (canonical readings), equipment (the equipment-sensor JSON "
-                   "lines), servers (the course CSV format), datacenter (India CSV/°C, USA JSON/°F, Germany "
-                   "Parquet/K+W), mtconnect (an HTTP MTConnect agent of CNC machines for 'ingest mtconnect'), "
-                   "perfmon (Windows PerfMon PDH-CSV files into --out-dir for 'ingest perfmon')")
-    p.add_argument("--devices", type=int, default=10, help="number of devices (default 10)")
-    p.add_argument("--interval-ms", type=int, default=1000, help="event-time step per device (default 1000)")
-    p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same readings (default 1)")
-    p.add_argument("--region", default="plant-1")
-    p.add_argument("--site", default="line-a")
-    p.add_argument("--disorder-ms", type=int, default=0, help="max out-of-order delay of a reading")
-    p.add_argument("--speed", type=float, default=1.0, help="playback speed for live mode (default 1.0)")
-    p.add_argument("--duration", type=_duration, help="stop live mode after this long, e.g. 2m")
-    p.add_argument("--overheat-every", type=int, metavar="SECONDS",
-                   help="temperature live mode: one device overheats every SECONDS (first time 10 s after start)")
-    p.add_argument("--overheat-length", type=int, default=150, metavar="SECONDS", help="length of each episode")
-    p.add_argument("--overheat-device", type=int, default=3, help="index of the device that overheats (default 3)")
-    p.add_argument("--overheat-delta", type=float, default=35.0, help="°C added during an episode (default 35)")
-    p.add_argument("--count", type=int, default=0,
-                   help="publish this many readings per device ending now, then exit (backfill mode)")
-    # Source-format kinds (equipment, servers, datacenter): anomalies and where the lines go.
-    p.add_argument("--overheat", action="append", metavar="DEV:START_S:LEN_S:DELTA",
-                   help="add DELTA to device DEV's value from START_S for LEN_S seconds of event time; repeatable")
-    p.add_argument("--silence", action="append", metavar="DEV:START_S:LEN_S",
-                   help="device DEV sends nothing; repeatable")
-    p.add_argument("--spike-rate", type=float, default=0.0, help="probability of a spike per reading (default 0)")
-    p.add_argument("--humidity-from-step", type=int, help="datacenter: add a humidity field from this step on")
-    p.add_argument("--output", type=Path, help="write the source-format file (datacenter: a directory) "
-                   "instead of publishing; use with --count")
-    p.add_argument("--tcp-port", type=int, help="send JSON lines to a TCP listener ('ingest tcp', e.g. 9988)")
-    p.add_argument("--tcp-host", default="127.0.0.1", help="host of the TCP listener (default 127.0.0.1)")
-    # mtconnect: an HTTP agent instead of Kafka output.
-    p.add_argument("--host", default="127.0.0.1", help="mtconnect: address the agent binds (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5000, help="mtconnect: agent port (default 5000; 0 = any free port)")
-    p.add_argument("--buffer-size", type=int, default=4096,
-                   help="mtconnect: observations the agent's ring buffer keeps (default 4096)")
-    p.add_argument("--device-prefix", default="CNC", help="mtconnect: device names are PREFIX01, PREFIX02, ...")
-    p.add_argument("--scenario", action="append", metavar="KIND@SECONDS[:DEVICE]",
-                   help="mtconnect: play a scenario, e.g. unavailable@30:0, available@45:0, overheat@20:1, estop@60, "
-                   "release-estop@70, fault@80:1, overrun@90, restart@120; repeatable")
-    from simulators import perfmon as perfmon_sim
+    from machinewatch import plugins
 
-    perfmon_sim.add_arguments(p)
-    p.set_defaults(func=cmd_simulate)
+    # simulate, sink: one subcommand per registered plugin, each with only its own flags.
+    simulators = plugins.simulators()
+    p = sub.add_parser("simulate", help="fake devices: Kafka readings, source formats, PerfMon files, MTConnect",
+                       description="Simulated devices; each kind is a plugin (entry points 'machinewatch.simulators') "
+                       "with its own flags: 'machinewatch simulate KIND --help'.",
+                       epilog="kinds and their flags:\n" + plugins.flag_summary(simulators),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="kind")
+    plugins.add_command_parsers(kinds, simulators)
 
     if "ingest" not in sub.choices:
         p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka")
@@ -418,8 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for collector in (mtconnect_cli,):
         collector.add_parser(ingest_sub)
-    from machinewatch import plugins
-
     plugins.add_collector_parsers(ingest_sub)  # the collectors registered as plugins (entry points)
 
     p = sub.add_parser("jobs", help="operate Flink jobs on the configured cluster")
@@ -439,34 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "finishes its work first; prefer it to 'cancel' for the PyFlink jobs)")
     p.set_defaults(func=cmd_jobs)
 
-    p = sub.add_parser("sink", help="write Flink results from Kafka into InfluxDB")
-    p.add_argument("target", choices=["influxdb", "archive"],
-                   help="influxdb: results into InfluxDB; archive: raw readings into hourly Parquet files (cold path)")
-    p.add_argument("--root", type=Path, help="archive: folder of the Parquet archive (default STATE_DIR/archive)")
-    p.add_argument("--max-age", type=_flush_age, default=60.0,
-                   help="archive: longest seconds a batch waits before it is written, at most 3600 (default 60)")
-    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without results (or readings)")
-    p.add_argument("--aggregates-topic", help=f"influxdb: window results topic (default {names.TOPIC_AGGREGATES})")
-    p.add_argument("--late-topic", help=f"influxdb: late events topic (default {names.TOPIC_LATE})")
-    p.add_argument("--alerts-topic", help=f"influxdb: alerts topic of both jobs (default {names.TOPIC_ALERTS})")
-    p.add_argument("--group-id",
-                   help="influxdb: Kafka consumer group, whose committed offsets are the writer's progress "
-                   "(default mw-influx-writer; mw-history-writer with --history)")
-    p.add_argument("--history", action="store_true",
-                   help=f"influxdb: a backfill's results: read the {names.TOPIC_HISTORY_AGGREGATES} / "
-                   f"{names.TOPIC_HISTORY_LATE} / {names.TOPIC_HISTORY_ALERTS} topics (unless given) and write "
-                   f"everything into the '{names.BUCKET_HISTORY}' bucket, which keeps data of any age")
-    p.set_defaults(func=cmd_sink)
-
-    p = sub.add_parser(
-        "notify", help="send alert transitions by e-mail (MW_SMTP_*) and webhook (MW_WEBHOOK_URL), once each"
-    )
-    p.add_argument("--alerts-topic", default=names.TOPIC_ALERTS, help="the alerts topic to notify from")
-    p.add_argument("--group-id", default="mw-notifier", help="Kafka consumer group")
-    p.add_argument("--ledger", type=Path,
-                   help="SQLite ledger of what was delivered (default STATE_DIR/notifier/ledger.sqlite)")
-    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without alerts")
-    p.set_defaults(func=cmd_notify)
+    sinks = plugins.sinks()
+    p = sub.add_parser("sink", help="run a Kafka consumer: results into InfluxDB, readings into Parquet, notifications",
+                       description="Kafka consumers; each is a plugin (entry points 'machinewatch.sinks') with its own "
+                       "flags: 'machinewatch sink NAME --help'.",
+                       epilog="sinks and their flags:\n" + plugins.flag_summary(sinks),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    targets = p.add_subparsers(dest="target", required=True, metavar="sink")
+    plugins.add_command_parsers(targets, sinks)
+    for sink in sinks.values():  # older command lines: 'machinewatch notify' is 'machinewatch sink notify'
+        for alias in sink.aliases:
+            if alias not in sub.choices:
+                plugins.add_command_arguments(
+                    sub.add_parser(alias, help=f"{sink.summary} (= 'sink {sink.name}')", description=sink.description),
+                    sink)
 
     p = sub.add_parser("query", help="print window aggregates from InfluxDB (read-only token)")
     p.add_argument("--last", type=_duration, default=timedelta(hours=1), help="time range, e.g. 15m (default 1h)")

@@ -11,9 +11,9 @@ import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,11 +29,161 @@ def _default_state() -> Path:
 _NOT_INHERITED = frozenset({"die_with_parent"})
 
 
+class _Section(BaseModel):
+    """A typed, read-only view of a group of settings. Each field's alias is its flat name in ``Settings``
+    (and ``MW_<ALIAS>`` its variable), so the ``MW_*`` names stay what they were."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+
+class StackSection(_Section):
+    """Where the local stack keeps its cache and state, and how its servers are bound."""
+
+    cache_dir: Path = Field(alias="cache_dir")
+    state_dir: Path = Field(alias="state_dir")
+    bind_host: str = Field(alias="bind_host")
+    die_with_parent: bool = Field(alias="die_with_parent")
+
+
+class VersionsSection(_Section):
+    """Versions of the real servers that are provisioned (and an installed influxd to use instead)."""
+
+    kafka: str = Field(alias="kafka_version")
+    flink: str = Field(alias="flink_version")
+    flink_kafka_connector: str = Field(alias="flink_kafka_connector_version")
+    influxdb: str = Field(alias="influxdb_version")
+    influxd: Path | None = Field(alias="influxd")
+
+
+class KafkaSection(_Section):
+    """The broker (local or remote), its login, and what every publisher checks."""
+
+    port: int = Field(alias="kafka_port")
+    controller_port: int = Field(alias="kafka_controller_port")
+    partitions: int = Field(alias="kafka_partitions")
+    heap: str = Field(alias="kafka_heap")
+    bootstrap: str | None = Field(alias="kafka_bootstrap")
+    sasl_scram: bool = Field(alias="kafka_sasl_scram")
+    sasl_username: str = Field(alias="kafka_sasl_username")
+    sasl_password: SecretStr | None = Field(alias="kafka_sasl_password")
+    ssl_cafile: str | None = Field(alias="kafka_ssl_cafile")
+    max_future_skew_s: float = Field(alias="max_future_skew_s")
+    dedup_recent_ids: int = Field(alias="dedup_recent_ids")
+
+
+class MqttSection(_Section):
+    """The local MQTT broker of ``stack up --mqtt``."""
+
+    mosquitto_port: int = Field(alias="mosquitto_port")
+
+
+class FlinkSection(_Section):
+    """The Flink cluster: local ports and memory, a remote JobManager, parallelism, REST timeout."""
+
+    rest_port: int = Field(alias="flink_rest_port")
+    rpc_port: int = Field(alias="flink_rpc_port")
+    taskmanager_slots: int = Field(alias="flink_taskmanager_slots")
+    jobmanager_memory: str = Field(alias="flink_jobmanager_memory")
+    taskmanager_memory: str = Field(alias="flink_taskmanager_memory")
+    rest_address: str | None = Field(alias="flink_rest_address")
+    parallelism: int = Field(alias="flink_parallelism")
+    rest_timeout_s: float = Field(alias="flink_rest_timeout_s")
+
+
+class InfluxSection(_Section):
+    """The InfluxDB server (local or remote), its organisation, bucket retentions, tokens, query timeout."""
+
+    port: int = Field(alias="influx_port")
+    url: str | None = Field(alias="influx_url")
+    org: str = Field(alias="influx_org")
+    user: str = Field(alias="influx_user")
+    raw_retention_s: int = Field(alias="influx_raw_retention_s")
+    aggregates_retention_s: int = Field(alias="influx_aggregates_retention_s")
+    alerts_retention_s: int = Field(alias="influx_alerts_retention_s")
+    history_retention_s: int = Field(alias="influx_history_retention_s")
+    rollup_1m_retention_s: int = Field(alias="influx_rollup_1m_retention_s")
+    rollup_1h_retention_s: int = Field(alias="influx_rollup_1h_retention_s")
+    token: SecretStr | None = Field(alias="influx_token")
+    write_token: SecretStr | None = Field(alias="influx_write_token")
+    read_token: SecretStr | None = Field(alias="influx_read_token")
+    query_timeout_s: float = Field(alias="query_timeout_s")
+
+
+class JobsSection(_Section):
+    """Tuning of the Flink jobs: windows, watermarks, lateness, the sustained-condition rules."""
+
+    window_size_s: int = Field(alias="window_size_s")
+    hop_size_s: int = Field(alias="hop_size_s")
+    hop_slide_s: int = Field(alias="hop_slide_s")
+    watermark_delay_ms: int = Field(alias="watermark_delay_ms")
+    source_idle_timeout_ms: int = Field(alias="source_idle_timeout_ms")
+    dead_letter_unparsable: bool = Field(alias="flink_dead_letter_unparsable")
+    allowed_lateness_s: int = Field(alias="allowed_lateness_s")
+    overheat_threshold_c: float = Field(alias="overheat_threshold_c")
+    overheat_duration_s: int = Field(alias="overheat_duration_s")
+    overheat_hysteresis_c: float = Field(alias="overheat_hysteresis_c")
+    overheat_clear_s: int = Field(alias="overheat_clear_s")
+    overheat_escalate_factor: float = Field(alias="overheat_escalate_factor")
+    overheat_bucket_s: int = Field(alias="overheat_bucket_s")
+    overheat_max_gap_s: int = Field(alias="overheat_max_gap_s")
+    overheat_silence_s: int = Field(alias="overheat_silence_s")
+    overheat_prefilter: bool = Field(alias="overheat_prefilter")
+    sustained_rules: Path | None = Field(alias="sustained_rules")
+
+
+class NotifySection(_Section):
+    """Where alert transitions are sent (SMTP, a webhook) and which ones."""
+
+    smtp_host: str | None = Field(alias="smtp_host")
+    smtp_port: int = Field(alias="smtp_port")
+    smtp_from: str = Field(alias="smtp_from")
+    smtp_to: list[str] = Field(alias="smtp_to")
+    smtp_user: str | None = Field(alias="smtp_user")
+    smtp_password: SecretStr | None = Field(alias="smtp_password")
+    smtp_starttls: bool = Field(alias="smtp_starttls")
+    webhook_url: str | None = Field(alias="webhook_url")
+    kinds: list[str] = Field(alias="notify_kinds")
+    states: list[str] = Field(alias="notify_states")
+
+
+class DashboardSection(_Section):
+    """The dashboard and the pipeline health page."""
+
+    timeout_s: float = Field(alias="dashboard_timeout_s")
+    pipeline_stale_after_s: float = Field(alias="pipeline_stale_after_s")
+
+
+_S = TypeVar("_S", bound=_Section)
+
+# The sections of ``Settings``, by attribute name (``settings.kafka.port``); every setting is in exactly one.
+SECTIONS: dict[str, type[_Section]] = {
+    "stack": StackSection, "versions": VersionsSection, "kafka": KafkaSection, "mqtt": MqttSection,
+    "flink": FlinkSection, "influxdb": InfluxSection, "jobs": JobsSection, "notify": NotifySection,
+    "dashboard": DashboardSection,
+}
+
+
+def section_of(flat: str) -> tuple[str, str]:
+    """``("kafka", "port")`` for ``"kafka_port"``: where a flat setting (``MW_<FLAT>``) lives in the sections."""
+    for section, model in SECTIONS.items():
+        for field, info in model.model_fields.items():
+            if info.alias == flat:
+                return section, field
+    msg = f"{flat} is in no section of Settings"
+    raise KeyError(msg)
+
+
 class Settings(BaseSettings):
-    """Settings shared by the CLI, the stack, the jobs and the collectors."""
+    """Settings shared by the CLI, the stack, the jobs and the collectors.
+
+    Each setting is one flat field, read from ``MW_<FIELD>`` (the names the README documents), and belongs to
+    one typed section (``SECTIONS``): ``settings.kafka.port`` is ``settings.kafka_port``. New code reads the
+    sections; the flat names stay for the call sites written before them. Settings are frozen: a changed copy
+    is ``settings.model_copy(update={"kafka_port": ...})``.
+    """
 
     model_config = SettingsConfigDict(
-        env_prefix="MW_", env_file=os.environ.get("MW_ENV_FILE", ".env"), extra="ignore"
+        env_prefix="MW_", env_file=os.environ.get("MW_ENV_FILE", ".env"), extra="ignore", frozen=True
     )
 
     # Where downloads/builds are cached (survives clones) and where a running stack keeps state.
@@ -173,6 +323,52 @@ class Settings(BaseSettings):
                    f"({self.overheat_bucket_s}): every bucket would be a gap")
             raise ValueError(msg)
         return self
+
+    def _view(self, model: type[_S]) -> _S:
+        # Built on each access, not cached: model_copy copies the instance dict, a cached view would go stale.
+        fields = model.model_fields.items()
+        return model.model_validate({name: getattr(self, info.alias or name) for name, info in fields})
+
+    @property
+    def stack(self) -> StackSection:
+        return self._view(StackSection)
+
+    @property
+    def versions(self) -> VersionsSection:
+        return self._view(VersionsSection)
+
+    @property
+    def kafka(self) -> KafkaSection:
+        return self._view(KafkaSection)
+
+    @property
+    def mqtt(self) -> MqttSection:
+        return self._view(MqttSection)
+
+    @property
+    def flink(self) -> FlinkSection:
+        return self._view(FlinkSection)
+
+    @property
+    def influxdb(self) -> InfluxSection:
+        # (``settings.influx`` was already the server's URL)
+        return self._view(InfluxSection)
+
+    @property
+    def jobs(self) -> JobsSection:
+        return self._view(JobsSection)
+
+    @property
+    def notify(self) -> NotifySection:
+        return self._view(NotifySection)
+
+    @property
+    def dashboard(self) -> DashboardSection:
+        return self._view(DashboardSection)
+
+    def section(self, name: str) -> BaseModel:
+        """The section called ``name`` in ``SECTIONS``."""
+        return self._view(SECTIONS[name])
 
     @property
     def kafka_servers(self) -> str:

@@ -1,4 +1,5 @@
-"""The plugin registry: collectors found through Python entry points, their settings, and how one is run.
+"""The plugin registry: collectors, sinks and simulators found through Python entry points, their settings, and
+how one is run.
 
 A collector registers one line in its distribution's ``pyproject.toml``::
 
@@ -9,6 +10,12 @@ naming a ``Collector``: its settings model (one pydantic model, the ``[<name>]``
 top-level key overridable by ``MW_<NAME>_<KEY>``) and a factory of its ``runtime.Source``. The CLI builds
 ``machinewatch ingest <name>`` from it; ``run_collector`` gives the source the shared Kafka sink, the
 dead-letter topic and the one runner. Nothing here imports a plugin's module before it is asked for.
+
+Sinks (``machinewatch.sinks``: the Kafka consumers of ``sinks/``) and simulators (``machinewatch.simulators``)
+register the same way, naming a ``SinkPlugin`` / ``SimulatorPlugin``: ``machinewatch sink <name>`` and
+``machinewatch simulate <name>`` are built from them, each with only its own flags, and their settings are
+the ``[sink_<name>]`` / ``[simulate_<name>]`` table (``MW_SINK_<NAME>_<KEY>``, ``MW_SIMULATE_<NAME>_<KEY>``)
+read by the same loader as a collector's, the flags over both.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ import argparse
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,16 +42,25 @@ from machinewatch.runtime import Counters, RunOptions, Source
 log = logging.getLogger(__name__)
 
 GROUP_COLLECTORS = "machinewatch.collectors"
+GROUP_SINKS = "machinewatch.sinks"
+GROUP_SIMULATORS = "machinewatch.simulators"
+# Shared code of one stage that another stage's plugin may use only through the registry (never an import):
+# ``feeds`` is ingest.formats' FeedMapper, with which the source-format simulators publish their lines.
+GROUP_SHARED = "machinewatch.shared"
 
 
 class PluginConfigError(ValueError):
     """A plugin's configuration is invalid; the message names the file, the key, the value and why."""
 
 
-class CollectorSettings(BaseModel):
-    """What every collector's settings have: the topic its readings go to and the runner's options."""
+class PluginSettings(BaseModel):
+    """A plugin's settings: one table of a TOML file; a key the model does not know is an error."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class CollectorSettings(PluginSettings):
+    """What every collector's settings have: the topic its readings go to and the runner's options."""
 
     topic: str = Field(names.TOPIC_READINGS, description="Kafka topic the readings go to")
     runner: RunOptions = Field(default_factory=RunOptions, description="batching, retries, stats ([<name>.runner])")
@@ -87,9 +105,12 @@ class Collector:
         return load_plugin_settings(self.name, self.settings_model, path, overrides, environ)
 
 
-def load_plugin_settings(table: str, model: type[CollectorSettings], path: Path | None,
+_P = TypeVar("_P", bound=BaseModel)
+
+
+def load_plugin_settings(table: str, model: type[_P], path: Path | None,
                          overrides: Mapping[str, Any] | None = None,
-                         environ: Mapping[str, str] | None = None) -> CollectorSettings:
+                         environ: Mapping[str, str] | None = None) -> _P:
     """The one settings loader of every plugin (see ``Collector.load_settings``)."""
     data: dict[str, Any] = {}
     origin = "defaults"
@@ -133,22 +154,50 @@ def _structured(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def collectors() -> dict[str, Collector]:
-    """Every collector registered under ``machinewatch.collectors``, by name; one that fails to load is logged
-    and left out (the others still work)."""
-    found: dict[str, Collector] = {}
-    for point in entry_points(group=GROUP_COLLECTORS):
+_T = TypeVar("_T")
+
+
+def _registered(group: str, kind: type[_T], what: str) -> dict[str, _T]:
+    """Every plugin of ``kind`` registered under ``group``, by name; one that fails to load is logged and left out
+    (the others still work)."""
+    found: dict[str, _T] = {}
+    for point in entry_points(group=group):
         try:
             plugin = point.load()
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
-            log.warning("collector plugin %s (%s) could not be loaded: %s", point.name, point.value, exc)
+            log.warning("%s plugin %s (%s) could not be loaded: %s", what, point.name, point.value, exc)
             continue
-        if not isinstance(plugin, Collector):
-            log.warning("collector plugin %s (%s) is a %s, not a machinewatch.plugins.Collector", point.name,
-                        point.value, type(plugin).__name__)
+        if not isinstance(plugin, kind):
+            log.warning("%s plugin %s (%s) is a %s, not a machinewatch.plugins.%s", what, point.name,
+                        point.value, type(plugin).__name__, kind.__name__)
             continue
-        found.setdefault(plugin.name, plugin)
+        found.setdefault(plugin.name, plugin)  # type: ignore[attr-defined]
     return dict(sorted(found.items()))
+
+
+
+def collectors() -> dict[str, Collector]:
+    """Every collector registered under ``machinewatch.collectors``, by name."""
+    return _registered(GROUP_COLLECTORS, Collector, "collector")
+
+
+def sinks() -> dict[str, SinkPlugin]:
+    """Every sink registered under ``machinewatch.sinks``, by name."""
+    return _registered(GROUP_SINKS, SinkPlugin, "sink")
+
+
+def simulators() -> dict[str, SimulatorPlugin]:
+    """Every simulator registered under ``machinewatch.simulators``, by name."""
+    return _registered(GROUP_SIMULATORS, SimulatorPlugin, "simulator")
+
+
+def shared(name: str) -> Any:
+    """The object registered as ``name`` under ``machinewatch.shared`` (see GROUP_SHARED)."""
+    for point in entry_points(group=GROUP_SHARED):
+        if point.name == name:
+            return point.load()
+    msg = f"nothing registered as {name!r} under {GROUP_SHARED} (is machinewatch installed? pip install -e .)"
+    raise RuntimeError(msg)
 
 
 def run_collector(plugin: Collector, config: CollectorSettings, settings: Settings,
@@ -164,6 +213,69 @@ def run_collector(plugin: Collector, config: CollectorSettings, settings: Settin
     sink = PublisherSink(publisher)  # closes the publisher
     runner = Runner(plugin.name, source, sink, KafkaDeadLetters(publisher), config.runner)
     return runner.run(duration_s)
+
+
+@dataclass(frozen=True)
+class CommandPlugin:
+    """A sink or simulator plugin: one subcommand of ``machinewatch sink`` / ``machinewatch simulate``.
+
+    ``run(config, settings)`` does the work with the plugin's loaded settings and the shared ``Settings`` and
+    returns the exit status; it imports what it needs itself, so the registry stays cheap. ``add_arguments``
+    adds the subcommand's own flags; each flag's ``dest`` is a settings key (a flag left out is None: the TOML
+    table or the environment decides), unless ``flag_overrides(args)`` maps them. ``aliases``: other command
+    lines that run the same plugin (``machinewatch notify`` is ``machinewatch sink notify``).
+    """
+
+    kind: ClassVar[str] = ""           # "sink" or "simulate": the CLI verb, and the settings table prefix
+
+    name: str
+    summary: str                       # one line for ``machinewatch <verb> --help``
+    description: str                   # the paragraph of ``machinewatch <verb> <name> --help``
+    settings_model: type[PluginSettings]
+    run: Callable[[Any, Settings], int]
+    add_arguments: Callable[[argparse._ActionsContainer], None] | None = None
+    flag_overrides: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+    sample_conf: Path | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def table(self) -> str:
+        """The TOML table (and, upper-cased, the ``MW_<TABLE>_<KEY>`` prefix) of its settings."""
+        return f"{self.kind}_{self.name}".replace("-", "_")
+
+    def load_settings(self, path: Path | None, overrides: Mapping[str, Any] | None = None,
+                      environ: Mapping[str, str] | None = None) -> PluginSettings:
+        """``[<kind>_<name>]`` of ``path``, then ``MW_<KIND>_<NAME>_<KEY>``, then ``overrides`` (the flags)."""
+        return load_plugin_settings(self.table, self.settings_model, path, overrides, environ)
+
+    def overrides(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The settings keys the parsed command line gives."""
+        if self.flag_overrides is not None:
+            return self.flag_overrides(args)
+        return {key: getattr(args, key) for key in self.settings_model.model_fields if hasattr(args, key)}
+
+
+@dataclass(frozen=True)
+class SinkPlugin(CommandPlugin):
+    """A Kafka consumer of ``sinks/`` (``machinewatch sink <name>``)."""
+
+    kind: ClassVar[str] = "sink"
+
+
+@dataclass(frozen=True)
+class SimulatorPlugin(CommandPlugin):
+    """A simulator of ``simulators/`` (``machinewatch simulate <name>``)."""
+
+    kind: ClassVar[str] = "simulate"
+
+
+def duration_arg(text: str) -> timedelta:
+    """A command-line duration: 30s, 15m, 2h or 1d."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match:
+        msg = f"'{text}' is not a duration like 30s, 15m, 2h or 1d"
+        raise argparse.ArgumentTypeError(msg)
+    return timedelta(seconds=int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]])
 
 
 # ---------------------------------------------------------------------- the CLI's part
@@ -204,3 +316,46 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     print(line or json.dumps({"collector": plugin.name, "received": counters.received, "written": counters.written,
                               "rejected": counters.rejected}))
     return plugin.exit_code(source, counters) if plugin.exit_code is not None else 0
+
+
+def add_command_parsers(sub: argparse._SubParsersAction, plugins: Mapping[str, CommandPlugin]) -> None:
+    """``machinewatch sink|simulate <name>`` for each registered plugin, with only its own flags."""
+    for plugin in plugins.values():
+        p = sub.add_parser(plugin.name, help=plugin.summary, description=plugin.description)
+        add_command_arguments(p, plugin)
+
+
+def add_command_arguments(p: argparse.ArgumentParser, plugin: CommandPlugin) -> None:
+    """A plugin's flags and ``--config`` on its parser (also used for an alias verb such as ``notify``)."""
+    sample = f" (see {plugin.sample_conf})" if plugin.sample_conf else ""
+    p.add_argument("--config", type=Path,
+                   help=f"TOML file with a [{plugin.table}] table{sample}; MW_{plugin.table.upper()}_<KEY> variables "
+                   "override its keys, flags override both")
+    if plugin.add_arguments is not None:
+        plugin.add_arguments(p)
+    p.set_defaults(func=run_plugin_command, plugin=plugin)
+
+
+def run_plugin_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``machinewatch sink|simulate <name> ...`` for a parsed command line: its settings, then its run."""
+    plugin: CommandPlugin = args.plugin
+    try:
+        config = plugin.load_settings(getattr(args, "config", None), plugin.overrides(args))
+    except PluginConfigError as exc:
+        msg = f"{plugin.kind} {plugin.name}: {exc}"
+        raise RuntimeError(msg) from exc
+    return plugin.run(config, settings)
+
+
+def flag_summary(plugins: Mapping[str, CommandPlugin]) -> str:
+    """Each plugin with its flags, for the epilog of ``machinewatch sink|simulate --help``."""
+    if not plugins:  # the entry points come from the installed distribution, not from the source tree
+        return "  none registered: is machinewatch installed with its entry points? (pip install -e . / ./run)"
+    lines = []
+    for plugin in plugins.values():
+        probe = argparse.ArgumentParser(add_help=False)
+        if plugin.add_arguments is not None:
+            plugin.add_arguments(probe)
+        flags = [a.option_strings[-1] for a in probe._actions if a.option_strings]
+        lines.append(f"  {plugin.name}: {' '.join(flags) or '(no flags)'}")
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ schema change the collectors must survive.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import random
@@ -17,7 +18,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from simulators.feed import Anomalies, SimEvent
+from pydantic import Field
+
+from machinewatch.config import Settings
+from machinewatch.plugins import SimulatorPlugin
+from simulators.feed import Anomalies, FeedSimSettings, SimEvent, add_feed_arguments, anomalies_of, run_feed
 
 REGIONS = ("dc-india", "dc-usa", "dc-germany")
 FILES = {"dc-india": "india.csv", "dc-usa": "usa.jsonl", "dc-germany": "germany.parquet"}
@@ -114,3 +119,39 @@ def write_history(directory: Path, events: Iterable[SimEvent]) -> dict[str, Path
     columns = {name: [row.get(name) for row in germany] for name in schema.names}
     pq.write_table(pa.Table.from_pydict(columns, schema=schema), paths["dc-germany"])
     return paths
+
+
+# -- ``machinewatch simulate datacenter`` (the plugin registered under ``machinewatch.simulators``) --------------
+
+class DatacenterSimSettings(FeedSimSettings):
+    """The source-format settings and when the humidity field appears."""
+
+    humidity_from_step: int | None = Field(None, ge=0, description="add a humidity field from this step on")
+
+
+def _add_arguments(p: argparse._ActionsContainer) -> None:
+    add_feed_arguments(p)
+    p.add_argument("--humidity-from-step", type=int, help="add a humidity field from this step on")
+
+
+def _write(directory: Path, events: Iterable[SimEvent]) -> None:
+    write_history(directory, events)
+
+
+def run(config: DatacenterSimSettings, settings: Settings) -> int:
+    sim = DatacenterSimulator(servers=config.devices, interval_ms=config.interval_ms, seed=config.seed,
+                              humidity_from_step=config.humidity_from_step, anomalies=anomalies_of(config))
+    return run_feed("datacenter", config, sim, settings, _write)
+
+
+plugin = SimulatorPlugin(
+    name="datacenter",
+    summary="data-centre racks in three regions: India CSV/°C, USA JSON/°F, Germany Parquet/K+W",
+    description="Servers in three regions, each writing its own format and units, with injectable overheats, "
+    "silences and spikes. Published to Kafka through the regions' mappings, written as india.csv, usa.jsonl "
+    "and germany.parquet into the --output directory, or sent to a TCP listener (--tcp-port).",
+    settings_model=DatacenterSimSettings,
+    run=run,
+    add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
+)

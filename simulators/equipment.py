@@ -13,8 +13,19 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
-from simulators.feed import Anomalies, SimEvent
+from machinewatch.config import Settings
+from machinewatch.plugins import SimulatorPlugin
+from simulators.feed import (
+    Anomalies,
+    FeedSimSettings,
+    SimEvent,
+    add_feed_arguments,
+    anomalies_of,
+    run_feed,
+    write_lines,
+)
 
 FEED = "equipment"
 
@@ -76,3 +87,24 @@ class EquipmentSimulator:
                           "padrao": {"formato": "iot:leitura:sensor:temp", "leitura": {"temperatura": value}}}
                 yield SimEvent(ts_us // 1000, FEED, record, render(sensor, equipment, slot, when, value))
             step += 1
+
+
+# -- ``machinewatch simulate equipment`` (the plugin registered under ``machinewatch.simulators``) ---------------
+
+def run(config: FeedSimSettings, settings: Settings) -> int:
+    sim = EquipmentSimulator(sensors=config.devices, interval_ms=config.interval_ms, seed=config.seed,
+                             anomalies=anomalies_of(config))
+    return run_feed("equipment", config, sim, settings, write_lines)
+
+
+plugin = SimulatorPlugin(
+    name="equipment",
+    summary="the equipment-sensor JSON lines (to Kafka through their mapping, a file, or a TCP listener)",
+    description="Equipment temperature sensors writing the original project's JSON lines, with injectable "
+    "overheats, silences and spikes. Published to Kafka through the same mapping 'ingest' uses, written to "
+    "--output, or sent to a TCP listener (--tcp-port).",
+    settings_model=FeedSimSettings,
+    run=run,
+    add_arguments=add_feed_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
+)

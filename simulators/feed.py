@@ -7,15 +7,23 @@ collected line become identical Readings), a file in the source's own format, or
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import random
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
+
+from pydantic import Field
+
+from machinewatch import plugins
+from machinewatch.config import Settings
+from machinewatch.plugins import PluginSettings, duration_arg
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +138,103 @@ class TcpOut:
 
     def close(self) -> None:
         self._sock.close()
+
+
+# -- ``machinewatch simulate equipment|servers|datacenter``: what the source-format plugins share --------------
+
+class FeedSimSettings(PluginSettings):
+    """A source-format simulator's settings: devices, pace, anomalies and where the lines go."""
+
+    devices: int = Field(10, ge=1, description="number of devices")
+    interval_ms: int = Field(1000, gt=0, description="event-time step per device")
+    seed: int = Field(1, description="random seed: same seed, same readings")
+    speed: float = Field(1.0, gt=0, description="playback speed for live mode")
+    duration: timedelta | None = Field(None, description="stop live mode after this long")
+    count: int = Field(0, ge=0, description="this many steps ending now, then exit (backfill mode)")
+    overheat: list[str] = Field(default_factory=list, description="DEV:START_S:LEN_S:DELTA episodes")
+    silence: list[str] = Field(default_factory=list, description="DEV:START_S:LEN_S silences")
+    spike_rate: float = Field(0.0, ge=0, le=1, description="probability of a spike per reading")
+    output: Path | None = Field(None, description="write the source-format file instead of publishing")
+    tcp_port: int | None = Field(None, description="send JSON lines to a TCP listener ('ingest tcp')")
+    tcp_host: str = Field("127.0.0.1", description="host of the TCP listener")
+
+
+def add_feed_arguments(p: argparse._ActionsContainer) -> None:
+    """The flags every source-format simulator has."""
+    p.add_argument("--devices", type=int, help="number of devices (default 10)")
+    p.add_argument("--interval-ms", type=int, help="event-time step per device (default 1000)")
+    p.add_argument("--seed", type=int, help="random seed: same seed, same readings (default 1)")
+    p.add_argument("--speed", type=float, help="playback speed for live mode (default 1.0)")
+    p.add_argument("--duration", type=duration_arg, help="stop live mode after this long, e.g. 2m")
+    p.add_argument("--count", type=int, help="this many steps per device ending now, then exit (backfill mode)")
+    p.add_argument("--overheat", action="append", metavar="DEV:START_S:LEN_S:DELTA",
+                   help="add DELTA to device DEV's value from START_S for LEN_S seconds of event time; repeatable")
+    p.add_argument("--silence", action="append", metavar="DEV:START_S:LEN_S",
+                   help="device DEV sends nothing; repeatable")
+    p.add_argument("--spike-rate", type=float, help="probability of a spike per reading (default 0)")
+    p.add_argument("--output", type=Path, help="write the source-format file instead of publishing; use with --count")
+    p.add_argument("--tcp-port", type=int, help="send JSON lines to a TCP listener ('ingest tcp', e.g. 9988)")
+    p.add_argument("--tcp-host", help="host of the TCP listener (default 127.0.0.1)")
+
+
+def run_feed(kind: str, config: FeedSimSettings, sim: Simulator, settings: Settings,
+             write_file: Callable[[Path, Iterable[SimEvent]], None]) -> int:
+    """Play ``sim`` (backfill or live) into a file, a TCP listener, or Kafka through the collectors' mappings."""
+    duration = config.duration.total_seconds() if config.duration else None
+    try:
+        events = backfill(sim, config.count) if config.count else live(sim, config.speed, duration)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    out = logging.getLogger("machinewatch.simulate")
+    if config.output:
+        write_file(config.output, events)
+        out.info("wrote %s", config.output)
+        return 0
+    if config.tcp_port:
+        tcp = TcpOut(config.tcp_host, config.tcp_port)
+        try:
+            for event in events:
+                tcp.write(event)
+        finally:
+            tcp.close()
+        out.info("sent %d lines to %s:%d", tcp.sent, config.tcp_host, config.tcp_port)
+        return 0
+    from machinewatch.kafka_io import Publisher
+
+    # ingest.formats' FeedMapper, through the registry: a stage never imports another stage.
+    feed_mapper = plugins.shared("feeds")
+    mappers = None
+    with Publisher(settings) as pub:
+        last_report = time.monotonic()
+        for event in events:
+            if mappers is None:  # the servers CSV has times of day only: the date is the run's first day
+                day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
+                mappers = feed_mapper({"servers": {"base_date": day}})
+            result = mappers.map(event.feed, event.record, event.line)
+            pub.send_many(result.readings)
+            for reject in result.rejects:
+                pub.dead_letter(f"sim-{kind}", reject.raw, reject.reason, "simulator")
+            if time.monotonic() - last_report >= 5:
+                pub.flush()
+                out.info("published %d readings (%d acknowledged)", pub.sent, pub.acked)
+                last_report = time.monotonic()
+        pub.flush()
+        out.info("published %d readings of %d %s devices", pub.sent, config.devices, kind)
+    return 0
+
+
+def anomalies_of(config: FeedSimSettings) -> Anomalies:
+    """The anomalies the settings ask for; a bad spec is a RuntimeError naming the expected form."""
+    try:
+        return Anomalies.parse(config.overheat, config.silence, config.spike_rate)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
+def write_lines(path: Path, events: Iterable[SimEvent], header: str | None = None) -> None:
+    """The events' lines in their source's own text form, one per line (a CSV header first)."""
+    with path.open("w") as out:
+        if header is not None:
+            out.write(header + "\n")
+        for event in events:
+            out.write(event.line + "\n")

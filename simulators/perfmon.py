@@ -19,6 +19,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO
 
+from pydantic import Field
+
+from machinewatch.config import Settings
+from machinewatch.plugins import PluginSettings, SimulatorPlugin, duration_arg
+
 # (object, instance, counter, kind) per locale; kind picks the value generator.
 LOCALES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     "en": (
@@ -227,28 +232,52 @@ class PerfmonSimulator:
         return done
 
 
-# -- ``machinewatch simulate perfmon`` ---------------------------------------------------------------
+# -- ``machinewatch simulate perfmon`` (the plugin registered under ``machinewatch.simulators``) ----------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """PerfMon options of ``machinewatch simulate``; it shares --seed, --speed, --duration, --silence, --spike-rate."""
+class PerfmonSimSettings(PluginSettings):
+    """PerfMon PDH-CSV files for 'ingest perfmon': where, which hosts, how often, and what goes wrong."""
+
+    out_dir: Path | None = Field(None, description="the folder the PerfMon watcher watches (required)")
+    hosts: str = Field("1", description="a number of hosts (PERFMON-0001 ...) or comma-separated host names")
+    interval_s: float = Field(15.0, gt=0, description="sample interval in seconds")
+    rows_per_file: int = Field(240, ge=1, description="roll to a new file after this many rows")
+    files: int = Field(0, ge=0, description="backfill this many complete files per host ending now (0 = live)")
+    zone: str = Field("W. Europe Standard Time", description="time zone name in the header")
+    offset_minutes: int = Field(-60, description="header offset in minutes, UTC = local + offset")
+    locale: str = Field("en", description="language of counter names")
+    encoding: str = Field("utf-8", description="file encoding, e.g. utf-8, utf-16, cp1251")
+    corrupt_every: int = Field(0, ge=0, description="every Nth sample writes a non-number CPU cell")
+    seed: int = Field(1, description="random seed")
+    speed: float = Field(1.0, gt=0, description="playback speed for live mode")
+    duration: timedelta | None = Field(None, description="stop live mode after this long")
+    silence: list[str] = Field(default_factory=list, description="HOST_INDEX:START_S:LEN_S silences")
+    spike_rate: float = Field(0.0, ge=0, le=1, description="probability of a spike per sample")
+
+
+def add_arguments(parser: argparse._ActionsContainer) -> None:
+    """The flags of ``machinewatch simulate perfmon``."""
     g = parser.add_argument_group("perfmon", "options of 'simulate perfmon' (writes PDH-CSV 4.0 files, not Kafka)")
-    g.add_argument("--out-dir", type=Path, help="perfmon: the folder the PerfMon watcher watches (required)")
-    g.add_argument("--hosts", default="1",
-                   help="perfmon: a number of hosts (PERFMON-0001 ...) or comma-separated host names (default 1)")
-    g.add_argument("--interval-s", type=float, default=15.0, help="perfmon: sample interval in seconds (default 15)")
-    g.add_argument("--rows-per-file", type=int, default=240,
-                   help="perfmon: roll to a new file after this many rows (default 240)")
-    g.add_argument("--files", type=int, default=0,
-                   help="perfmon: backfill this many complete files per host ending now, then exit "
+    g.add_argument("--out-dir", type=Path, help="the folder the PerfMon watcher watches (required)")
+    g.add_argument("--hosts", help="a number of hosts (PERFMON-0001 ...) or comma-separated host names (default 1)")
+    g.add_argument("--interval-s", type=float, help="sample interval in seconds (default 15)")
+    g.add_argument("--rows-per-file", type=int, help="roll to a new file after this many rows (default 240)")
+    g.add_argument("--files", type=int,
+                   help="backfill this many complete files per host ending now, then exit "
                    "(default 0 = live: a row every interval-s/speed seconds until --duration or Ctrl-C)")
-    g.add_argument("--zone", default="W. Europe Standard Time", help="perfmon: time zone name in the header")
-    g.add_argument("--offset-minutes", type=int, default=-60,
-                   help="perfmon: header offset in minutes, UTC = local + offset (default -60, i.e. UTC+1)")
-    g.add_argument("--locale", choices=sorted(LOCALES), default="en", help="perfmon: language of counter names")
-    g.add_argument("--encoding", default="utf-8", help="perfmon: file encoding, e.g. utf-8, utf-16, cp1251")
-    g.add_argument("--corrupt-every", type=int, default=0,
-                   help="perfmon: every Nth sample writes a non-number CPU cell (dead-letter testing)")
+    g.add_argument("--zone", help="time zone name in the header (default 'W. Europe Standard Time')")
+    g.add_argument("--offset-minutes", type=int,
+                   help="header offset in minutes, UTC = local + offset (default -60, i.e. UTC+1)")
+    g.add_argument("--locale", choices=sorted(LOCALES), help="language of counter names (default en)")
+    g.add_argument("--encoding", help="file encoding, e.g. utf-8, utf-16, cp1251 (default utf-8)")
+    g.add_argument("--corrupt-every", type=int,
+                   help="every Nth sample writes a non-number CPU cell (dead-letter testing)")
+    g.add_argument("--seed", type=int, help="random seed (default 1)")
+    g.add_argument("--speed", type=float, help="playback speed for live mode (default 1.0)")
+    g.add_argument("--duration", type=duration_arg, help="stop live mode after this long, e.g. 2m")
+    g.add_argument("--silence", action="append", metavar="HOST_INDEX:START_S:LEN_S",
+                   help="host HOST_INDEX (0-based, or *) writes no rows; repeatable")
+    g.add_argument("--spike-rate", type=float, help="probability of a spike per sample (default 0)")
 
 
 def _hosts(text: str) -> list[str]:
@@ -270,8 +299,8 @@ def _silences(specs: list[str], interval_s: float) -> list[tuple[int, int, int]]
     return out
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Write PerfMon files as ``machinewatch simulate perfmon`` was asked to."""
+def run(args: PerfmonSimSettings, _settings: Settings | None = None) -> int:
+    """Write PerfMon files as ``machinewatch simulate perfmon`` was asked to (no Kafka: no settings needed)."""
     log = logging.getLogger("machinewatch.simulate.perfmon")
     if args.out_dir is None:
         msg = "simulate perfmon needs --out-dir (the folder the PerfMon watcher watches)"
@@ -281,8 +310,8 @@ def run_cli(args: argparse.Namespace) -> int:
             out_dir=args.out_dir, hosts=_hosts(args.hosts), interval_s=args.interval_s,
             rows_per_file=args.rows_per_file, seed=args.seed, zone_name=args.zone,
             offset_minutes=args.offset_minutes, locale=args.locale, encoding=args.encoding,
-            spike_rate=getattr(args, "spike_rate", 0.0) or 0.0,
-            silences=_silences(getattr(args, "silence", None) or [], args.interval_s),
+            spike_rate=args.spike_rate,
+            silences=_silences(args.silence, args.interval_s),
             corrupt_every=args.corrupt_every,
         )
     except (ValueError, LookupError) as exc:
@@ -298,3 +327,16 @@ def run_cli(args: argparse.Namespace) -> int:
     paths = sim.live(speed=args.speed, duration_s=duration, on_file=lambda p: log.info("finished %s", p))
     log.info("wrote %d files", len(paths))
     return 0
+
+
+plugin = SimulatorPlugin(
+    name="perfmon",
+    summary="Windows PerfMon PDH-CSV files into --out-dir, for 'ingest perfmon'",
+    description="Writes PerfMon PDH-CSV 4.0 files as Windows' performance monitor does (localised counter "
+    "names, a time zone header, file roll-over), a backfill of --files or live rows, with silences, spikes and "
+    "corrupt cells to test the watcher. No Kafka.",
+    settings_model=PerfmonSimSettings,
+    run=run,
+    add_arguments=add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
+)

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
-from simulators.feed import Anomalies, SimEvent
+from machinewatch.config import Settings
+from machinewatch.plugins import SimulatorPlugin
+from simulators.feed import (
+    Anomalies,
+    FeedSimSettings,
+    SimEvent,
+    add_feed_arguments,
+    anomalies_of,
+    run_feed,
+    write_lines,
+)
 
 FEED = "servers"
 COLUMNS = ("ts", "server_id", "cpu_pct", "mem_pct", "net_in", "net_out", "disk_io")
@@ -60,3 +71,28 @@ class ServerSimulator:
                 record = dict(zip(COLUMNS, row, strict=True))
                 yield SimEvent(ts_ms, FEED, record, ",".join(str(v) for v in row))
             step += 1
+
+
+# -- ``machinewatch simulate servers`` (the plugin registered under ``machinewatch.simulators``) -----------------
+
+def _write(path: Path, events: Iterable[SimEvent]) -> None:
+    write_lines(path, events, header=HEADER)
+
+
+def run(config: FeedSimSettings, settings: Settings) -> int:
+    sim = ServerSimulator(servers=config.devices, interval_ms=config.interval_ms, seed=config.seed,
+                          anomalies=anomalies_of(config))
+    return run_feed("servers", config, sim, settings, _write)
+
+
+plugin = SimulatorPlugin(
+    name="servers",
+    summary="server metrics in the course CSV format (to Kafka through its mapping, a file, or a TCP listener)",
+    description="Servers writing the course project's CSV rows (cpu, memory, network, disk), with injectable "
+    "overheats, silences and spikes. Published to Kafka through the same mapping 'ingest' uses, written to "
+    "--output (with the header), or sent to a TCP listener (--tcp-port).",
+    settings_model=FeedSimSettings,
+    run=run,
+    add_arguments=add_feed_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
+)

@@ -6,12 +6,19 @@ replay overwrites instead of duplicating.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from pydantic import Field
+
+from machinewatch.config import Settings
+from machinewatch.plugins import PluginSettings, SimulatorPlugin, duration_arg
 from machinewatch.record import Reading, make_event_id
 
 SOURCE = "sim-temperature"
@@ -102,3 +109,85 @@ class TemperatureSimulator:
                     event_id=make_event_id(SOURCE, device, ts),
                 )
             step += 1
+
+
+# -- ``machinewatch simulate temperature`` (the plugin registered under ``machinewatch.simulators``) --------------
+
+class TemperatureSimSettings(PluginSettings):
+    """Canonical temperature readings to Kafka: how many devices, how fast, and the overheat episodes."""
+
+    devices: int = Field(10, ge=1, description="number of devices")
+    interval_ms: int = Field(1000, gt=0, description="event-time step per device")
+    seed: int = Field(1, description="random seed: same seed, same readings")
+    region: str = "plant-1"
+    site: str = "line-a"
+    disorder_ms: int = Field(0, ge=0, description="max out-of-order delay of a reading")
+    speed: float = Field(1.0, gt=0, description="playback speed for live mode")
+    duration: timedelta | None = Field(None, description="stop live mode after this long")
+    overheat_every: int | None = Field(None, gt=0, description="live mode: one device overheats every N seconds")
+    overheat_length: int = Field(150, gt=0, description="seconds of each episode")
+    overheat_device: int = Field(3, ge=0, description="index of the device that overheats")
+    overheat_delta: float = Field(35.0, description="°C added during an episode")
+    count: int = Field(0, ge=0, description="publish this many readings per device ending now, then exit")
+
+
+def _add_arguments(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--devices", type=int, help="number of devices (default 10)")
+    p.add_argument("--interval-ms", type=int, help="event-time step per device (default 1000)")
+    p.add_argument("--seed", type=int, help="random seed: same seed, same readings (default 1)")
+    p.add_argument("--region", help="region tag (default plant-1)")
+    p.add_argument("--site", help="site tag (default line-a)")
+    p.add_argument("--disorder-ms", type=int, help="max out-of-order delay of a reading (default 0)")
+    p.add_argument("--speed", type=float, help="playback speed for live mode (default 1.0)")
+    p.add_argument("--duration", type=duration_arg, help="stop live mode after this long, e.g. 2m")
+    p.add_argument("--overheat-every", type=int, metavar="SECONDS",
+                   help="live mode: one device overheats every SECONDS (first time 10 s after start)")
+    p.add_argument("--overheat-length", type=int, metavar="SECONDS", help="length of each episode (default 150)")
+    p.add_argument("--overheat-device", type=int, help="index of the device that overheats (default 3)")
+    p.add_argument("--overheat-delta", type=float, help="°C added during an episode (default 35)")
+    p.add_argument("--count", type=int,
+                   help="publish this many readings per device ending now, then exit (backfill mode)")
+
+
+def run(config: TemperatureSimSettings, settings: Settings) -> int:
+    """Publish readings: a backfill of ``count`` per device, or live until ``duration`` (or Ctrl-C)."""
+    from machinewatch.kafka_io import Publisher
+
+    sim = TemperatureSimulator(devices=config.devices, interval_ms=config.interval_ms, seed=config.seed,
+                               region=config.region, site=config.site, max_disorder_ms=config.disorder_ms)
+    log = logging.getLogger("machinewatch.simulate")
+    with Publisher(settings) as pub:
+        if config.count:
+            start = datetime.now(tz=UTC) - timedelta(milliseconds=config.count * config.interval_ms)
+            n = pub.send_many(sim.readings(start, config.count))
+            pub.flush()
+            log.info("published %d readings of %d devices", n, config.devices)
+            return 0
+        deadline = time.monotonic() + config.duration.total_seconds() if config.duration else None
+        last_report = time.monotonic()
+        periodic = None
+        if config.overheat_every:
+            periodic = (config.overheat_device, 10_000, config.overheat_length * 1000, config.overheat_every * 1000,
+                        config.overheat_delta)
+        for reading in sim.live(speed=config.speed, periodic_overheat=periodic):
+            pub.send(reading)
+            if time.monotonic() - last_report >= 5:
+                pub.flush()
+                log.info("published %d readings (%d acknowledged)", pub.sent, pub.acked)
+                last_report = time.monotonic()
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    return 0
+
+
+plugin = SimulatorPlugin(
+    name="temperature",
+    summary="canonical temperature readings to Kafka, with periodic overheats",
+    description="Publishes canonical temperature readings of --devices sensors to the readings topic: a "
+    "backfill (--count per device, ending now) or live, optionally out of order (--disorder-ms) and with a "
+    "device overheating every --overheat-every seconds (the demo's simulator).",
+    settings_model=TemperatureSimSettings,
+    run=run,
+    add_arguments=_add_arguments,
+    sample_conf=Path(__file__).resolve().parent / "sample.conf",
+)

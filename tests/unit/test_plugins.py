@@ -6,6 +6,9 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import re
+import sys
+import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -182,7 +185,216 @@ def test_no_module_of_machinewatch_imports_a_ported_collector() -> None:
             parts = name.split(".")
             if parts[0] != "ingest" or len(parts) < 2 or parts[1] in NOT_YET_PLUGINS:
                 continue
-            if parts[1] == "formats" and path.name == "cli.py":
-                continue  # 'simulate equipment|servers|datacenter' maps its lines with the collectors' mappings
             stray.append(f"{path.relative_to(REPO)} imports {name}")
     assert not stray, stray
+
+
+# ---------------------------------------------------------------------- sinks and simulators
+
+SINKS = {"influxdb", "archive", "notify"}
+SIMULATORS = {"temperature", "equipment", "servers", "datacenter", "perfmon", "mtconnect"}
+COMMAND_GROUPS: dict[str, tuple[str, Any, set[str]]] = {"sink": (plugins.GROUP_SINKS, plugins.sinks, SINKS),
+                  "simulate": (plugins.GROUP_SIMULATORS, plugins.simulators, SIMULATORS)}
+
+
+def _verb_choices(parser: Any, verb: str) -> dict[str, Any]:
+    sub = next(a for a in parser._actions if a.dest == "command")
+    verb_parser = sub.choices[verb]
+    return next(a for a in verb_parser._actions if a.dest in ("target", "kind")).choices
+
+
+@pytest.mark.parametrize("verb", sorted(COMMAND_GROUPS))
+def test_everything_sink_and_simulate_offer_comes_from_the_registry(verb: str) -> None:
+    group, registry, expected = COMMAND_GROUPS[verb]
+    registered = registry()
+    assert expected <= set(registered), f"{verb}: {sorted(expected - set(registered))} not registered"
+    choices = _verb_choices(cli.build_parser(), verb)
+    assert set(choices) == set(registered), f"'{verb}' offers {sorted(choices)}, the registry {sorted(registered)}"
+    for name, sub in choices.items():
+        assert sub.get_default("plugin") is registered[name], name
+    pyproject = (REPO / "pyproject.toml").read_text()
+    section = pyproject.split(f'[project.entry-points."{group}"]', 1)[1].split("\n[", 1)[0]
+    for name in registered:
+        assert re.search(rf'^{name} = "(sinks|simulators)\.[a-z_.]+:plugin"$', section, re.M), name
+
+
+def test_notify_is_an_alias_of_the_notify_sink() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["notify", "--alerts-topic", "t", "--group-id", "g"])
+    assert args.plugin is plugins.sinks()["notify"]
+    assert args.plugin.load_settings(None, args.plugin.overrides(args), environ={}).model_dump() == \
+        {"alerts_topic": "t", "group_id": "g", "ledger": None, "idle_exit": None}
+
+
+@pytest.mark.parametrize(("verb", "help_lists"), [
+    ("simulate", ["temperature", "--overheat-every", "mtconnect", "--scenario", "perfmon", "--out-dir", "datacenter",
+                  "--humidity-from-step"]),
+    ("sink", ["influxdb", "--history", "archive", "--max-age", "notify", "--ledger"]),
+])
+def test_verb_help_lists_each_plugin_with_its_flags(verb: str, help_lists: list[str]) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        cli.build_parser().parse_args([verb, "--help"])
+    text = out.getvalue()
+    for name, plugin in COMMAND_GROUPS[verb][1]().items():
+        assert re.search(rf"^    {name}\b", text, re.M), text   # the subcommand list
+        assert f"  {name}: " in text, text                      # the epilog: the plugin and its flags
+        assert " ".join(plugin.summary.split()[:4]) in " ".join(text.split())
+    for word in help_lists:
+        assert word in text
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "mtconnect", "--overheat-every", "5"],        # a temperature flag
+    ["simulate", "temperature", "--out-dir", "/tmp/x"],        # a perfmon flag
+    ["simulate", "equipment", "--scenario", "estop@5"],        # an mtconnect flag
+    ["simulate", "servers", "--humidity-from-step", "3"],      # a datacenter flag
+    ["sink", "influxdb", "--max-age", "5"],                    # an archive flag
+    ["sink", "archive", "--history"],                          # an influxdb flag
+])
+def test_each_subcommand_takes_only_its_own_flags(argv: list[str]) -> None:
+    with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in err.getvalue()
+
+
+def test_sink_and_simulator_settings_come_from_the_one_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The [<verb>_<name>] table, then MW_<VERB>_<NAME>_<KEY>, then the flags, as for a collector."""
+    conf = tmp_path / "mw.toml"
+    conf.write_text("[simulate_temperature]\ndevices = 4\nsite = 'hall-2'\nregion = 'north'\n\n"
+                    "[sink_archive]\nmax_age = 5.0\nroot = '/data/archive'\n")
+    monkeypatch.setenv("MW_SIMULATE_TEMPERATURE_SITE", "hall-3")
+    monkeypatch.setenv("MW_SIMULATE_TEMPERATURE_REGION", "south")
+    monkeypatch.setenv("MW_SINK_ARCHIVE_MAX_AGE", "7.5")
+    parser = cli.build_parser()
+    args = parser.parse_args(["simulate", "temperature", "--config", str(conf), "--region", "east"])
+    loaded: Any = args.plugin.load_settings(args.config, args.plugin.overrides(args))
+    assert (loaded.devices, loaded.site, loaded.region, loaded.seed) == (4, "hall-3", "east", 1)
+    args = parser.parse_args(["sink", "archive", "--config", str(conf)])
+    loaded = args.plugin.load_settings(args.config, args.plugin.overrides(args))
+    assert (loaded.max_age, loaded.root) == (7.5, Path("/data/archive"))
+    conf.write_text("[sink_archive]\nmax_agee = 5.0\n")
+    with pytest.raises(PluginConfigError, match=r"sink_archive\.max_agee"):
+        args.plugin.load_settings(conf, {})
+
+
+def test_a_bad_plugin_setting_is_an_error_naming_it_not_a_traceback(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "mw.toml"
+    conf.write_text("[simulate_servers]\ndevices = 0\n")
+    assert cli.main(["simulate", "servers", "--config", str(conf), "--count", "1", "--output", "/dev/null"]) == 1
+    assert "simulate_servers.devices = 0" in capsys.readouterr().err
+
+
+_NEW_PLUGIN = '''
+"""A plugin written only against the core: its settings, flags and run."""
+from pydantic import Field
+from machinewatch.plugins import PluginSettings, SimulatorPlugin
+
+class BlinkSettings(PluginSettings):
+    lamps: int = Field(1, ge=1)
+    colour: str = "red"
+
+RUNS = []
+
+def _add(p):
+    p.add_argument("--lamps", type=int, help="how many lamps blink")
+
+def _run(config, settings):
+    RUNS.append(config)
+    return 0
+
+plugin = SimulatorPlugin(name="blink", summary="blinking lamps", description="Lamps that blink.",
+                         settings_model=BlinkSettings, run=_run, add_arguments=_add)
+'''
+
+
+def test_a_new_plugin_needs_only_its_module_and_one_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mw_blink_plugin.py").write_text(_NEW_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = plugins.entry_points
+    extra = EntryPoint("blink", "mw_blink_plugin:plugin", plugins.GROUP_SIMULATORS)
+    monkeypatch.setattr(plugins, "entry_points",
+                        lambda group: [*real(group=group), *([extra] if group == extra.group else [])])
+    assert "blink" in plugins.simulators()
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["simulate", "--help"])
+    assert "blinking lamps" in capsys.readouterr().out
+    monkeypatch.setenv("MW_SIMULATE_BLINK_COLOUR", "green")
+    assert cli.main(["simulate", "blink", "--lamps", "3"]) == 0
+    import mw_blink_plugin
+
+    assert [(c.lamps, c.colour) for c in mw_blink_plugin.RUNS] == [(3, "green")]
+
+
+def test_the_feed_simulators_reach_the_ingest_mappings_only_through_the_registry() -> None:
+    from ingest.formats import FeedMapper
+
+    assert plugins.shared("feeds") is FeedMapper
+    with pytest.raises(RuntimeError, match="nothing registered as 'nope'"):
+        plugins.shared("nope")
+
+
+def _plugin_files(registry: dict[str, Any]) -> list[Path]:
+    files = set()
+    for plugin in registry.values():
+        module = sys.modules[plugin.run.__module__]
+        assert module.__file__ is not None
+        files.add(Path(module.__file__))
+    return sorted(files)
+
+
+@pytest.mark.parametrize("verb", sorted(COMMAND_GROUPS))
+def test_sink_and_simulator_plugins_import_only_the_core_and_their_own_stage(verb: str) -> None:
+    _, registry, _ = COMMAND_GROUPS[verb]
+    allowed = {"machinewatch." + m for m in CORE} | {"machinewatch"}  # bare: ``from machinewatch import names``
+    for path in _plugin_files(registry()):
+        stage = path.relative_to(REPO).parts[0]
+        ours = {n for n in _imports(path) if n.split(".")[0] in ("machinewatch", "ingest", "sinks", "simulators",
+                                                                 "flink_jobs", "dashboards", "bench")}
+        stray = sorted(n for n in ours if not (n in allowed or any(n == a or n.startswith(a + ".")
+                                                                   for a in (*allowed - {"machinewatch"}, stage))))
+        assert not stray, f"{path.relative_to(REPO)} imports {stray}"
+
+
+def test_no_module_of_machinewatch_imports_a_sink_or_a_simulator() -> None:
+    """The registry is the only way from the core and the CLI to a sink or a simulator."""
+    stray = [f"{path.relative_to(REPO)} imports {name}" for path in sorted((REPO / "machinewatch").rglob("*.py"))
+             for name in _imports(path) if name.split(".")[0] in ("sinks", "simulators")]
+    assert not stray, stray
+
+
+@pytest.mark.parametrize("verb", sorted(COMMAND_GROUPS))
+def test_every_flag_of_a_sink_or_simulator_sets_one_of_its_settings(verb: str) -> None:
+    """A flag whose dest is no settings key would be parsed and then silently ignored."""
+    for name, plugin in COMMAND_GROUPS[verb][1]().items():
+        sub = _verb_choices(cli.build_parser(), verb)[name]
+        dests = {a.dest for a in sub._actions if a.option_strings and a.dest not in ("help", "config")}
+        assert dests, name
+        stray = dests - set(plugin.settings_model.model_fields)
+        assert not stray, f"{verb} {name}: flags {sorted(stray)} set no setting"
+
+
+@pytest.mark.parametrize("verb", sorted(COMMAND_GROUPS))
+def test_every_sink_and_simulator_sample_conf_loads_and_names_every_key(verb: str) -> None:
+    for name, plugin in COMMAND_GROUPS[verb][1]().items():
+        assert plugin.sample_conf is not None and plugin.sample_conf.is_file(), name
+        loaded = plugin.load_settings(plugin.sample_conf, environ={})
+        assert loaded == plugin.settings_model(), f"{name}: the sample's values are not the defaults"
+        table = plugin.sample_conf.read_text().split(f"[{plugin.table}]", 1)[1].split("\n[", 1)[0]
+        for key in plugin.settings_model.model_fields:
+            assert re.search(rf"^(# )?{key} = ", table, re.M), f"{plugin.sample_conf}: [{plugin.table}] lacks {key}"
+        for commented in re.findall(r"^# (\w+) = (.+?)(?:  #|$)", table, re.M):  # the examples are valid values
+            plugin.load_settings(None, {commented[0]: tomllib.loads(f"v = {commented[1]}")["v"]}, environ={})
+
+
+def test_a_stale_install_without_the_entry_points_says_so_in_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = plugins.entry_points
+    monkeypatch.setattr(plugins, "entry_points",
+                        lambda group: [] if group == plugins.GROUP_SIMULATORS else real(group=group))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["simulate", "--help"])
+    assert "none registered: is machinewatch installed with its entry points?" in out.getvalue()

@@ -160,10 +160,11 @@ def latency_spark(run: Run) -> None:
 
 def ingest(run: Run) -> None:
     report = run.report
-    r = bench_ingest(run.settings, 50_000 if run.args.quick else 200_000)
+    size = 20_000 if getattr(run.args, "small", False) else 50_000 if run.args.quick else 200_000
+    r = bench_ingest(run.settings, size)
     report.raw["ingest"] = r
     for name, v in r.items():
-        report.add("3 ingest", f"{name} publisher, events/s (per CPU-s)",
+        report.add("3 ingest", f"{name} publisher, readings built + published /s (per CPU-s)",
                    f"{v['events_per_s']:,.0f} ({v['events_per_cpu_s']:,.0f})", "bench/publisher.py")
 
 

@@ -101,7 +101,8 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
                           bool(p99s == p99s and p99 / p99s <= 0.1)))
     ing = raw.get("ingest", {}).get("kafka-python")
     if ing:
-        goals.append(("kafka-python publisher ≥ 50,000 events/s per core", f"{ing['events_per_cpu_s']:,.0f}/CPU-s",
+        goals.append(("kafka-python publisher ≥ 50,000 readings built + published per CPU-s",
+                      f"{ing['events_per_cpu_s']:,.0f}/CPU-s",
                       ing["events_per_cpu_s"] >= 50_000))
     inf = raw.get("influx_writes")
     if inf:

@@ -12,15 +12,76 @@ from machinewatch.config import Settings
 from machinewatch.record import Reading, make_event_id
 
 
-def create_topic(settings: Settings, topic: str, partitions: int) -> None:
+def create_topic(settings: Settings, topic: str, partitions: int, append_time: bool = False) -> None:
+    """``append_time``: records carry the broker's clock when appended (LogAppendTime), not the writer's
+    timestamp (Flink's sink stamps them with event time): what times an engine to its last output record."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
         if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, partitions, 1)])
+            configs = {"message.timestamp.type": "LogAppendTime"} if append_time else {}
+            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs)])
     finally:
         admin.close()
+
+
+def output_state(settings: Settings, topics: list[str]) -> tuple[int, int | None]:
+    """(records in ``topics``, broker append time in epoch ms of the newest of them, None if none).
+
+    The topics must have been created with ``append_time``: a record with another kind of timestamp raises,
+    so an engine is never timed by a clock it set itself.
+    """
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_servers, "group.id": f"bench-tail-{time.time_ns()}",
+                         "enable.auto.commit": False})
+    try:
+        total, newest = 0, None
+        for topic in topics:
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                total += high - low
+                if high <= low:
+                    continue
+                consumer.assign([TopicPartition(topic, p, high - 1)])
+                msg = None
+                deadline = time.monotonic() + 10
+                while msg is None and time.monotonic() < deadline:
+                    msg = consumer.poll(0.5)
+                    if msg is not None and msg.error():
+                        msg = None
+                if msg is None:
+                    err = f"could not read the last record of {topic}[{p}]"
+                    raise RuntimeError(err)
+                kind, ts = msg.timestamp()
+                if kind != TIMESTAMP_LOG_APPEND_TIME:
+                    err = f"{topic} has no LogAppendTime timestamps (create it with append_time=True)"
+                    raise RuntimeError(err)
+                newest = ts if newest is None else max(newest, ts)
+        return total, newest
+    finally:
+        consumer.close()
+
+
+def wait_output_done(settings: Settings, topics: list[str], quiet_s: float = 5.0,
+                     timeout: float = 300) -> dict[str, Any]:
+    """Wait until ``topics`` have had no new record for ``quiet_s``; their record count and the broker time of
+    the last one (what ends the one clock both engines are timed by)."""
+    deadline = time.monotonic() + timeout
+    last = (-1, None)
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        state = output_state(settings, topics)
+        if state != last:
+            last, stable_since = state, time.monotonic()
+        elif time.monotonic() - stable_since >= quiet_s:
+            break
+        time.sleep(0.5)
+    else:
+        err = f"{topics} still growing after {timeout:.0f}s"
+        raise RuntimeError(err)
+    return {"records": last[0], "last_ms": last[1], "quiet_s": quiet_s}
 
 
 def producer(settings: Settings, linger_ms: int = 20) -> Any:
@@ -85,8 +146,9 @@ def end_offsets(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
-def read_alerts(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    """Every record of ``topic`` (JSON), from the start to the end offsets at call time."""
+def read_alerts(settings: Settings, topic: str, since_ms: int | None = None) -> list[dict[str, Any]]:
+    """Every record of ``topic`` (JSON), from the start to the end offsets at call time; with ``since_ms`` only
+    those the broker appended from then on (a topic written by several runs: the last run's records)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": settings.kafka_servers, "group.id": f"bench-read-{time.time_ns()}",
@@ -102,7 +164,8 @@ def read_alerts(settings: Settings, topic: str) -> list[dict[str, Any]]:
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            docs.append(json.loads(msg.value() or b"{}"))
+            if since_ms is None or msg.timestamp()[1] >= since_ms:
+                docs.append(json.loads(msg.value() or b"{}"))
             if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
                 done.add(msg.partition())
         return docs

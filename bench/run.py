@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-seconds", type=int, help="length of the latency run (default 90; quick 45)")
     parser.add_argument("--skip", default="", help="comma list of: " + ",".join(name for name, _ in PHASES))
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
+    parser.add_argument("--perturb-pyspark", action="store_true",
+                        help="drop one PySpark output record before each output comparison: shows the check "
+                             "catches a difference (those rows then say 'outputs differ')")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser
 

@@ -1,0 +1,74 @@
+"""The benchmark's output checks as the phases apply them: a PySpark figure whose outputs differ from ours is
+reported as such and compared with nothing, and a latency goal needs 200 alerts."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import phases
+from bench.report import Report, write_results
+from machinewatch.config import Settings
+
+
+def win(device: str, end: int) -> dict[str, Any]:
+    return {"device_id": device, "metric": "temperature", "window_ms": 10_000, "slide_ms": 10_000,
+            "window_end_ms": end, "avg_value": 50.0, "min_value": 49.0, "max_value": 51.0, "count": 10}
+
+
+def spark_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark_docs: list[dict[str, Any]],
+              **args: Any) -> phases.Run:
+    ours = [win("a", 10_000), win("b", 10_000), {**win("a", 30_000), "window_ms": 30_000}]  # + a sliding one
+    topics = {"mw.bench.aggregates.win1": ours, "mw.bench.spark.thr": spark_docs}
+    monkeypatch.setattr(phases, "bench_spark", lambda *a: {
+        "spark": "4", "runs": [{"rows_in": 10, "wall_s": 1.0}], "events_per_s": 1234.0, "batches": 2,
+        "session_s": 3.0, "start_to_end_events_per_s": 2000.0, "peak_rss": 0, "out_topic": "mw.bench.spark.thr",
+        "out_since_ms": 0})
+    monkeypatch.setattr(phases, "read_alerts", lambda _s, topic, since_ms=None: list(topics[topic]))
+    run = phases.Run(settings=Settings(), topic="t", events=10,
+                     args=argparse.Namespace(quick=True, **args), latency_seconds=1, sampler=None,  # type: ignore[arg-type]
+                     tmp=tmp_path, report=Report())
+    run.outputs["window"] = ["mw.bench.alerts.win1", "mw.bench.aggregates.win1", "mw.bench.late.win1"]
+    phases.spark(run)
+    return run
+
+
+def test_equal_outputs_give_the_pyspark_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = spark_run(tmp_path, monkeypatch, [win("b", 10_000), win("a", 10_000)])
+    assert run.report.raw["pyspark"]["outputs_equal"] is True
+    assert run.report.rows[0][:3] == ("0 same work", "10 s tumbling windows: our window job vs PySpark", "same")
+    assert run.report.rows[1][2] == "1,234"
+    assert run.report.rows[1][3].startswith("outputs checked equal")
+
+
+@pytest.mark.parametrize("perturb", [False, True])
+def test_different_outputs_are_reported_not_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      perturb: bool) -> None:
+    # A window missing on the PySpark side: either really, or dropped by --perturb-pyspark.
+    docs = [win("b", 10_000), win("a", 10_000)] if perturb else [win("a", 10_000)]
+    run = spark_run(tmp_path, monkeypatch, docs, perturb_pyspark=perturb)
+    assert run.report.raw["pyspark"]["outputs_equal"] is False
+    assert run.report.rows[0][2] == "DIFFER"
+    assert run.report.rows[1][2:] == ("outputs differ", "not a figure: see the check above")
+    # ... and the goal row compares our figure with nothing.
+    run.report.raw.update({"machine_before": {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p",
+                                              "load": "l"}, "window_job": {"events_per_s": 9_000.0}})
+    out = tmp_path / "R.md"
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    write_results(out, run.report, moment, moment, [], 10, argparse.Namespace(devices=1))
+    assert "| throughput ≥ 3 × PySpark: window job vs its PySpark twin | n/a | no |" in out.read_text()
+
+
+@pytest.mark.parametrize(("alerts", "met"), [(10, "no"), (200, "yes")])
+def test_a_latency_goal_counts_only_from_200_alerts(tmp_path: Path, alerts: int, met: str) -> None:
+    report = Report()
+    report.raw.update({"machine_before": {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p", "load": "l"},
+                       "latency": {"kafka_ms": [100] * alerts, "rate_achieved": 20_000.0}})
+    out = tmp_path / "R.md"
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
+    assert f"| 100 ms (n={alerts}) | {met} |" in out.read_text()

@@ -52,12 +52,16 @@ def checked(run: Run, c: Comparison) -> bool:
     return c.equal
 
 
-def perturbed(run: Run, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """--perturb-pyspark: drop one PySpark record before the comparison (shows the check catches a difference)."""
-    if getattr(run.args, "perturb_pyspark", False) and docs:
-        run.report.notes.append("--perturb-pyspark: one PySpark output record was dropped before each comparison.")
-        return docs[1:]
-    return docs
+def compare_outputs(run: Run, what: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]], key: Any,
+                    value: Any = None) -> bool:
+    """Our output against PySpark's; with --perturb-pyspark also a self-check row, the same comparison with one
+    PySpark record dropped, which must come out DIFFER (the check can fail)."""
+    if getattr(run.args, "perturb_pyspark", False):
+        c = compare(f"{what} (self-check: one PySpark record dropped)", ("flink", ours), ("pyspark", theirs[1:]),
+                    key, value)
+        checked(run, c)
+        run.report.raw.setdefault("self_checks_caught", []).append(not c.equal)
+    return checked(run, compare(what, ("flink", ours), ("pyspark", theirs), key, value))
 
 
 def raw(run: Run) -> None:
@@ -130,9 +134,9 @@ def spark(run: Run) -> None:
         size = run.settings.window_size_s * 1000
         aggregates = next(t for t in run.outputs["window"] if ".aggregates." in t)
         ours = tumbling_windows(read_alerts(run.settings, aggregates), size)
-        theirs = perturbed(run, read_alerts(run.settings, r["out_topic"], since_ms=r["out_since_ms"]))
-        equal = checked(run, compare(f"{run.settings.window_size_s} s tumbling windows: our window job vs PySpark",
-                                     ("flink", ours), ("pyspark", theirs), window_key, window_value))
+        theirs = read_alerts(run.settings, r["out_topic"], since_ms=r["out_since_ms"])
+        equal = compare_outputs(run, f"{run.settings.window_size_s} s tumbling windows: our window job vs PySpark",
+                                ours, theirs, window_key, window_value)
     r["outputs_equal"] = equal
     what = (f"PySpark {r['spark']} Structured Streaming, 10 s tumbling windows only, events/s (start() to last "
             "output)")
@@ -154,9 +158,9 @@ def spark_overheat(run: Run) -> None:
     equal = None
     if "overheat" in run.outputs:
         ours = [d for t in run.outputs["overheat"] for d in read_alerts(run.settings, t)]
-        theirs = perturbed(run, read_alerts(run.settings, r["out_topic"], since_ms=r["out_since_ms"]))
-        equal = checked(run, compare("sustained-overheat alert transitions: our job vs PySpark", ("flink", ours),
-                                     ("pyspark", theirs), transition_key))
+        theirs = read_alerts(run.settings, r["out_topic"], since_ms=r["out_since_ms"])
+        equal = compare_outputs(run, "sustained-overheat alert transitions: our job vs PySpark", ours, theirs,
+                                transition_key)
     r["outputs_equal"] = equal
     what = (f"PySpark {r['spark']} sustained-overheat twin (1 s buckets in Spark SQL + transformWithStateInPandas "
             "running the same overheat_logic), events/s (start() to last output)")

@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip", default="", help="comma list of: " + ",".join(name for name, _ in PHASES))
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
     parser.add_argument("--perturb-pyspark", action="store_true",
-                        help="drop one PySpark output record before each output comparison: shows the check "
-                             "catches a difference (those rows then say 'outputs differ')")
+                        help="self-check: each output comparison is also made with one PySpark record dropped, "
+                             "in a row of its own that must say DIFFER (the check can fail)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser
 

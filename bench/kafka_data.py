@@ -4,6 +4,7 @@ reading result topics back."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from typing import Any
@@ -109,29 +110,49 @@ def reading_json(device: str, value: float, ts: int) -> bytes:
                    event_id=make_event_id("bench", device, ts)).to_json()
 
 
-def preload(settings: Settings, topic: str, events: int, devices: int, hot_devices: int = 20) -> float:
-    """``events`` readings of ``devices`` devices, one per device per second of event time; returns seconds."""
+def preload(settings: Settings, topic: str, events: int, devices: int, hot_devices: int = 20,
+            hover_fraction: float = 0.0, stats: dict[str, Any] | None = None) -> float:
+    """``events`` readings of ``devices`` devices, one per device per second of event time; returns seconds.
+
+    ``hot_devices`` overheat for good from a third of the way on. With ``hover_fraction`` that share of the
+    devices instead hovers around the overheat threshold: a 120 s swing of ±8 °C about threshold − 1 °C (each
+    device at its own phase), so each crosses it every two minutes and cools below the hysteresis in between;
+    the prefilter's typical case rather than its best. ``stats`` gets the overheat ratio: the share of readings
+    at or above the threshold.
+    """
     create_topic(settings, topic, settings.kafka_partitions)
     rng = random.Random(7)
     steps = -(-events // devices)
     start_ms = (int(time.time()) - steps - 60) * 1000
     temps = [55 + rng.uniform(-5, 5) for _ in range(devices)]
+    hovering = int(devices * hover_fraction)
+    threshold = settings.overheat_threshold_c
+    phase = [rng.uniform(0, 2 * math.pi) for _ in range(hovering)]
     prod = producer(settings)
     t0 = time.monotonic()
-    sent = 0
+    sent = over = 0
     for step in range(steps):
         ts = start_ms + step * 1000
         for i in range(devices):
             if sent == events:
                 break
             temps[i] += rng.gauss(0, 0.8) + (55 - temps[i]) * 0.05
-            hot = 40 if i < hot_devices and step >= steps // 3 else 0  # some devices overheat for good
+            if i < hovering:
+                value = threshold - 1 + 8 * math.sin(2 * math.pi * step / 120 + phase[i]) + rng.gauss(0, 0.3)
+            else:
+                hot = 40 if i < hot_devices and step >= steps // 3 else 0  # some devices overheat for good
+                value = temps[i] + hot
+            value = round(value, 3)
+            over += value >= threshold
             device = f"dev-{i:06d}"
-            produce(prod, topic, device.encode(), reading_json(device, round(temps[i] + hot, 3), ts))
+            produce(prod, topic, device.encode(), reading_json(device, value, ts))
             sent += 1
             if sent % 20_000 == 0:
                 prod.poll(0)
     prod.flush(300)
+    if stats is not None:
+        stats.update({"readings": sent, "over_threshold": over, "overheat_ratio": over / max(sent, 1),
+                      "hover_devices": hovering, "threshold_c": threshold})
     return time.monotonic() - t0
 
 

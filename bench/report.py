@@ -81,12 +81,22 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
     def at_least(a: float | None, b: float | None, k: float) -> bool:
         return bool(a and b and a / b >= k)
 
+    # The overheat job on both backlogs (the usual one and the hover one): the goal rows use the worse.
+    oh_hover = raw.get("overheat_job_hover", {}).get("events_per_s")
+    hover_spark = raw.get("pyspark_overheat_hover", {})
+    spark_oh_hover = hover_spark.get("events_per_s") if hover_spark.get("outputs_equal") is not False else None
+    oh_worst = min((x for x in (oh, oh_hover) if x), default=None)
+    oh_pairs = [(a, b) for a, b in ((oh, spark_oh), (oh_hover, spark_oh_hover)) if a and b]
+    if "pyspark_overheat_hover" in raw and spark_oh_hover is None:
+        oh_pairs = []  # a backlog whose outputs differed: no ratio at all rather than the kinder one
+    oh_vs_spark = min(oh_pairs, key=lambda ab: ab[0] / ab[1], default=(None, None))
+    worse = " (the worse of the usual and the hover backlog)" if oh_hover else ""
     goals = [
         ("throughput ≥ 0.5 × raw consume: both jobs together", ratio(pipe, raw_best), at_least(pipe, raw_best, 0.5)),
         ("… window job alone", ratio(win, raw_best), at_least(win, raw_best, 0.5)),
-        ("… sustained-overheat job alone", ratio(oh, raw_best), at_least(oh, raw_best, 0.5)),
+        (f"… sustained-overheat job alone{worse}", ratio(oh_worst, raw_best), at_least(oh_worst, raw_best, 0.5)),
         ("throughput ≥ 3 × PySpark: window job vs its PySpark twin", ratio(win, spark), at_least(win, spark, 3)),
-        ("… sustained-overheat job vs its PySpark twin", ratio(oh, spark_oh), at_least(oh, spark_oh, 3)),
+        (f"… sustained-overheat job vs its PySpark twin{worse}", ratio(*oh_vs_spark), at_least(*oh_vs_spark, 3)),
     ]
     lat = raw.get("latency")
     if lat:
@@ -193,10 +203,10 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         "(the p=1 figure above is the 1-slot point); the overheat job's alert latency at other device counts and "
         "at parallelism 2, with the harness of section 2.",
         "",
-        "## Not measured (yet)",
-        "",
-        "- The overheat job on a backlog where many devices run warm at once (the prefilter then passes more "
-        "buckets to Python; its worst case is the prefilter-off row).",
+        "- **Hover backlog**: the same size of backlog with 30 % of the devices swinging ±8 °C about the overheat "
+        "threshold − 1 °C over 120 s (each at its own phase), so they cross it every two minutes and the prefilter "
+        "passes many buckets to Python (its typical case, not its best); the overheat ratio (readings at or above "
+        "the threshold) is given for both backlogs, and the overheat goal rows use the worse backlog.",
         "",
     ]
     if report.notes:

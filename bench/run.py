@@ -154,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             sampler.start()
             topic = f"mw.bench.backlog.{args.devices}"
             say(f"pre-loading {events:,} readings of {args.devices:,} devices into {topic}")
-            load_s = preload(settings, topic, events, args.devices)
+            stats: dict[str, object] = {}
+            load_s = preload(settings, topic, events, args.devices, stats=stats)
             assert end_offsets(settings, topic) == events
-            report.raw["preload"] = {"events": events, "devices": args.devices, "seconds": load_s}
+            report.raw["preload"] = {"events": events, "devices": args.devices, "seconds": load_s, **stats}
             run = Run(settings, topic, events, args, lat_seconds, sampler, tmp, report)
             run_phases(run, skip)
             memory(run)

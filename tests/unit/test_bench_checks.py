@@ -77,3 +77,26 @@ def test_a_latency_goal_counts_only_from_200_alerts(tmp_path: Path, alerts: int,
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
     assert f"| 100 ms (n={alerts}) | {met} |" in out.read_text()
+
+
+def test_the_overheat_goals_use_the_worse_backlog(tmp_path: Path) -> None:
+    report = Report()
+    report.raw.update({
+        "machine_before": {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p", "load": "l"},
+        "raw_consume": [{"msg_per_s": 100_000.0}],
+        "overheat_job": {"events_per_s": 60_000.0}, "overheat_job_hover": {"events_per_s": 20_000.0},
+        "pyspark_overheat": {"events_per_s": 10_000.0, "outputs_equal": True},
+        "pyspark_overheat_hover": {"events_per_s": 8_000.0, "outputs_equal": True},
+    })
+    out = tmp_path / "R.md"
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
+    text = out.read_text()
+    # Usual backlog: 0.60x raw, 6.0x PySpark; hover backlog: 0.20x raw, 2.5x PySpark. The rows give the hover ones.
+    assert "| … sustained-overheat job alone (the worse of the usual and the hover backlog) | 0.20× | no |" in text
+    twin = "| … sustained-overheat job vs its PySpark twin (the worse of the usual and the hover backlog) |"
+    assert f"{twin} 2.50× | no |" in text
+    # A hover run whose outputs differed gives no ratio at all, not the kinder usual one.
+    report.raw["pyspark_overheat_hover"]["outputs_equal"] = False
+    write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
+    assert f"{twin} n/a | no |" in out.read_text()

@@ -125,11 +125,14 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
                       ing["events_per_cpu_s"] >= 50_000))
     inf = raw.get("influx_writes")
     if inf:
-        label = "InfluxDB writer ≥ 0.8 × CLI"
+        label = "InfluxDB writer end to end (Kafka -> InfluxDB) ≥ 1.0 × `influx write` of the same points"
         if "cli_unavailable" in inf:
             label += " (measured against raw HTTP writes: the CLI could not be built)"
-        goals.append((label, ratio(inf["writer_pps"], inf["cli_pps"]),
-                      inf["writer_pps"] / inf["cli_pps"] >= 0.8))
+        # Older raw numbers have only the write path (pre-built results): then that, and the label says so.
+        pps = inf.get("writer_e2e_pps")
+        if pps is None:
+            pps, label = inf["writer_pps"], label + " (write path only: no end-to-end figure in this run)"
+        goals.append((label, ratio(pps, inf["cli_pps"]), pps / inf["cli_pps"] >= 1.0))
     if "rss_peak_by_phase" in raw:
         peak = max(float(v.split()[0]) for v in raw["rss_peak_by_phase"].values())
         goals.append(("whole stack ≤ 4 GiB RSS at load", f"{peak:.2f} GiB", peak <= 4))
@@ -190,8 +193,11 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         "between micro-batches, so an alert waits for two or three of them.",
         "- **Memory**: RSS of each server's process tree (Kafka, Flink JobManager, TaskManager with its Python "
         "workers, InfluxDB), summed every 0.5 s; the peak of the sum. PySpark's own peak is in its notes.",
-        "- **InfluxDB writes**: the same window points into fresh buckets: our writer converts the records and "
-        "writes them per poll (≤ 5,000, gzip); the baseline is `influx write` (Influx CLI 2.x) on a file of the same "
+        "- **InfluxDB writes**: the same window points into fresh buckets. End to end: the results as JSON on a "
+        "topic loaded before the clock, consumed by `InfluxWriter.run` as deployed (poll of ≤ 5,000, parse, convert, "
+        "gzip write), from its start (group join included) until every point is written; secondary: its write path "
+        "alone on pre-built results. Every bucket is counted afterwards (all points stored, or the phase fails). "
+        "The baseline is `influx write` (Influx CLI 2.x) on a file of the same "
         "line protocol. The CLI is not installable here from the Go proxy (403 for github.com/influxdata/influx-cli);"
         " set MW_BENCH_INFLUX_CLI to a binary (built from its source, outside the repo) or the run falls back to "
         "raw HTTP writes and says so.",

@@ -12,10 +12,15 @@ from typing import Any
 
 import requests
 
+from bench.common import REPO
 from bench.kafka_data import create_topic, wait_output_done
 from bench.measure import RssSampler, cpu_use
 from machinewatch import jobs
 from machinewatch.config import Settings
+
+# The limit row's job (bench/flink_passthrough.py), made submittable like ours in this process only.
+PASSTHROUGH = "bench-passthrough"
+jobs.JOBS.setdefault(PASSTHROUGH, REPO / "bench" / "flink_passthrough.py")
 
 
 def source_count(settings: Settings, job_id: str) -> int:
@@ -49,6 +54,8 @@ def run_job_on_backlog(
     sampler.phase = f"{job} backlog {tag}"
     args = ["--readings-topic", topic, "--alerts-topic", f"mw.bench.alerts.{tag}", "--group-id",
             f"bench-{tag}-{time.time_ns()}", "--job-name", f"bench-{job}-{tag}"]
+    if job == PASSTHROUGH:  # no output topic: a blackhole sink, timed by its source alone
+        args = args[:2] + args[4:]
     if job == "window-aggregates":
         args += ["--aggregates-topic", f"mw.bench.aggregates.{tag}", "--late-topic", f"mw.bench.late.{tag}"]
     outputs = [value for flag, value in zip(args[::2], args[1::2], strict=True)
@@ -86,7 +93,7 @@ def run_job_on_backlog(
                "first_record_s": first[0] - t_submit, "source_events_per_s": steady,
                "events_per_s_incl_startup": count / (done - t_submit), "complete": count >= expected,
                "samples": samples[::4], "output_topics": outputs}
-        out.update(end_to_end(settings, outputs, count, t_submit_epoch) if count >= expected else {})
+        out.update(end_to_end(settings, outputs, count, t_submit_epoch) if count >= expected and outputs else {})
         # The figure compared: end to end when the job finished, else (stopped early) the source rate so far.
         out["events_per_s"] = out.get("e2e_events_per_s", steady)
         return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.baselines import bench_raw_consume, bench_spark, bench_spark_overheat, spark_overheat_job
 from bench.compare import Comparison, compare, percentiles, transition_key, tumbling_windows, window_key, window_value
-from bench.flink_runs import run_job_on_backlog, run_pipeline_on_backlog
+from bench.flink_runs import PASSTHROUGH, run_job_on_backlog, run_pipeline_on_backlog
 from bench.io_benchmarks import bench_dashboard, bench_influx_writes, bench_ingest
 from bench.kafka_data import preload, read_alerts
 from bench.latency import bench_latency
@@ -92,6 +92,13 @@ def raw(run: Run) -> None:
     best = max(r["msg_per_s"] for r in runs)
     report.add("1 throughput", "raw JVM consume (ConsumerPerformance), events/s", f"{best:,.0f}",
                "best of runs; fetch-only: " + ", ".join(f"{r['fetch_msg_per_s']:,.0f}" for r in runs))
+    # The limit row: Flink SQL's own ceiling on this topic (same source and JSON decode, blackhole sink).
+    r = run_job_on_backlog(run.settings, PASSTHROUGH, run.topic, run.events, "pass", run.sampler)
+    report.raw["flink_passthrough"] = r
+    report.add("1 throughput", "limit: Flink SQL pass-through of the same topic (Kafka source, JSON decode of every "
+               "column -> blackhole, p=1), events/s (source, first to last record)",
+               f"{r['source_events_per_s']:,.0f}",
+               f"{r['events_per_s_incl_startup']:,.0f} incl. job start" + cpu_note(r))
 
 
 def window(run: Run) -> None:

@@ -42,7 +42,7 @@ def source_count(settings: Settings, job_id: str) -> int:
 
 def run_job_on_backlog(
     settings: Settings, job: str, topic: str, expected: int, tag: str, sampler: RssSampler, timeout: float = 900,
-    max_read_s: float | None = None,
+    max_read_s: float | None = None, extra_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Submit ``job`` on the backlog ``topic`` with a fresh group; time until its source has read ``expected``
     (source-only) and, once it has, until its last output record is in Kafka (end to end: submission to the
@@ -56,6 +56,7 @@ def run_job_on_backlog(
             f"bench-{tag}-{time.time_ns()}", "--job-name", f"bench-{job}-{tag}"]
     if job == PASSTHROUGH:  # no output topic: a blackhole sink, timed by its source alone
         args = args[:2] + args[4:]
+    args += extra_args or []
     if job == "window-aggregates":
         args += ["--aggregates-topic", f"mw.bench.aggregates.{tag}", "--late-topic", f"mw.bench.late.{tag}"]
     outputs = [value for flag, value in zip(args[::2], args[1::2], strict=True)

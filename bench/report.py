@@ -71,6 +71,8 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
     raw_best = max((r["msg_per_s"] for r in raw.get("raw_consume", [])), default=None)
     win = raw.get("window_job", {}).get("events_per_s")
     win_src = raw.get("window_job", {}).get("source_events_per_s")
+    win_like = raw.get("window_job_tumbling_only", {}).get("events_per_s") or win
+    same_work = " (both 10 s tumbling windows only)" if "window_job_tumbling_only" in raw else ""
     passthrough = raw.get("flink_passthrough", {}).get("source_events_per_s")
     oh = raw.get("overheat_job", {}).get("events_per_s")
     pipe = raw.get("pipeline", {}).get("events_per_s")
@@ -101,7 +103,10 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         ("window job ≥ 0.5 × the Flink SQL pass-through (source rates)", ratio(win_src, passthrough),
          at_least(win_src, passthrough, 0.5)),
         (f"… sustained-overheat job alone{worse}", ratio(oh_worst, raw_best), at_least(oh_worst, raw_best, 0.5)),
-        ("throughput ≥ 3 × PySpark: window job vs its PySpark twin", ratio(win, spark), at_least(win, spark, 3)),
+        # Same work on both sides: our job with tumbling windows only when that run exists (older raw numbers: the
+        # full job, which does more than the twin).
+        (f"throughput ≥ 3 × PySpark: window job vs its PySpark twin{same_work}", ratio(win_like, spark),
+         at_least(win_like, spark, 3)),
         (f"… sustained-overheat job vs its PySpark twin{worse}", ratio(*oh_vs_spark), at_least(*oh_vs_spark, 3)),
     ]
     lat = raw.get("latency")

@@ -100,7 +100,7 @@ def compare(what: str, left: tuple[str, Iterable[Mapping[str, Any]]], right: tup
     return out
 
 
-def tumbling_windows(docs: Iterable[Mapping[str, Any]], window_ms: int) -> list[Mapping[str, Any]]:
+def tumbling_windows(docs: Iterable[dict[str, Any]], window_ms: int) -> list[dict[str, Any]]:
     """The tumbling windows of one size among a window job's results (its topic also carries sliding ones)."""
     return [d for d in docs if d.get("window_ms") == window_ms and d.get("slide_ms", window_ms) == window_ms]
 

@@ -76,7 +76,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
             create_topic(settings, topic, settings.kafka_partitions)
             prod = producer(settings)
             for d in docs:
-                produce(prod, topic, d["device_id"].encode(), json.dumps(d, separators=(",", ":")).encode())
+                produce(prod, topic, str(d["device_id"]).encode(), json.dumps(d, separators=(",", ":")).encode())
             prod.flush(120)
             e2e = InfluxWriter(operator, group_id=f"bench-e2e-{time.time_ns()}",
                                routes={topic: (window_line, made["e2e"].name)})

@@ -70,7 +70,7 @@ def wait_output_done(settings: Settings, topics: list[str], quiet_s: float = 5.0
     """Wait until ``topics`` have had no new record for ``quiet_s``; their record count and the broker time of
     the last one (what ends the one clock both engines are timed by)."""
     deadline = time.monotonic() + timeout
-    last = (-1, None)
+    last: tuple[int, int | None] = (-1, None)
     stable_since = time.monotonic()
     while time.monotonic() < deadline:
         state = output_state(settings, topics)

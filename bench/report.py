@@ -93,7 +93,7 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
     oh_pairs = [(a, b) for a, b in ((oh, spark_oh), (oh_hover, spark_oh_hover)) if a and b]
     if "pyspark_overheat_hover" in raw and spark_oh_hover is None:
         oh_pairs = []  # a backlog whose outputs differed: no ratio at all rather than the kinder one
-    oh_vs_spark = min(oh_pairs, key=lambda ab: ab[0] / ab[1], default=(None, None))
+    oh_a, oh_b = min(oh_pairs, key=lambda ab: ab[0] / ab[1], default=(None, None))
     worse = " (the worse of the usual and the hover backlog)" if oh_hover else ""
     goals = [
         ("throughput ≥ 0.5 × raw consume: both jobs together", ratio(pipe, raw_best), at_least(pipe, raw_best, 0.5)),
@@ -107,7 +107,7 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         # full job, which does more than the twin).
         (f"throughput ≥ 3 × PySpark: window job vs its PySpark twin{same_work}", ratio(win_like, spark),
          at_least(win_like, spark, 3)),
-        (f"… sustained-overheat job vs its PySpark twin{worse}", ratio(*oh_vs_spark), at_least(*oh_vs_spark, 3)),
+        (f"… sustained-overheat job vs its PySpark twin{worse}", ratio(oh_a, oh_b), at_least(oh_a, oh_b, 3)),
     ]
     lat = raw.get("latency")
     if lat:

@@ -65,18 +65,21 @@ def output_state(settings: Settings, topics: list[str]) -> tuple[int, int | None
         consumer.close()
 
 
-def wait_output_done(settings: Settings, topics: list[str], quiet_s: float = 5.0,
+def wait_output_done(settings: Settings, topics: list[str], quiet_s: float = 5.0, first_s: float = 120,
                      timeout: float = 300) -> dict[str, Any]:
     """Wait until ``topics`` have had no new record for ``quiet_s``; their record count and the broker time of
-    the last one (what ends the one clock both engines are timed by)."""
-    deadline = time.monotonic() + timeout
+    the last one (what ends the one clock both engines are timed by). Nothing written yet is not quiet: that is
+    waited for up to ``first_s`` (a job still busy with the backlog it has read)."""
+    start = time.monotonic()
+    deadline = start + timeout
     last: tuple[int, int | None] = (-1, None)
-    stable_since = time.monotonic()
+    stable_since = start
     while time.monotonic() < deadline:
         state = output_state(settings, topics)
+        now = time.monotonic()
         if state != last:
-            last, stable_since = state, time.monotonic()
-        elif time.monotonic() - stable_since >= quiet_s:
+            last, stable_since = state, now
+        elif now - stable_since >= quiet_s and (state[0] > 0 or now - start >= first_s):
             break
         time.sleep(0.5)
     else:

@@ -172,6 +172,7 @@ def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampl
         end = max(done.values())
         cpu = cpu_use(cpu0, sampler.cpu_seconds(), max(end - first, 1e-6), expected)
         out = {"events": expected, "cpu": cpu, "source_events_per_s": expected / max(end - first, 1e-6),
+               "submit_to_done_s": end - t_submit,
                "events_per_s_incl_startup": expected / (end - t_submit),
                "per_job_s": {job: t - first for job, t in done.items()}, "output_topics": list(out_topics.values())}
         out.update(end_to_end(settings, list(out_topics.values()), expected, t_submit_epoch))

@@ -62,8 +62,13 @@ def ratio_note(run: Run, key: str) -> str:
 
 
 def e2e_note(r: dict[str, Any]) -> str:
-    return (f"submission to last output record in Kafka {r['e2e_s']:.1f} s ({r['output_records']:,} records out)"
-            if "e2e_s" in r else "did not finish: source-only rate")
+    if "e2e_s" not in r:
+        return "did not finish: source-only rate"
+    # How long output kept coming after the source had read everything (windows firing, the Python stage
+    # draining; also anything emitted only once the source went idle, MW_SOURCE_IDLE_TIMEOUT_MS).
+    drain = f"; last output {r['e2e_s'] - r['submit_to_done_s']:.1f} s after the source read all" \
+        if "submit_to_done_s" in r else ""
+    return f"submission to last output record in Kafka {r['e2e_s']:.1f} s ({r['output_records']:,} records out){drain}"
 
 
 def checked(run: Run, c: Comparison) -> bool:

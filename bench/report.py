@@ -59,7 +59,7 @@ def machine() -> dict[str, str]:
 
 
 def ratio(a: float | None, b: float | None) -> str:
-    if not a or not b:
+    if not a or not b or a != a or b != b:  # None, 0 or NaN (a percentile of no samples)
         return "n/a"
     return f"{a / b:.2f}×"
 

@@ -100,3 +100,10 @@ def test_the_overheat_goals_use_the_worse_backlog(tmp_path: Path) -> None:
     report.raw["pyspark_overheat_hover"]["outputs_equal"] = False
     write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
     assert f"{twin} n/a | no |" in out.read_text()
+
+
+def test_a_ratio_to_a_percentile_of_no_samples_is_not_a_number_shown_as_one() -> None:
+    from bench.report import ratio
+
+    assert ratio(float("nan"), 2.0) == ratio(2.0, float("nan")) == ratio(None, 2.0) == "n/a"
+    assert ratio(1.0, 2.0) == "0.50×"

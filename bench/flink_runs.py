@@ -79,6 +79,7 @@ def run_job_on_backlog(
     try:
         deadline = time.monotonic() + timeout
         first: tuple[float, int] | None = None
+        zero_t = t_submit  # the last sample at which the source had read nothing
         samples: list[tuple[float, int]] = []
         count = 0
         while time.monotonic() < deadline:
@@ -90,6 +91,8 @@ def run_job_on_backlog(
             if count > 0 and first is None:
                 first = (now, count)
                 cpu0 = sampler.cpu_seconds()
+            elif first is None:
+                zero_t = now
             if count >= expected or (first is not None and max_read_s and now - first[0] >= max_read_s):
                 break
             time.sleep(0.5)
@@ -98,12 +101,19 @@ def run_job_on_backlog(
             msg = f"{job} read only {count} of {expected} in {timeout:.0f}s"
             raise RuntimeError(msg)
         assert first is not None
-        steady = (count - first[1]) / max(done - first[0], 1e-6)
-        cpu = cpu_use(cpu0, sampler.cpu_seconds(), max(done - first[0], 1e-6), count - first[1])
+        bound = count == first[1]
+        if not bound:
+            steady = (count - first[1]) / max(done - first[0], 1e-6)
+            cpu: dict[str, Any] | None = cpu_use(cpu0, sampler.cpu_seconds(), max(done - first[0], 1e-6),
+                                                 count - first[1])
+        else:
+            # Everything was read between two samples (a small backlog): the rate is at least count / that interval,
+            # and there is no interval of reading to put CPU against.
+            steady, cpu = count / max(first[0] - zero_t, 1e-6), None
         out = {"job_id": job_id, "events": count, "cpu": cpu, "submit_to_done_s": done - t_submit,
                "first_record_s": first[0] - t_submit, "source_events_per_s": steady,
                "events_per_s_incl_startup": count / (done - t_submit), "complete": count >= expected,
-               "samples": samples[::4], "output_topics": outputs}
+               "samples": samples[::4], "output_topics": outputs, "source_rate_is_lower_bound": bound}
         out.update(end_to_end(settings, outputs, count, t_submit_epoch) if count >= expected and outputs else {})
         # The figure compared: end to end when the job finished, else (stopped early) the source rate so far.
         out["events_per_s"] = out.get("e2e_events_per_s", steady)

@@ -107,3 +107,32 @@ def test_a_ratio_to_a_percentile_of_no_samples_is_not_a_number_shown_as_one() ->
 
     assert ratio(float("nan"), 2.0) == ratio(2.0, float("nan")) == ratio(None, 2.0) == "n/a"
     assert ratio(1.0, 2.0) == "0.50×"
+
+
+@pytest.mark.parametrize(("counts", "bound"), [([0, 0, 10], True), ([0, 4, 10], False)])
+def test_a_backlog_read_between_two_samples_gives_a_lower_bound_not_zero(
+        monkeypatch: pytest.MonkeyPatch, counts: list[int], bound: bool) -> None:
+    from bench import flink_runs
+
+    clock = iter(float(x) for x in range(1000))
+    seen = iter(counts)
+
+    class Sampler:
+        phase = ""
+
+        def cpu_seconds(self) -> dict[str, float]:
+            return {"flink-taskmanager": 0.0}
+
+    monkeypatch.setattr(flink_runs.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(flink_runs.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(flink_runs, "create_topic", lambda *a, **k: None)
+    monkeypatch.setattr(flink_runs, "submit", lambda *a: "job")
+    monkeypatch.setattr(flink_runs, "source_count", lambda *a: next(seen))
+    monkeypatch.setattr(flink_runs, "fail_if_restarting", lambda *a: None)
+    monkeypatch.setattr(flink_runs, "wait_slots_free", lambda *a: None)
+    monkeypatch.setattr(flink_runs.jobs, "cancel", lambda *a: None)
+    monkeypatch.setattr(flink_runs, "end_to_end", lambda *a: {})
+    r = flink_runs.run_job_on_backlog(Settings(), "sustained-overheat", "t", 10, "x", Sampler())  # type: ignore[arg-type]
+    assert r["source_rate_is_lower_bound"] is bound
+    assert r["source_events_per_s"] > 0
+    assert (r["cpu"] is None) is bound

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, say
-from bench.kafka_data import create_topic, opened_summary, read_alerts
+from bench.kafka_data import create_topic, opened_summary, output_state, read_alerts
 from bench.measure import RssSampler, tree_rss
 from machinewatch.config import Settings
 
@@ -129,9 +129,23 @@ def bench_spark(settings: Settings, topic: str, tag: str, sampler: RssSampler, t
            "--topic", topic, "--out-topic", f"mw.bench.spark.{tag}", "--checkpoint", str(tmp / f"spark-ckpt-{tag}"),
            "--jars", ",".join(jars), "--cores", str(os.cpu_count() or 2), "--result", str(result),
            "--watermark-ms", str(settings.watermark_delay_ms), "--window-s", str(settings.window_size_s)]
-    create_topic(settings, f"mw.bench.spark.{tag}", settings.kafka_partitions)
+    create_topic(settings, f"mw.bench.spark.{tag}", settings.kafka_partitions, append_time=True)
     sampler.phase = f"pyspark backlog {tag}"
-    return run_spark_backlog(cmd, tmp / f"spark-{tag}.log", result, "PySpark", env=None)
+    data = run_spark_backlog(cmd, tmp / f"spark-{tag}.log", result, "PySpark", env=None)
+    data.update(spark_end_to_end(settings, f"mw.bench.spark.{tag}", data))
+    return data
+
+
+def spark_end_to_end(settings: Settings, out_topic: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The last run timed like our jobs: from its start() to the broker's append time of the last output record
+    (the runs write one topic in turn, so the newest record is the last run's); its output is read from then on."""
+    _, last_ms = output_state(settings, [out_topic])
+    if last_ms is None:
+        msg = f"PySpark wrote nothing to {out_topic}: nothing to time end to end"
+        raise RuntimeError(msg)
+    seconds = (last_ms - data["start_epoch_ms"]) / 1000
+    return {"e2e_s": seconds, "e2e_events_per_s": data["rows_in"] / seconds, "events_per_s": data["rows_in"] / seconds,
+            "out_topic": out_topic, "out_since_ms": data["start_epoch_ms"]}
 
 
 def run_spark_backlog(cmd: list[str], log: Path, result: Path, what: str, env: dict[str, str] | None) -> dict[str, Any]:
@@ -152,7 +166,7 @@ def run_spark_backlog(cmd: list[str], log: Path, result: Path, what: str, env: d
         msg = f"{what} failed (exit {proc.returncode}): {log.read_text()[-2000:]}"
         raise RuntimeError(msg)
     data: dict[str, Any] = json.loads(result.read_text())
-    data["events_per_s"] = data["rows_in"] / data["wall_s"]
+    data["events_per_s"] = data["start_to_end_events_per_s"] = data["rows_in"] / data["wall_s"]
     data["peak_rss"] = spark_peak
     return data
 
@@ -185,13 +199,14 @@ def bench_spark_overheat(
     """
     venv = bench_venv(settings)
     alerts = f"mw.bench.spark.alerts.{tag}"
-    create_topic(settings, alerts, 1)
+    create_topic(settings, alerts, 1, append_time=True)
     result = tmp / f"spark-overheat-{tag}.json"
     cmd = [*spark_overheat_cmd(settings, venv, topic, alerts, tmp / f"spark-overheat-ckpt-{tag}"), "--available-now",
            "--runs", str(runs), "--result", str(result)]
     sampler.phase = f"pyspark overheat backlog {tag}"
     data = run_spark_backlog(cmd, tmp / f"spark-overheat-{tag}.log", result, "PySpark overheat job", env=spark_env())
     data["alerts"] = opened_summary(read_alerts(settings, alerts))
+    data.update(spark_end_to_end(settings, alerts, data))
     return data
 
 

@@ -1,5 +1,6 @@
-"""Our Flink jobs under the benchmark: submitted on a backlog and timed by their source's record count (Flink
-REST metrics), both jobs together as deployed, or started for the latency harness."""
+"""Our Flink jobs under the benchmark: submitted on a backlog and timed from submission to the last output record the
+broker appended (the clock the PySpark twins are timed by), with the source-only rate (Flink REST metrics) as a
+secondary figure; both jobs together as deployed, or started for the latency harness."""
 
 from __future__ import annotations
 
@@ -11,10 +12,25 @@ from typing import Any
 
 import requests
 
-from bench.kafka_data import create_topic
+from bench.common import REPO
+from bench.kafka_data import create_topic, wait_output_done
 from bench.measure import RssSampler, cpu_use
 from machinewatch import jobs
 from machinewatch.config import Settings
+
+# The limit row's job (bench/flink_passthrough.py): submitted like ours, registered only for its submission
+# (the registry is what `machinewatch jobs` lists).
+PASSTHROUGH = "bench-passthrough"
+
+
+def submit(settings: Settings, job: str, args: list[str]) -> str:
+    if job != PASSTHROUGH:
+        return jobs.submit(settings, job, args)
+    jobs.JOBS[PASSTHROUGH] = REPO / "bench" / "flink_passthrough.py"
+    try:
+        return jobs.submit(settings, job, args)
+    finally:
+        del jobs.JOBS[PASSTHROUGH]
 
 
 def source_count(settings: Settings, job_id: str) -> int:
@@ -36,25 +52,34 @@ def source_count(settings: Settings, job_id: str) -> int:
 
 def run_job_on_backlog(
     settings: Settings, job: str, topic: str, expected: int, tag: str, sampler: RssSampler, timeout: float = 900,
-    max_read_s: float | None = None,
+    max_read_s: float | None = None, extra_args: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Submit ``job`` on the backlog ``topic`` with a fresh group; time until its source has read ``expected``.
+    """Submit ``job`` on the backlog ``topic`` with a fresh group; time until its source has read ``expected``
+    (source-only) and, once it has, until its last output record is in Kafka (end to end: submission to the
+    broker's append time of the last record on its output topics, which then stay quiet for 5 s).
 
-    With ``max_read_s`` a slow job is stopped after reading for that long and its rate so far is reported.
+    With ``max_read_s`` a slow job is stopped after reading for that long and its rate so far is reported (no end
+    to end figure: it never finished).
     """
     sampler.phase = f"{job} backlog {tag}"
     args = ["--readings-topic", topic, "--alerts-topic", f"mw.bench.alerts.{tag}", "--group-id",
             f"bench-{tag}-{time.time_ns()}", "--job-name", f"bench-{job}-{tag}"]
+    if job == PASSTHROUGH:  # no output topic: a blackhole sink, timed by its source alone
+        args = args[:2] + args[4:]
+    args += extra_args or []
     if job == "window-aggregates":
         args += ["--aggregates-topic", f"mw.bench.aggregates.{tag}", "--late-topic", f"mw.bench.late.{tag}"]
-    for flag, value in zip(args[::2], args[1::2], strict=True):
-        if flag.endswith("-topic") and value != topic:  # the broker does not auto-create topics
-            create_topic(settings, value, settings.kafka_partitions)
+    outputs = [value for flag, value in zip(args[::2], args[1::2], strict=True)
+               if flag.endswith("-topic") and value != topic]
+    for name in outputs:  # the broker does not auto-create topics
+        create_topic(settings, name, settings.kafka_partitions, append_time=True)
     t_submit = time.monotonic()
-    job_id = jobs.submit(settings, job, args)
+    t_submit_epoch = time.time()
+    job_id = submit(settings, job, args)
     try:
         deadline = time.monotonic() + timeout
         first: tuple[float, int] | None = None
+        zero_t = t_submit  # the last sample at which the source had read nothing
         samples: list[tuple[float, int]] = []
         count = 0
         while time.monotonic() < deadline:
@@ -66,6 +91,8 @@ def run_job_on_backlog(
             if count > 0 and first is None:
                 first = (now, count)
                 cpu0 = sampler.cpu_seconds()
+            elif first is None:
+                zero_t = now
             if count >= expected or (first is not None and max_read_s and now - first[0] >= max_read_s):
                 break
             time.sleep(0.5)
@@ -74,12 +101,23 @@ def run_job_on_backlog(
             msg = f"{job} read only {count} of {expected} in {timeout:.0f}s"
             raise RuntimeError(msg)
         assert first is not None
-        steady = (count - first[1]) / max(done - first[0], 1e-6)
-        cpu = cpu_use(cpu0, sampler.cpu_seconds(), max(done - first[0], 1e-6), count - first[1])
-        return {"job_id": job_id, "events": count, "cpu": cpu, "submit_to_done_s": done - t_submit,
-                "first_record_s": first[0] - t_submit, "events_per_s": steady,
-                "events_per_s_incl_startup": count / (done - t_submit), "complete": count >= expected,
-                "samples": samples[::4]}
+        bound = count == first[1]
+        if not bound:
+            steady = (count - first[1]) / max(done - first[0], 1e-6)
+            cpu: dict[str, Any] | None = cpu_use(cpu0, sampler.cpu_seconds(), max(done - first[0], 1e-6),
+                                                 count - first[1])
+        else:
+            # Everything was read between two samples (a small backlog): the rate is at least count / that interval,
+            # and there is no interval of reading to put CPU against.
+            steady, cpu = count / max(first[0] - zero_t, 1e-6), None
+        out = {"job_id": job_id, "events": count, "cpu": cpu, "submit_to_done_s": done - t_submit,
+               "first_record_s": first[0] - t_submit, "source_events_per_s": steady,
+               "events_per_s_incl_startup": count / (done - t_submit), "complete": count >= expected,
+               "samples": samples[::4], "output_topics": outputs, "source_rate_is_lower_bound": bound}
+        out.update(end_to_end(settings, outputs, count, t_submit_epoch) if count >= expected and outputs else {})
+        # The figure compared: end to end when the job finished, else (stopped early) the source rate so far.
+        out["events_per_s"] = out.get("e2e_events_per_s", steady)
+        return out
     finally:
         with contextlib.suppress(Exception):
             jobs.cancel(settings, job_id)
@@ -97,7 +135,7 @@ def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampl
     out_topics = {"--alerts-topic": f"mw.bench.alerts.{tag}", "--aggregates-topic": f"mw.bench.aggregates.{tag}",
                   "--late-topic": f"mw.bench.late.{tag}"}
     for name in out_topics.values():
-        create_topic(settings, name, settings.kafka_partitions)
+        create_topic(settings, name, settings.kafka_partitions, append_time=True)
     ids: dict[str, str] = {}
     failed: list[BaseException] = []
 
@@ -114,6 +152,7 @@ def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampl
     # Submitted side by side and polled from the start: `flink run` takes seconds, and the first job would
     # otherwise read much of the backlog before the clock starts.
     t_submit = time.monotonic()
+    t_submit_epoch = time.time()
     submitters = [threading.Thread(target=submit, args=(job,), daemon=True)
                   for job in ("window-aggregates", "sustained-overheat")]
     for t in submitters:
@@ -142,9 +181,13 @@ def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampl
             raise RuntimeError(msg)
         end = max(done.values())
         cpu = cpu_use(cpu0, sampler.cpu_seconds(), max(end - first, 1e-6), expected)
-        return {"events": expected, "cpu": cpu, "events_per_s": expected / max(end - first, 1e-6),
-                "events_per_s_incl_startup": expected / (end - t_submit),
-                "per_job_s": {job: t - first for job, t in done.items()}}
+        out = {"events": expected, "cpu": cpu, "source_events_per_s": expected / max(end - first, 1e-6),
+               "submit_to_done_s": end - t_submit,
+               "events_per_s_incl_startup": expected / (end - t_submit),
+               "per_job_s": {job: t - first for job, t in done.items()}, "output_topics": list(out_topics.values())}
+        out.update(end_to_end(settings, list(out_topics.values()), expected, t_submit_epoch))
+        out["events_per_s"] = out["e2e_events_per_s"]
+        return out
     finally:
         for t in submitters:
             t.join(120)
@@ -152,6 +195,16 @@ def run_pipeline_on_backlog(settings: Settings, topic: str, expected: int, sampl
             with contextlib.suppress(Exception):
                 jobs.cancel(settings, job_id)
         wait_slots_free(settings)
+
+
+def end_to_end(settings: Settings, outputs: list[str], events: int, t_submit_epoch: float) -> dict[str, Any]:
+    """Submission to the last output record in Kafka (broker append time), once the outputs have gone quiet."""
+    tail = wait_output_done(settings, outputs)
+    if tail["last_ms"] is None:
+        msg = f"no output record on {outputs}: nothing to time end to end"
+        raise RuntimeError(msg)
+    seconds = tail["last_ms"] / 1000 - t_submit_epoch
+    return {"e2e_s": seconds, "e2e_events_per_s": events / seconds, "output_records": tail["records"]}
 
 
 def fail_if_restarting(settings: Settings, job_id: str) -> None:

@@ -21,11 +21,12 @@ from machinewatch.config import Settings
 
 
 def bench_ingest(settings: Settings, events: int) -> dict[str, Any]:
-    """bench/publisher.py's two clients on the private broker (same data, interleaved)."""
+    """bench/publisher.py's two clients on the private broker (same data, interleaved): readings built (and
+    validated) and published per CPU-second of this process."""
     from bench import publisher
 
     publisher.ensure_topic(settings)
-    readings = publisher.make_readings(events)
+    readings = publisher.make_fields(events)
     out: dict[str, Any] = {}
     for name, fn in (("kafka-python", publisher.run_kafka_python), ("confluent-kafka", publisher.run_confluent)):
         wall, cpu = fn(settings, readings)
@@ -34,10 +35,16 @@ def bench_ingest(settings: Settings, events: int) -> dict[str, Any]:
 
 
 def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str, Any]:
-    """Our writer (its window converter + InfluxWriter.write, per poll of <= 5,000 records) vs `influx write` (or raw
-    HTTP) on the same line protocol (the converter's lines equal influxdb-client's Point lines: unit-tested)."""
+    """Our writer end to end (``InfluxWriter.run``: Kafka poll + parse + convert + write, from a pre-loaded topic of
+    the window results) and its write path alone (converter + ``InfluxWriter.write`` per <= 5,000 records) vs
+    `influx write` (or raw HTTP) on the same line protocol (the converter's lines equal influxdb-client's Point
+    lines: unit-tested)."""
+    import json
+    import threading
+
     from influxdb_client import BucketRetentionRules, InfluxDBClient
 
+    from bench.kafka_data import create_topic, produce, producer
     from sinks.influxdb_writer import InfluxWriter, window_line
 
     docs = [{"device_id": f"dev-{i % 10000:06d}", "metric": "temperature", "source": "bench", "region": "r1",
@@ -53,7 +60,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
         made = {name: buckets.create_bucket(bucket_name=f"bench-{name}-{time.time_ns() % 10**6}",
                                             org=settings.influx_org,
                                             retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
-                for name in ("writer", "cli")}
+                for name in ("writer", "e2e", "cli")}
         try:
             # The pipeline's write token may write only to its own buckets: these fresh ones need the operator's.
             operator = settings.model_copy(update={"influx_write_token": SecretStr(settings.operator_token())})
@@ -63,6 +70,29 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
                 writer.write(made["writer"].name, [window_line(d) for d in docs[k:k + 5000]])
             out["writer_s"] = time.perf_counter() - t0
             writer.close()
+            # End to end: the same results as JSON on a topic (loaded before the clock), consumed by the writer as
+            # deployed, from its start (consumer group join included) until every point is written.
+            topic = f"mw.bench.influx.{time.time_ns() % 10**8}"
+            create_topic(settings, topic, settings.kafka_partitions)
+            prod = producer(settings)
+            for d in docs:
+                produce(prod, topic, str(d["device_id"]).encode(), json.dumps(d, separators=(",", ":")).encode())
+            prod.flush(120)
+            e2e = InfluxWriter(operator, group_id=f"bench-e2e-{time.time_ns()}",
+                               routes={topic: (window_line, made["e2e"].name)})
+            t0 = time.perf_counter()
+            thread = threading.Thread(target=e2e.run, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 600
+            while e2e.written + e2e.rejected < points and time.monotonic() < deadline and thread.is_alive():
+                time.sleep(0.05)
+            out["writer_e2e_s"] = time.perf_counter() - t0
+            e2e.stop_event.set()
+            thread.join(30)
+            e2e.close()
+            if e2e.written != points:
+                msg = f"the writer wrote {e2e.written:,} of {points:,} points from Kafka ({e2e.rejected:,} rejected)"
+                raise RuntimeError(msg)
             exe, why = influx_cli(settings)
             # Token, host and org by environment (not argv, where `ps` shows them); a private configs path so a
             # user's ~/.influxdbv2 active config cannot change the target.
@@ -122,6 +152,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
                 with contextlib.suppress(Exception):
                     buckets.delete_bucket(bucket)
     out["writer_pps"] = points / out["writer_s"]
+    out["writer_e2e_pps"] = points / out["writer_e2e_s"]
     out["cli_pps"] = points / out["cli_s"]
     return out
 

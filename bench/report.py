@@ -17,7 +17,9 @@ from typing import Any
 
 from bench.baselines import KAFKA_VERSION, SPARK_VERSION
 from bench.common import say
-from bench.measure import pct
+from bench.compare import percentile, percentiles
+
+MIN_ALERTS = 200  # alerts a latency p99 needs before it counts for a goal
 
 
 @dataclass
@@ -57,7 +59,7 @@ def machine() -> dict[str, str]:
 
 
 def ratio(a: float | None, b: float | None) -> str:
-    if not a or not b:
+    if not a or not b or a != a or b != b:  # None, 0 or NaN (a percentile of no samples)
         return "n/a"
     return f"{a / b:.2f}×"
 
@@ -68,48 +70,80 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
     raw = report.raw
     raw_best = max((r["msg_per_s"] for r in raw.get("raw_consume", [])), default=None)
     win = raw.get("window_job", {}).get("events_per_s")
+    win_src = raw.get("window_job", {}).get("source_events_per_s")
+    win_like = raw.get("window_job_tumbling_only", {}).get("events_per_s") or win
+    same_work = " (both 10 s tumbling windows only)" if "window_job_tumbling_only" in raw else ""
+    passthrough = raw.get("flink_passthrough", {}).get("source_events_per_s")
     oh = raw.get("overheat_job", {}).get("events_per_s")
     pipe = raw.get("pipeline", {}).get("events_per_s")
-    spark = raw.get("pyspark", {}).get("events_per_s")
-    spark_oh = raw.get("pyspark_overheat", {}).get("events_per_s")
+    # A PySpark figure whose outputs differed from ours is not compared with anything.
+    spark = raw.get("pyspark", {}).get("events_per_s") if raw.get("pyspark", {}).get("outputs_equal") is not False \
+        else None
+    spark_oh = (raw.get("pyspark_overheat", {}).get("events_per_s")
+                if raw.get("pyspark_overheat", {}).get("outputs_equal") is not False else None)
 
     def at_least(a: float | None, b: float | None, k: float) -> bool:
         return bool(a and b and a / b >= k)
 
+    # The overheat job on both backlogs (the usual one and the hover one): the goal rows use the worse.
+    oh_hover = raw.get("overheat_job_hover", {}).get("events_per_s")
+    hover_spark = raw.get("pyspark_overheat_hover", {})
+    spark_oh_hover = hover_spark.get("events_per_s") if hover_spark.get("outputs_equal") is not False else None
+    oh_worst = min((x for x in (oh, oh_hover) if x), default=None)
+    oh_pairs = [(a, b) for a, b in ((oh, spark_oh), (oh_hover, spark_oh_hover)) if a and b]
+    if "pyspark_overheat_hover" in raw and spark_oh_hover is None:
+        oh_pairs = []  # a backlog whose outputs differed: no ratio at all rather than the kinder one
+    oh_a, oh_b = min(oh_pairs, key=lambda ab: ab[0] / ab[1], default=(None, None))
+    worse = " (the worse of the usual and the hover backlog)" if oh_hover else ""
     goals = [
         ("throughput ≥ 0.5 × raw consume: both jobs together", ratio(pipe, raw_best), at_least(pipe, raw_best, 0.5)),
         ("… window job alone", ratio(win, raw_best), at_least(win, raw_best, 0.5)),
-        ("… sustained-overheat job alone", ratio(oh, raw_best), at_least(oh, raw_best, 0.5)),
-        ("throughput ≥ 3 × PySpark: window job vs its PySpark twin", ratio(win, spark), at_least(win, spark, 3)),
-        ("… sustained-overheat job vs its PySpark twin", ratio(oh, spark_oh), at_least(oh, spark_oh, 3)),
+        # Issue 18's limit: the window job against Flink's own pass-through of the topic (both from the source's
+        # first to last record: the pass-through has no output to time end to end).
+        ("window job ≥ 0.5 × the Flink SQL pass-through (source rates)", ratio(win_src, passthrough),
+         at_least(win_src, passthrough, 0.5)),
+        (f"… sustained-overheat job alone{worse}", ratio(oh_worst, raw_best), at_least(oh_worst, raw_best, 0.5)),
+        # Same work on both sides: our job with tumbling windows only when that run exists (older raw numbers: the
+        # full job, which does more than the twin).
+        (f"throughput ≥ 3 × PySpark: window job vs its PySpark twin{same_work}", ratio(win_like, spark),
+         at_least(win_like, spark, 3)),
+        (f"… sustained-overheat job vs its PySpark twin{worse}", ratio(oh_a, oh_b), at_least(oh_a, oh_b, 3)),
     ]
     lat = raw.get("latency")
     if lat:
-        p99 = pct(lat["kafka_ms"], 0.99)
+        # A p99 counts only from enough alerts (of 10 it is their maximum): fewer than 200 and the goal is not met.
+        q = percentiles(lat["kafka_ms"])
+        p99 = q.p99
         goals.append((f"alert latency p99 ≤ 500 ms beyond the sustained duration (at {lat['rate_achieved']:,.0f}/s, "
-                      "watermark delay 2,000 ms)", f"{p99:,.0f} ms", p99 <= 500))
+                      "watermark delay 2,000 ms; from ≥ 200 alerts)", f"{p99:,.0f} ms (n={q.count:,})",
+                      p99 <= 500 and q.enough(MIN_ALERTS)))
         fast = raw.get("latency_watermark_200ms")
         if fast:
-            p99f = pct(fast["kafka_ms"], 0.99)
-            goals.append(("… with a 200 ms watermark delay", f"{p99f:,.0f} ms", p99f <= 500))
+            qf = percentiles(fast["kafka_ms"])
+            goals.append(("… with a 200 ms watermark delay", f"{qf.p99:,.0f} ms (n={qf.count:,})",
+                          qf.p99 <= 500 and qf.enough(MIN_ALERTS)))
         lat_spark = raw.get("latency_pyspark")
         if lat_spark:
-            p99s = pct(lat_spark["kafka_ms"], 0.99)
+            p99s = percentile(lat_spark["kafka_ms"], 0.99)
             # Alerts PySpark never delivered would only raise its p99: with some missing, the ratio is an upper bound.
             goals.append((f"alert latency p99 ≤ 0.1 × PySpark's (same rate and delay; PySpark delivered "
                           f"{lat_spark['alerts']}/{lat_spark['hot']} alerts)", ratio(p99, p99s),
                           bool(p99s == p99s and p99 / p99s <= 0.1)))
     ing = raw.get("ingest", {}).get("kafka-python")
     if ing:
-        goals.append(("kafka-python publisher ≥ 50,000 events/s per core", f"{ing['events_per_cpu_s']:,.0f}/CPU-s",
+        goals.append(("kafka-python publisher ≥ 50,000 readings built + published per CPU-s",
+                      f"{ing['events_per_cpu_s']:,.0f}/CPU-s",
                       ing["events_per_cpu_s"] >= 50_000))
     inf = raw.get("influx_writes")
     if inf:
-        label = "InfluxDB writer ≥ 0.8 × CLI"
+        label = "InfluxDB writer end to end (Kafka -> InfluxDB) ≥ 1.0 × `influx write` of the same points"
         if "cli_unavailable" in inf:
             label += " (measured against raw HTTP writes: the CLI could not be built)"
-        goals.append((label, ratio(inf["writer_pps"], inf["cli_pps"]),
-                      inf["writer_pps"] / inf["cli_pps"] >= 0.8))
+        # Older raw numbers have only the write path (pre-built results): then that, and the label says so.
+        pps = inf.get("writer_e2e_pps")
+        if pps is None:
+            pps, label = inf["writer_pps"], label + " (write path only: no end-to-end figure in this run)"
+        goals.append((label, ratio(pps, inf["cli_pps"]), pps / inf["cli_pps"] >= 1.0))
     # Issue 19's dashboard goals: cold first render (every chart drawn) and each panel query's p95.
     for (devices, hours), limit_ms in (((100, 1), 2000), ((100, 6), 2000), ((1000, 24), 3000)):
         render = raw.get(f"dashboard_render_{devices}x{hours}h")
@@ -123,7 +157,7 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
                       f"{queries['worst_p95_ms']:,.0f} ms", queries["worst_p95_ms"] <= 100))
     if "rss_peak_by_phase" in raw:
         peak = max(float(v.split()[0]) for v in raw["rss_peak_by_phase"].values())
-        goals.append(("whole stack ≤ 4 GiB RSS at load", f"{peak:.2f} GiB", peak <= 4))
+        goals.append(("whole stack ≤ 3 GiB peak RSS at load", f"{peak:.2f} GiB", peak <= 3))
     lines = [
         "# Benchmark results", "",
         "Produced by `bench/run.py` (one command; see its docstring). Every figure below comes from the single run",
@@ -145,24 +179,33 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         "", "## All figures", "", "| # | what | value | notes |", "|---|---|---:|---|",
         *[f"| {s} | {w} | {v} | {n} |" for s, w, v, n in report.rows],
         "", "## What is measured, and how", "",
-        "- **Throughput**: a job is submitted with a fresh consumer group on the pre-loaded topic; events/s = records "
-        "its Kafka source emitted (Flink REST, `numRecordsOut` of the source operator, summed over subtasks) from the "
-        "first record until all were read, sampled every 0.5 s (so ±0.5 s on the end; the private JobManager's REST "
-        "metric cache is set to 500 ms for this, instead of 10 s). The value including job start-up is in the notes. "
+        "- **Throughput** (one clock for both engines): a job is submitted with a fresh consumer group on the "
+        "pre-loaded topic; events/s = backlog size / time from submission (`flink run` for our jobs, the query's "
+        "`start()` in a warm session for PySpark: SparkSession start excluded) to the last output record in Kafka, "
+        "taken from the broker's append time (the output topics use `LogAppendTime`, so neither engine sets the "
+        "clock) once the outputs have been quiet for 5 s. The secondary *source only* rows count the records our "
+        "Kafka source emitted (Flink REST `numRecordsOut`, sampled every 0.5 s; the JobManager's metric cache is set "
+        "to 500 ms) from the first record until all were read: no job start-up, no downstream drain. "
         "*The pipeline* row runs both jobs at once, one slot each, as they are deployed. Raw consume is Kafka's "
         f"`kafka.tools.ConsumerPerformance` (kafka-tools {KAFKA_VERSION}); its nMsg/s includes the group join, "
-        "`fetch-only` excludes it. The PySpark twins read the same topic with `trigger(availableNow=True)` and are "
-        "timed from `start()` to termination (SparkSession start excluded, query planning included): "
-        "`bench/spark_job.py` does the 10 s tumbling avg/min/max/count only (our window job does more per event: "
-        "sliding windows, late-event check, rules, so that ratio is not like for like in our favour); "
+        "`fetch-only` excludes it. The PySpark twins read the same topic with `trigger(availableNow=True)`: "
+        "`bench/spark_job.py` does the 10 s tumbling avg/min/max/count only, so its output is compared with our "
+        "job's 10 s tumbling windows (like for like on the outputs; our job also computes sliding windows, the "
+        "late-event check and rules in that time, so the throughput ratio still favours PySpark's work); "
         "`bench/spark_overheat.py` does the same 1 s buckets and runs the same `flink_jobs/overheat_logic.py` per "
         "device in `transformWithStateInPandas` (Spark refuses `applyInPandasWithState` after an aggregation), "
-        "without our SQL prefilter. The overheat job's prefilter drops, in SQL, the buckets that cannot change an "
+        "without our SQL prefilter. **Same work, checked**: after each PySpark backlog run its output (the last "
+        "run's records) is read back and compared with our job's on the same backlog (section 0): the same windows "
+        "(device, metric, size, end; avg/min/max to 9 significant digits, count exact) and the same alert "
+        "transitions (device, kind, state, ts, start); a PySpark row whose outputs differ says so and gives no "
+        "figure, and no goal uses it. The overheat job's prefilter drops, in SQL, the buckets that cannot change an "
         "alert; on this backlog only the 20 hot devices' buckets reach Python, so its figure is the cost of the "
         "SQL stage, and the row with the prefilter off shows the Python lifecycle's cost per device-second.",
         "- **Alert latency**: the job under test runs alone on a fresh topic; a publisher (confluent-kafka, "
-        "linger 5 ms) sends readings stamped with the wall clock at a steady rate, and 10 devices start overheating "
-        "at staggered times. Latency = arrival of the `opened` alert (Kafka consumer; InfluxDB: our writer thread "
+        "linger 5 ms) sends readings stamped with the wall clock at a steady rate, and 200 devices (20 with "
+        "`--small`) start overheating at staggered times, one alert each: p50/p95/p99 are nearest-rank percentiles "
+        "of those alerts, reported with their count, and a latency goal counts only from ≥ 200 alerts. "
+        "Latency = arrival of the `opened` alert (Kafka consumer; InfluxDB: our writer thread "
         "plus a Flux poll every 100 ms) minus the publish time of that device's last reading before the alert's "
         "`ts`. The sustained duration is set to 10 s for the run (it only shifts when alerts fire). A 1 s bucket "
         "closes only when the watermark (max event time − MW_WATERMARK_DELAY_MS = 2,000 ms) passes its end, so "
@@ -172,8 +215,11 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         "between micro-batches, so an alert waits for two or three of them.",
         "- **Memory**: RSS of each server's process tree (Kafka, Flink JobManager, TaskManager with its Python "
         "workers, InfluxDB), summed every 0.5 s; the peak of the sum. PySpark's own peak is in its notes.",
-        "- **InfluxDB writes**: the same window points into fresh buckets: our writer converts the records and "
-        "writes them per poll (≤ 5,000, gzip); the baseline is `influx write` (Influx CLI 2.x) on a file of the same "
+        "- **InfluxDB writes**: the same window points into fresh buckets. End to end: the results as JSON on a "
+        "topic loaded before the clock, consumed by `InfluxWriter.run` as deployed (poll of ≤ 5,000, parse, convert, "
+        "gzip write), from its start (group join included) until every point is written; secondary: its write path "
+        "alone on pre-built results. Every bucket is counted afterwards (all points stored, or the phase fails). "
+        "The baseline is `influx write` (Influx CLI 2.x) on a file of the same "
         "line protocol. The CLI is not installable here from the Go proxy (403 for github.com/influxdata/influx-cli);"
         " set MW_BENCH_INFLUX_CLI to a binary (built from its source, outside the repo) or the run falls back to "
         "raw HTTP writes and says so.",
@@ -185,10 +231,10 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         "(the p=1 figure above is the 1-slot point); the overheat job's alert latency at other device counts and "
         "at parallelism 2, with the harness of section 2.",
         "",
-        "## Not measured (yet)",
-        "",
-        "- The overheat job on a backlog where many devices run warm at once (the prefilter then passes more "
-        "buckets to Python; its worst case is the prefilter-off row).",
+        "- **Hover backlog**: the same size of backlog with 30 % of the devices swinging ±8 °C about the overheat "
+        "threshold − 1 °C over 120 s (each at its own phase), so they cross it every two minutes and the prefilter "
+        "passes many buckets to Python (its typical case, not its best); the overheat ratio (readings at or above "
+        "the threshold) is given for both backlogs, and the overheat goal rows use the worse backlog.",
         "",
     ]
     if report.notes:

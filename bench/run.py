@@ -1,6 +1,10 @@
 """Issue 8 benchmarks in one command, each beside a baseline run on the same machine in the same run.
 
-    python -m bench.run [--quick] [--events 1000000] [--devices 10000] [--rate 20000] [--skip spark,...]
+    python -m bench.run [--quick | --small] [--events 1000000] [--devices 10000] [--rate 20000]
+                        [--skip spark,... | --only window,...]
+
+``--small`` is a smoke test of the phases (20,000 readings of 1,000 devices, short latency runs): it proves
+they work and that their output checks pass, on a busy machine; its figures are not results.
 
 Starts a PRIVATE stack (free ports, temporary state dir; never the dev stack), then measures
 throughput on a pre-loaded backlog (JVM ConsumerPerformance ceiling, our Flink jobs, PySpark Structured
@@ -97,24 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
-    parser.add_argument("--events", type=int, help="backlog size (default 1,000,000; quick 200,000)")
-    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--small", action="store_true",
+                        help="smoke-test sizes (implies --quick): 20,000 readings of 1,000 devices, 40 s latency runs "
+                             "with 20 alerts; proves the phases and their output checks work, figures are not results")
+    parser.add_argument("--events", type=int, help="backlog size (default 1,000,000; quick 200,000; small 20,000)")
+    parser.add_argument("--devices", type=int, help="devices in the backlog (default 10,000; small 1,000)")
     parser.add_argument("--rate", type=int, default=20_000, help="steady events/s for alert latency")
     parser.add_argument("--latency-devices", type=int, default=1_000,
                         help="devices in the latency run (the overheat job's Python stage runs once per device "
                              "per 1 s bucket, so its cost grows with devices, not events; default 1000)")
     parser.add_argument("--latency-seconds", type=int, help="length of the latency run (default 90; quick 45)")
     parser.add_argument("--skip", default="", help="comma list of: " + ",".join(name for name, _ in PHASES))
+    parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
+    parser.add_argument("--perturb-pyspark", action="store_true",
+                        help="self-check: each output comparison is also made with one PySpark record dropped, "
+                             "in a row of its own that must say DIFFER (the check can fail)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     argv_used = argv if argv is not None else sys.argv[1:]
-    events = args.events or (200_000 if args.quick else 1_000_000)
+    args.quick = args.quick or args.small
+    args.devices = args.devices or (1_000 if args.small else 10_000)
+    events = args.events or (20_000 if args.small else 200_000 if args.quick else 1_000_000)
     skip = set(filter(None, args.skip.split(",")))
-    lat_seconds = args.latency_seconds or (45 if args.quick else 90)
+    only = set(filter(None, args.only.split(",")))
+    known = {name for name, _ in PHASES}
+    if (skip | only) - known:
+        parser.error(f"unknown phases: {', '.join(sorted((skip | only) - known))}")
+    if only:
+        skip |= known - only
+    lat_seconds = args.latency_seconds or (40 if args.small else 45 if args.quick else 90)
 
     # A SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the private stack below is stopped, not left running.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
@@ -134,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             sampler.start()
             topic = f"mw.bench.backlog.{args.devices}"
             say(f"pre-loading {events:,} readings of {args.devices:,} devices into {topic}")
-            load_s = preload(settings, topic, events, args.devices)
+            stats: dict[str, object] = {}
+            load_s = preload(settings, topic, events, args.devices, stats=stats)
             assert end_offsets(settings, topic) == events
-            report.raw["preload"] = {"events": events, "devices": args.devices, "seconds": load_s}
+            report.raw["preload"] = {"events": events, "devices": args.devices, "seconds": load_s, **stats}
             run = Run(settings, topic, events, args, lat_seconds, sampler, tmp, report)
             run_phases(run, skip)
             memory(run)

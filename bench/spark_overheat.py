@@ -219,12 +219,15 @@ def main() -> None:
     runs = []
     for n in range(args.runs):  # run 1 warms the JVM and the Python workers
         t0 = time.monotonic()
+        # Wall clock at start(): the bench times the run from here to the broker's append time of its last output.
+        start_epoch_ms = int(time.time() * 1000)
         query = start(f"{args.checkpoint}-{n}", "earliest", available_now=True)
         query.awaitTermination()
         wall = time.monotonic() - t0
         progress = [json.loads(p.json) for p in query.recentProgress]
         runs.append({
-            "wall_s": wall, "rows_in": sum(p.get("numInputRows", 0) for p in progress), "batches": len(progress),
+            "wall_s": wall, "start_epoch_ms": start_epoch_ms,
+            "rows_in": sum(p.get("numInputRows", 0) for p in progress), "batches": len(progress),
             "rows_out": sum(p.get("sink", {}).get("numOutputRows", 0) or 0 for p in progress),
             "batch_durations_ms": [p.get("durationMs", {}).get("triggerExecution") for p in progress],
         })

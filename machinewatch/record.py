@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
@@ -62,7 +62,11 @@ class Reading:
     orig_unit: str | None = None
 
     def __post_init__(self) -> None:
-        validate(asdict(self))
+        # Runs once per generated reading: the all-valid case is checked on the attributes directly
+        # (dataclasses.asdict deep-copies every field and cost about as much as building the reading);
+        # anything it does not accept goes through validate(), which decides and names the field.
+        if not _plainly_valid(self):
+            validate(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name, _, _ in READING_FIELDS}
@@ -99,6 +103,32 @@ class Reading:
     @classmethod
     def from_json(cls, payload: bytes | str) -> Reading:
         return cls.from_dict(json_object(payload))
+
+
+_INF = math.inf
+
+
+def _plainly_valid(r: Reading) -> bool:
+    """True only for readings validate() accepts, written with exact types (a str subclass, a numpy float or a
+    bool, an int takes the slow path, where validate() decides). Never True where validate() would refuse:
+    tests/unit/test_record.py checks the two agree on a spread of good and bad readings."""
+    source, device_id, metric, unit, event_id = r.source, r.device_id, r.metric, r.unit, r.event_id
+    region, site, value, orig_value, orig_unit, ts = r.region, r.site, r.value, r.orig_value, r.orig_unit, r.ts
+    return (
+        type(source) is str and 0 < len(source) <= _MAX_TEXT
+        and type(device_id) is str and 0 < len(device_id) <= _MAX_TEXT
+        and type(metric) is str and 0 < len(metric) <= _MAX_TEXT
+        and type(event_id) is str and 0 < len(event_id) <= _MAX_TEXT
+        and type(unit) is str and len(unit) <= _MAX_TEXT
+        and (region is None or (type(region) is str and len(region) <= _MAX_TEXT))
+        and (site is None or (type(site) is str and len(site) <= _MAX_TEXT))
+        and (orig_unit is None or (type(orig_unit) is str and len(orig_unit) <= _MAX_TEXT))
+        # -inf < x < inf is False for NaN and the infinities: math.isfinite without the call.
+        # Integers take the slow path: validate() alone decides what a huge one does.
+        and type(value) is float and -_INF < value < _INF
+        and (orig_value is None or (type(orig_value) is float and -_INF < orig_value < _INF))
+        and type(ts) is int and _MIN_TS_MS <= ts < _MAX_TS_MS
+    )
 
 
 def _json_number(value: float) -> str:

@@ -112,3 +112,43 @@ def test_to_json_is_byte_identical_to_json_dumps_on_a_spread_of_readings() -> No
     for reading in cases:
         assert reading.to_json() == _dumps(reading), reading
         assert Reading.from_json(reading.to_json()) == reading
+
+
+class _Text(str):
+    """A str subclass: the fast check leaves it to validate()."""
+
+
+_VARIANTS: list[dict[str, object]] = [
+    {}, {"value": 3}, {"value": -0.0}, {"value": 1e308}, {"value": float("nan")}, {"value": float("-inf")},
+    {"value": True}, {"value": "1"}, {"value": None}, {"orig_value": 70}, {"orig_value": float("nan")},
+    {"orig_value": False}, {"orig_unit": 5}, {"orig_unit": "°F"}, {"region": None}, {"site": None},
+    {"region": 3}, {"site": "x" * 256}, {"site": "x" * 257}, {"unit": ""}, {"unit": None}, {"source": ""},
+    {"event_id": ""}, {"metric": _Text("m")}, {"device_id": _Text("")}, {"device_id": 7}, {"ts": TS + 0.0},
+    {"ts": True}, {"ts": 946_684_800_000}, {"ts": 946_684_799_999}, {"ts": 4_102_444_800_000},
+    {"ts": 4_102_444_799_999}, {"event_id": "e" * 257}, {"unit": "u" * 257},
+]
+
+
+@pytest.mark.parametrize("change", _VARIANTS, ids=repr)
+def test_the_fast_construction_check_never_accepts_what_validate_refuses(change: dict[str, object]) -> None:
+    # Reading() skips validate() when _plainly_valid says yes: that must never let through what validate() refuses,
+    # and the constructor must then refuse exactly what validate() refuses.
+    from machinewatch import record
+
+    doc = reading(**change)
+    try:
+        record.validate(dict(doc))
+        valid = True
+    except RecordError:
+        valid = False
+    fields = {name: doc.get(name) for name, _, _ in READING_FIELDS}
+    if valid:
+        built = Reading(**fields)  # type: ignore[arg-type]
+        assert built.to_dict() == fields
+    else:
+        with pytest.raises(RecordError):
+            Reading(**fields)  # type: ignore[arg-type]
+        probe = object.__new__(Reading)
+        for name, value in fields.items():
+            object.__setattr__(probe, name, value)
+        assert not record._plainly_valid(probe)

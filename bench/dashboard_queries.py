@@ -140,9 +140,9 @@ def main() -> None:
             print(f"wrote {points:,} windows ({args.devices} devices x {args.hours} h / {args.step_s} s) "
                   f"in {load_s:.0f} s", flush=True)
             for label, name in rollup_buckets.items():
-                rows = load(client, name, rollup_lines(args.devices, start, args.hours, args.step_s,
+                written = load(client, name, rollup_lines(args.devices, start, args.hours, args.step_s,
                                                        ROLLUP_EVERY_S[label], label))
-                print(f"wrote {rows:,} {label} roll-up rows", flush=True)
+                print(f"wrote {written:,} {label} roll-up rows", flush=True)
 
             dash = data.Dashboard(url=settings.influx, token=token, org=settings.influx_org, timeout_ms=120_000,
                                   aggregates_bucket=bucket_name, rollup_1m_bucket=rollup_buckets.get("1m", ""),

@@ -22,7 +22,10 @@ from machinewatch.runtime import Counters, Source
 
 def _make_source(config: Any, _settings: Settings) -> Source:
     from ingest.mtconnect.source import MTConnectSource
+    from ingest.mtconnect.state import load_cursor
 
+    # An unusable state file is a configuration error (StateError, a ValueError), reported before the run.
+    load_cursor(config.state_path)
     return MTConnectSource(config)
 
 

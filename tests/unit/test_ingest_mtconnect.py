@@ -118,3 +118,11 @@ def test_settings_take_the_older_readings_topic_key_and_the_environment(tmp_path
     assert cfg.mode == "stream"  # a flag overrides the environment
     with pytest.raises(ValueError, match="mode"):
         plugin.load_settings(conf, {}, {"MW_MTCONNECT_MODE": "push"})
+
+
+def test_an_unreadable_state_file_is_refused_before_the_run(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    cfg = config("http://127.0.0.1:1", tmp_path, state_path=str(state))
+    with pytest.raises(ValueError, match="unreadable"):
+        plugin.make_source(cfg, None)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from machinewatch import names
 from machinewatch.config import read_toml_table, validation_problems
 from machinewatch.plugins import CollectorSettings, env_overrides
+from machinewatch.runtime import RunOptions
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,10 @@ class MTConnectSettings(CollectorSettings):
     metrics_interval_s: float = Field(60.0, gt=0)
     region: str = ""
     site: str = ""
+    # Flush and checkpoint after every document (a crash repeats at most one, <= count observations); a
+    # [mtconnect.runner] table sets its own max_batch (a larger one trades that bound for fewer flushes).
+    runner: RunOptions = Field(default_factory=lambda: RunOptions(max_batch=1),
+                               description="batching, retries, stats ([mtconnect.runner]); max_batch defaults to 1")
     device_events_topic: str = names.TOPIC_DEVICE_EVENTS
     alerts_topic: str = Field(names.TOPIC_ALERTS, description="unused: alerts are derived by the device-alerts "
                               "job from the device events (kept so older config files still load)")

@@ -111,17 +111,18 @@ class MTConnectSource:
             first = self._queue.get(timeout=timeout_s)
         except queue.Empty:
             return Batch()
-        # Everything already queued in one batch: the runner flushes it once; the last cursor covers it all.
+        # One document per batch: its records and the cursor after it (queued right behind them), so with the
+        # default max_batch = 1 a crash repeats at most one document, as the collector did before the runtime.
         batch = Batch(list(first.records), list(first.rejected), first.checkpoint)
-        while True:
+        while batch.checkpoint is None:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
                 return batch
             batch.records.extend(more.records)
             batch.rejected.extend(more.rejected)
-            if more.checkpoint is not None:
-                batch.checkpoint = more.checkpoint
+            batch.checkpoint = more.checkpoint
+        return batch
 
     def commit(self, checkpoint: object) -> None:
         assert isinstance(checkpoint, Cursor)

@@ -58,10 +58,11 @@ class Letters:
         pass
 
 
-def _run(cfg: Any, sink: FlakySink, until: Any, timeout: float = 20) -> MTConnectSource:
+def _run(cfg: Any, sink: FlakySink, until: Any, timeout: float = 20, options: RunOptions | None = None
+         ) -> MTConnectSource:
     source = MTConnectSource(cfg)
-    runner = Runner("mtconnect", source, sink, Letters(), RunOptions(flush_interval_s=0.05, retry_min_s=0.05,
-                                                                      retry_max_s=0.1))
+    runner = Runner("mtconnect", source, sink, Letters(),
+                    options or RunOptions(flush_interval_s=0.05, retry_min_s=0.05, retry_max_s=0.1))
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -126,3 +127,32 @@ def test_an_unreadable_state_file_is_refused_before_the_run(tmp_path: Path) -> N
     cfg = config("http://127.0.0.1:1", tmp_path, state_path=str(state))
     with pytest.raises(ValueError, match="unreadable"):
         plugin.make_source(cfg, None)  # type: ignore[arg-type]
+
+
+class PerFlush(FlakySink):
+    """Counts the records each flush made durable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def flush(self) -> None:
+        self.sizes.append(len(self.pending))
+        super().flush()
+
+
+def test_by_default_each_document_is_flushed_and_checkpointed_on_its_own(tmp_path: Path) -> None:
+    with MTConnectAgentSimulator(devices=2, buffer_size=4000, seed=5) as sim:
+        sim.serve()
+        sim.step(30)  # many documents of count (40) observations waiting
+        cfg = config(sim.url, tmp_path, start="buffer", mode="poll")
+        assert cfg.runner.max_batch == 1
+        sink = PerFlush()
+
+        def caught_up(_src: MTConnectSource) -> bool:
+            cursor = load_cursor(cfg.state_path)
+            return cursor is not None and cursor.next_sequence == sim.next_sequence
+
+        _run(cfg, sink, caught_up, options=cfg.runner)
+    # A crash repeats what was sent since the last checkpoint: at most one document, <= count observations.
+    assert max(sink.sizes) <= cfg.count and len([n for n in sink.sizes if n]) >= sim.next_sequence // cfg.count

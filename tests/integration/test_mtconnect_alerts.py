@@ -96,6 +96,9 @@ def test_unavailable_and_faults_open_and_resolve_once_across_a_collector_restart
                 sim.step(3)
                 sim.machine_unavailable(1)
                 sim.fault(0, "SERVO ALARM 414")
+                # Repeats: a second active fault, the machine reported unavailable again: no new alert.
+                sim.fault(0, "SPINDLE AMPLIFIER ALARM")
+                sim.machine_unavailable(1)
                 sim.step(2)
                 wait_cursor(lambda: src.cursor, sim)
             # Produced while the collector is down: it must go on from its saved cursor, nothing twice.
@@ -118,6 +121,8 @@ def test_unavailable_and_faults_open_and_resolve_once_across_a_collector_restart
         assert [i for i, n in Counter(published).items() if n > 1] == [], "an observation was published twice"
         assert set(published) == produced
 
+        repeats = [o for o in sim.produced if o.item.category == "CONDITION" and o.level == "FAULT"]
+        assert len(repeats) > len([w for w in want if w[1] == "condition_fault" and w[2] == "opened"])
         rules = {rule for _, rule, _, _, _ in want}
         assert {"machine_unavailable", "condition_fault", "condition_warning", "emergency_stop"} <= rules
         assert {s for _, _, s, _, _ in want} == {"opened", "resolved"}

@@ -154,6 +154,17 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # not reached
 
 
+class _ChoicesFormatter(argparse.HelpFormatter):
+    """Aligns sub-command summaries past the longest sub-command name (argparse measures the names without
+    their indent, so ``mtconnect`` would get a line of its own)."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS and isinstance(action, argparse._SubParsersAction) and action.choices:
+            longest = max(len(name) for name in action.choices) + self._current_indent + self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="machinewatch",
@@ -198,13 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_command_parsers(kinds, simulators)
 
     if "ingest" not in sub.choices:
-        p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka")
+        p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka",
+                           formatter_class=_ChoicesFormatter)
         p.add_subparsers(dest="collector", required=True, metavar="collector")
     ingest_sub = next(a for a in sub.choices["ingest"]._actions if isinstance(a, argparse._SubParsersAction))
-    from ingest.mtconnect import cli as mtconnect_cli
-
-    for collector in (mtconnect_cli,):
-        collector.add_parser(ingest_sub)
     plugins.add_collector_parsers(ingest_sub)  # the collectors registered as plugins (entry points)
 
     p = sub.add_parser("jobs", help="operate Flink jobs on the configured cluster")

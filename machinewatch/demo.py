@@ -19,7 +19,8 @@ from machinewatch.config import Settings
 from machinewatch.stack import Stack
 from machinewatch.stack.provision import say
 
-JOBS = {"window-aggregates": "machinewatch-window-aggregates", "sustained-overheat": "machinewatch-sustained-overheat"}
+JOBS = {"window-aggregates": "machinewatch-window-aggregates", "sustained-overheat": "machinewatch-sustained-overheat",
+        "device-alerts": "machinewatch-device-alerts"}
 
 
 def ensure_pipeline(settings: Settings, stack: Stack, job_names: tuple[str, ...] = ("window-aggregates",)) -> None:

@@ -3,8 +3,9 @@
 A ``Reading`` carries one numeric value; everything a machine reports that is not a number (an
 MTConnect EVENT or CONDITION, a SAMPLE that is UNAVAILABLE) and everything the connector learns
 about the stream itself (observations lost to a wrapped agent buffer, an agent restart) is a
-``DeviceEvent``. Derived events (machine unavailable, emergency stop, condition fault) use the same
-record with kind ``derived`` and go to the alerts topic.
+``DeviceEvent``. The device-alerts job (flink_jobs/device_alerts.py) writes its alerts (machine
+unavailable, emergency stop, condition warning and fault) in the same columns with kind ``derived``
+to the alerts topic (``schema.DERIVED_ALERT``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from machinewatch.schema import DEVICE_EVENT
 KIND_OBSERVATION = "observation"  # one observation the device produced (EVENT, CONDITION, non-numeric SAMPLE)
 KIND_GAP = "gap"  # observations that existed at the source but can no longer be read
 KIND_AGENT_RESTARTED = "agent_restarted"  # the source restarted: its sequence numbers start over
-KIND_DERIVED = schema.KIND_DERIVED  # an alert-worthy fact derived from an observation (on the alerts topic)
+KIND_DERIVED = schema.KIND_DERIVED  # an alert the device-alerts job derived from observations (on the alerts topic)
 KINDS = (KIND_OBSERVATION, KIND_GAP, KIND_AGENT_RESTARTED, KIND_DERIVED)
 
 # (name, python type) of schema.DEVICE_EVENT, where each field is described. Order is the JSON order.

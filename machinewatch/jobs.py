@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 JOBS: dict[str, Path] = {
     "window-aggregates": REPO / "flink_jobs" / "window_aggregates.py",
     "sustained-overheat": REPO / "flink_jobs" / "sustained_overheat.py",
+    "device-alerts": REPO / "flink_jobs" / "device_alerts.py",
 }
 
 

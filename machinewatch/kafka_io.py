@@ -32,6 +32,7 @@ from kafka.structs import OffsetAndMetadata
 
 from machinewatch import names, quality
 from machinewatch.config import Settings
+from machinewatch.device_events import DeviceEvent
 from machinewatch.record import Reading
 from machinewatch.runtime import Batch, Counters, Rejected, Runner, RunOptions, Sink, TransientError
 
@@ -274,28 +275,31 @@ class QualityNote:
 class PublisherSink:
     """``machinewatch.runtime.Sink`` on a Publisher, routing each record by its kind: a ``Reading`` to the
     publisher's topic (what the publisher refuses, a time too far ahead or an event id it sent already, comes
-    back as ``Rejected`` for the runner's dead letters), a ``QualityNote`` to the quality topic.
+    back as ``Rejected`` for the runner's dead letters), a ``DeviceEvent`` to ``device_events_topic`` (keyed by
+    its device, so one device's events stay in order), a ``QualityNote`` to the quality topic.
 
     Each record's future is kept until ``flush``: one the broker did not acknowledge after the producer's own
     retries, or that could not even be queued, is sent again by the next ``flush`` (which raises
     ``TransientError`` until every record written so far is acknowledged). Closing closes the publisher.
     """
 
-    def __init__(self, publisher: Publisher, flush_timeout_s: float | None = None) -> None:
+    def __init__(self, publisher: Publisher, flush_timeout_s: float | None = None,
+                 device_events_topic: str = names.TOPIC_DEVICE_EVENTS) -> None:
         self.publisher = publisher
         self.flush_timeout_s = flush_timeout_s
-        self._inflight: list[tuple[Reading | QualityNote, Any]] = []
-        self._unsent: list[Reading | QualityNote] = []
+        self.device_events_topic = device_events_topic
+        self._inflight: list[tuple[Reading | QualityNote | DeviceEvent, Any]] = []
+        self._unsent: list[Reading | QualityNote | DeviceEvent] = []
         self._last_error = ""
 
     def write(self, records: Sequence[Any]) -> list[Rejected]:
         refused: list[Rejected] = []
         for record in records:
-            if isinstance(record, QualityNote):
+            if isinstance(record, QualityNote | DeviceEvent):
                 self._send(record)
                 continue
             if not isinstance(record, Reading):
-                msg = f"PublisherSink writes Reading and QualityNote records, got {type(record).__name__}"
+                msg = f"PublisherSink writes DeviceEvent, Reading and QualityNote records, got {type(record).__name__}"
                 raise TypeError(msg)
             reason = self.publisher.refusal(record)
             if reason is not None:
@@ -304,9 +308,11 @@ class PublisherSink:
                 self._send(record)
         return refused
 
-    def _send(self, record: Reading | QualityNote) -> None:
+    def _send(self, record: Reading | QualityNote | DeviceEvent) -> None:
         try:
-            if isinstance(record, QualityNote):
+            if isinstance(record, DeviceEvent):
+                future = self.publisher.send_json(record.device_id, record.to_json(), self.device_events_topic)
+            elif isinstance(record, QualityNote):
                 future = self.publisher.note(record.source, record.kind, record.raw, record.reason, record.origin,
                                              record.note_id)
             else:

@@ -210,7 +210,9 @@ def run_collector(plugin: Collector, config: CollectorSettings, settings: Settin
 
     source = source if source is not None else plugin.make_source(config, settings)
     publisher = Publisher(settings, topic=config.topic, client_id=plugin.client_id or f"machinewatch-{plugin.name}")
-    sink = PublisherSink(publisher)  # closes the publisher
+    # A collector that emits device events names their topic in its settings (mtconnect); the others have none.
+    events_topic = getattr(config, "device_events_topic", names.TOPIC_DEVICE_EVENTS)
+    sink = PublisherSink(publisher, device_events_topic=events_topic)  # closes the publisher
     runner = Runner(plugin.name, source, sink, KafkaDeadLetters(publisher), config.runner)
     return runner.run(duration_s)
 

@@ -8,7 +8,8 @@ stage: the jobs, the writer, the dashboards and the tests read the same definiti
 
 The alerts topic carries three kinds of record; each has a ``kind`` field saying which (``alert_def``):
 ``threshold`` (the window job's rules), ``sustained_<rule>`` (the sustained-condition job, e.g.
-``sustained_overheat``) and ``derived`` (a device event the MTConnect collector turned into an alert).
+``sustained_overheat``) and ``derived`` (the device-alerts job's, from availability and condition changes of
+the device events).
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ LATE_EVENT = RecordDef("late_event", "late event: a reading that arrived after i
 
 # Tags of every alert kind; every other key of an alert is a field (alerts are open, see open_fields). An alert
 # needs only its device and its time to be written; what else it carries depends on the rule.
-ALERT_TAGS = ("device_id", "rule_group", "severity", "kind", "state", "region", "site", "source")
+# ``item_type`` is the rule of a derived alert: a tag, so two rules' alerts at one time and state are two points.
+ALERT_TAGS = ("device_id", "rule_group", "severity", "kind", "state", "region", "site", "source", "item_type")
 
 KIND_THRESHOLD = "threshold"
 KIND_DERIVED = "derived"
@@ -224,8 +226,10 @@ SUSTAINED_ALERT = RecordDef("sustained_alert", "sustained alert: one state chang
     open_fields=True, open_tags=ALERT_TAGS)
 
 DERIVED_ALERT = RecordDef(
-    "derived_alert", "derived alert: a device event the collector found alert-worthy",
-    tuple(replace(c, required=c.name in ("device_id", "ts")) for c in DEVICE_EVENT.columns),
+    "derived_alert", "derived alert: an availability, e-stop or condition change (the device-alerts job); "
+    "item_type is the rule, state opened | resolved",
+    tuple(replace(c, required=c.name in ("device_id", "ts"), role="tag" if c.name == "item_type" else c.role)
+          for c in DEVICE_EVENT.columns),
     topic=names.TOPIC_ALERTS, measurement=names.MEASUREMENT_DEVICE_ALERT, kind=KIND_DERIVED, open_fields=True,
     open_tags=ALERT_TAGS)
 
@@ -247,7 +251,7 @@ RECORDS = (READING, DEVICE_EVENT, WINDOW_RESULT, LATE_EVENT, THRESHOLD_ALERT, SU
 def alert_def(doc: Mapping[str, Any]) -> RecordDef | None:
     """The definition of an alert by its ``kind``; None when it has no kind (an alert of an older release).
 
-    ``threshold`` is the window job's; ``derived`` the MTConnect collector's; every other kind is a device
+    ``threshold`` is the window job's; ``derived`` the device-alerts job's; every other kind is a device
     alert of the sustained-condition job (``sustained_<rule>``) or of a future analytics job: they share
     the device_alert measurement, tags and lifecycle fields.
     """

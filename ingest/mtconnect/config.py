@@ -1,4 +1,4 @@
-"""Settings of the MTConnect source connector: a TOML file (``[mtconnect]`` table) into a typed model.
+"""Settings of the MTConnect collector: a TOML file (``[mtconnect]`` table) into a typed model.
 
 Checked once at start-up, without network calls; a bad value is reported with its key, the value
 and what is allowed.
@@ -6,22 +6,25 @@ and what is allowed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from machinewatch import names
 from machinewatch.config import read_toml_table, validation_problems
+from machinewatch.plugins import CollectorSettings, env_overrides
+from machinewatch.runtime import RunOptions
 
 
 class ConfigError(ValueError):
     """The connector configuration is invalid; the message names the key."""
 
 
-class MTConnectSettings(BaseModel):
-    """One MTConnect agent to follow."""
+class MTConnectSettings(CollectorSettings):
+    """One MTConnect agent to follow (``topic``, the readings topic, may also be given as ``readings_topic``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -46,9 +49,23 @@ class MTConnectSettings(BaseModel):
     metrics_interval_s: float = Field(60.0, gt=0)
     region: str = ""
     site: str = ""
-    readings_topic: str = names.TOPIC_READINGS
+    # Flush and checkpoint after every document (a crash repeats at most one, <= count observations); a
+    # [mtconnect.runner] table sets its own max_batch (a larger one trades that bound for fewer flushes).
+    runner: RunOptions = Field(default_factory=lambda: RunOptions(max_batch=1),
+                               description="batching, retries, stats ([mtconnect.runner]); max_batch defaults to 1")
     device_events_topic: str = names.TOPIC_DEVICE_EVENTS
-    alerts_topic: str = names.TOPIC_ALERTS
+    alerts_topic: str = Field(names.TOPIC_ALERTS, description="unused: alerts are derived by the device-alerts "
+                              "job from the device events (kept so older config files still load)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _readings_topic(cls, data: Any) -> Any:
+        # The key of the release before the runtime; ``topic`` is every collector's name for it.
+        if isinstance(data, dict) and "readings_topic" in data:
+            data = dict(data)
+            topic = data.pop("readings_topic")
+            data.setdefault("topic", topic)
+        return data
 
     @field_validator("agent_url")
     @classmethod
@@ -78,18 +95,23 @@ class MTConnectSettings(BaseModel):
         return ms / 1000
 
 
-def load_config(path: Path | str, **overrides: object) -> MTConnectSettings:
-    """Read ``[mtconnect]`` from a TOML file; ``overrides`` replace keys (tests, CLI)."""
-    path = Path(path)
-    table = read_toml_table(path, "mtconnect", "MTConnect", ConfigError)
-    data = {**table, **overrides}
+def load_config(path: Path | str | None, environ: Mapping[str, str] | None = None,
+                **overrides: object) -> MTConnectSettings:
+    """Read ``[mtconnect]`` from a TOML file, then ``MW_MTCONNECT_<KEY>`` variables (``environ``, default none),
+    then ``overrides`` (tests, command-line flags; None decides nothing)."""
+    table: Mapping[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        table = read_toml_table(path, "mtconnect", "MTConnect", ConfigError)
+    data = {**table, **env_overrides("mtconnect", MTConnectSettings, environ or {}),
+            **{k: v for k, v in overrides.items() if v is not None}}
     state = data.get("state_path")
-    if isinstance(state, str) and not Path(state).expanduser().is_absolute():
+    if isinstance(state, str) and path is not None and not Path(state).expanduser().is_absolute():
         # A relative state path is relative to the config file, not to wherever the CLI was started.
         data["state_path"] = str(path.parent / state)
     elif isinstance(state, str):
         data["state_path"] = str(Path(state).expanduser())
-    return settings_from_dict(data, origin=str(path))
+    return settings_from_dict(data, origin=str(path) if path is not None else "environment")
 
 
 def settings_from_dict(data: dict[str, object], origin: str = "config") -> MTConnectSettings:

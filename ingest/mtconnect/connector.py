@@ -1,8 +1,10 @@
-"""MTConnect source connector: follows an agent's /sample stream into canonical readings and device events.
+"""MTConnect agent follower: follows an agent's /sample stream into canonical readings and device events.
 
 Reads /probe for units and types, baselines with /current (or the whole buffer), then follows /sample
-by streaming or polling. Every batch is published, acknowledged, and only then is the cursor persisted,
-so a crash can only cause a re-read, and re-reads are skipped by sequence and carry the same event ids.
+by streaming or polling. ``AgentFollower`` is the protocol engine; on the connector runtime it runs inside
+``ingest.mtconnect.source.MTConnectSource``, which hands each document's records and the cursor after
+them to the runner: the cursor is persisted only after the runner flushed everything before it, so a
+crash can only cause a re-read, and re-reads are skipped by sequence and carry the same event ids.
 An observation is identified by (instanceId, device, dataItemId, sequence); an agent that numbers
 sequences per device is detected and then read per device. Problems in the envelope (header,
 numbering, ids) never cost values: they are resolved by the rules in README.md and recorded as
@@ -19,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -42,13 +44,7 @@ from ingest.mtconnect.documents import (
 from ingest.mtconnect.multipart import MultipartError, PartTooLarge
 from ingest.mtconnect.state import Cursor, DeviceCursor, load_cursor, save_cursor
 from ingest.mtconnect.transport import AgentClient, BodyTooLarge, Response
-from machinewatch.device_events import (
-    KIND_AGENT_RESTARTED,
-    KIND_DERIVED,
-    KIND_GAP,
-    KIND_OBSERVATION,
-    DeviceEvent,
-)
+from machinewatch.device_events import KIND_AGENT_RESTARTED, KIND_GAP, KIND_OBSERVATION, DeviceEvent
 from machinewatch.kafka_io import PublishError
 from machinewatch.record import Reading, RecordError, make_event_id
 
@@ -64,11 +60,14 @@ NOTE_DUPLICATE_ITEM_ID = "duplicate_item_id"
 
 
 class RecordSink(Protocol):
-    """What the connector needs from ``machinewatch.kafka_io.Publisher`` (tests pass a double)."""
+    """Where the follower puts what it reads (``source.BatchingSink`` on the runtime; tests pass a double).
+
+    ``flush`` ends a document: what was sent before it belongs to the batch the next cursor covers.
+    """
 
     def send(self, reading: Reading) -> Any: ...
 
-    def send_json(self, key: str, value: bytes, topic: str | None = None) -> Any: ...
+    def send_event(self, event: DeviceEvent) -> Any: ...
 
     def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
                     size: int | None = None) -> Any: ...
@@ -87,7 +86,6 @@ class Metrics:
     observations: int = 0
     readings: int = 0
     device_events: int = 0
-    derived: int = 0
     gaps: int = 0
     lost: int = 0
     agent_restarts: int = 0
@@ -105,20 +103,9 @@ class _Restarted(Exception):
     """The agent restarted; the cursor now points at sequence 1 of the new instance."""
 
 
-def derive(obs: Observation, item_type: str) -> tuple[str, str] | None:
-    """(rule, state) if this observation is alert-worthy: machine unavailable, e-stop, condition fault."""
-    if item_type == "AVAILABILITY" and obs.value.upper() == "UNAVAILABLE":
-        return "machine_unavailable", "UNAVAILABLE"
-    if item_type == "EMERGENCY_STOP" and obs.value.upper() == "TRIGGERED":
-        return "emergency_stop", "TRIGGERED"
-    if obs.category == "CONDITION" and obs.level == "FAULT":
-        return "condition_fault", "FAULT"
-    return None
-
-
-def observation_event_id(instance: str, device: str, item: str, sequence: int, *rule: str) -> str:
-    """The event id of an observation (and, with ``rule``, of the alert derived from it)."""
-    return make_event_id(SOURCE, instance, device, item, sequence, *rule)
+def observation_event_id(instance: str, device: str, item: str, sequence: int) -> str:
+    """The event id of an observation: (instanceId, device, dataItemId, sequence)."""
+    return make_event_id(SOURCE, instance, device, item, sequence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +170,18 @@ def _bump(marks: dict[str, DeviceCursor], key: str, name: str, sequence: int) ->
         marks[key] = DeviceCursor(name=(mark.name if mark and mark.name else name), next_sequence=sequence + 1)
 
 
-class MTConnectSource:
-    """Follow one MTConnect agent: ``setup()``, then ``run()`` until ``stop()``."""
+class AgentFollower:
+    """Follow one MTConnect agent: ``setup()``, then ``run()`` until ``stop()``.
 
-    def __init__(self, config: MTConnectSettings, sink: RecordSink) -> None:
+    ``commit(cursor)`` receives each new cursor after the sink was flushed for the records before it (the
+    runtime source turns it into a checkpoint); without it the cursor is saved at once (tests in-process).
+    """
+
+    def __init__(self, config: MTConnectSettings, sink: RecordSink,
+                 commit: Callable[[Cursor], None] | None = None) -> None:
         self.config = config
         self.sink = sink
+        self._commit = commit
         self.client = AgentClient(config.agent_url, config.request_timeout_s, config.max_body_bytes)
         # An agent URL with a device path already names one device: no /<device>/sample below it.
         self._device_paths = not urlsplit(config.agent_url).path.strip("/")
@@ -504,7 +497,7 @@ class MTConnectSource:
             "that were not read before the restart cannot be recovered",
         )
         log.warning("MTConnect agent %s restarted: %s", self.config.agent_url, why)
-        self.sink.send_json(event.device_id, event.to_json(), self.config.device_events_topic)
+        self.sink.send_event(event)
         self.sink.flush()
         self.metrics.agent_restarts += 1
         # Every device starts over; an agent that numbered per device keeps doing so.
@@ -568,7 +561,7 @@ class MTConnectSource:
             if why:
                 base = self._switch_to_per_device(doc, instance, base, why)
         if gap is not None:
-            self.sink.send_json(gap.device_id, gap.to_json(), self.config.device_events_topic)
+            self.sink.send_event(gap)
             self.metrics.gaps += 1
             self.metrics.lost += gap.lost_count or 0
         marks = dict(base.devices)
@@ -603,7 +596,7 @@ class MTConnectSource:
         next_sequence = self._next_sequence(doc, base, check, marks)
         if not check.agrees:
             self._header_disagrees(doc, instance, check, device, next_sequence, base.per_device)
-        self.sink.flush()  # raises PublishError: then nothing is persisted and the batch is re-read
+        self.sink.flush()  # raises PublishError (a double): then nothing is persisted and the batch is re-read
         cursor = Cursor(instance, next_sequence, base.per_device, marks)
         if self.cursor != cursor:
             self._persist(cursor)
@@ -671,7 +664,10 @@ class MTConnectSource:
         self.sink.note(SOURCE, kind, raw, reason, origin=origin or self.config.agent_url, note_id=note_id)
 
     def _persist(self, cursor: Cursor) -> None:
-        save_cursor(self.config.state_path, cursor, self.config.agent_url)
+        if self._commit is not None:
+            self._commit(cursor)
+        else:
+            save_cursor(self.config.state_path, cursor, self.config.agent_url)
         self.cursor = cursor
 
     def _dead_letter(self, raw: bytes, reason: str, instance: str, where: str) -> None:
@@ -710,20 +706,9 @@ class MTConnectSource:
                     detail=f"nativeCode={obs.native_code}" if obs.native_code else "",
                     region=self.config.region, site=self.config.site,
                 )
-                self.sink.send_json(device_id, event.to_json(), self.config.device_events_topic)
+                # Alerts are derived from these by the analytics job (flink_jobs/device_alerts.py).
+                self.sink.send_event(event)
                 self.metrics.device_events += 1
-            rule = derive(obs, item_type)
-            if rule is not None:
-                derived = DeviceEvent(
-                    source=SOURCE, device_id=device_id, kind=KIND_DERIVED, category=obs.category, item=metric,
-                    item_type=rule[0], value=obs.value, state=rule[1], sequence=obs.sequence,
-                    instance_id=instance, ts=obs.ts,
-                    event_id=observation_event_id(instance, key, obs.item_id, obs.sequence, rule[0]),
-                    detail=f"{rule[0]}: {item_type} {obs.element} {obs.value}".strip(),
-                    region=self.config.region, site=self.config.site,
-                )
-                self.sink.send_json(device_id, derived.to_json(), self.config.alerts_topic)
-                self.metrics.derived += 1
         except RecordError as exc:
             self._dead_letter(doc.element_bytes(obs.index), f"observation {obs.item_id}: {exc}", instance,
                               f"{key}/{obs.item_id}/{obs.sequence}")

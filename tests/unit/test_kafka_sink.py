@@ -101,3 +101,16 @@ def test_one_sink_routes_each_record_kind_to_its_topic_and_resends_a_failed_note
     assert [t for t, _ in producer.sent] == [names.TOPIC_READINGS, names.TOPIC_QUALITY, names.TOPIC_QUALITY]
     with pytest.raises(TypeError, match="Reading and QualityNote"):
         sink.write([object()])
+
+
+def test_device_events_go_to_their_own_topic(publisher: kafka_io.Publisher) -> None:
+    from machinewatch.device_events import DeviceEvent
+
+    now = int(time.time() * 1000) - 60_000
+    sink = kafka_io.PublisherSink(publisher, device_events_topic="t-events")
+    producer: FakeProducer = publisher._producer
+    event = DeviceEvent(source="mtconnect", device_id="CNC01", kind="observation", ts=now, event_id="e1",
+                        category="EVENT", item="avail", item_type="AVAILABILITY", value="UNAVAILABLE")
+    assert sink.write([event, reading(now)]) == []
+    assert [t for t, _ in producer.sent] == ["t-events", names.TOPIC_READINGS]
+    assert producer.sent[0][1] == event.to_dict()

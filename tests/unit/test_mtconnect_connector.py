@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ingest.mtconnect.config import ConfigError, load_config, settings_from_dict
-from ingest.mtconnect.connector import MTConnectSource
+from ingest.mtconnect.connector import AgentFollower
 from ingest.mtconnect.state import Cursor, load_cursor, save_cursor
 from machinewatch import names, quality
 from machinewatch.device_events import DeviceEvent
@@ -46,6 +46,9 @@ class RecordingSink:
     def send_json(self, key: str, value: bytes, topic: str | None = None) -> None:
         with self._lock:
             self.records.append((topic or names.TOPIC_READINGS, key, json.loads(value)))
+
+    def send_event(self, event: DeviceEvent) -> None:
+        self.send_json(event.device_id, event.to_json(), names.TOPIC_DEVICE_EVENTS)
 
     def dead_letter(self, source: str, raw: bytes | str, reason: str, origin: str = "",
                     size: int | None = None) -> None:
@@ -75,6 +78,23 @@ class RecordingSink:
         return [r for _, _, r in self.records if r.get("kind") == kind]
 
 
+def alert_facts(records: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The device events the device-alerts job opens an alert for (what the collector itself derived before
+    issue 16), each with the job's ``rule``; the job's alerts are checked end to end in
+    tests/integration/test_mtconnect_alerts.py."""
+    found = []
+    for topic, _, r in records:
+        if topic != names.TOPIC_DEVICE_EVENTS or r.get("kind") != "observation":
+            continue
+        value = str(r.get("value") or "").upper()
+        rule = ("machine_unavailable" if r.get("item_type") == "AVAILABILITY" and value == "UNAVAILABLE" else
+                "emergency_stop" if r.get("item_type") == "EMERGENCY_STOP" and value == "TRIGGERED" else
+                "condition_fault" if r.get("category") == "CONDITION" and r.get("state") == "FAULT" else "")
+        if rule:
+            found.append({**r, "rule": rule})
+    return found
+
+
 def config(url: str, tmp_path: Path, **extra: Any) -> Any:
     base = {"agent_url": url, "mode": "stream", "interval_ms": 10, "heartbeat_ms": 200, "count": 40,
             "start": "buffer", "state_path": str(tmp_path / "state.json"), "reconnect_min_s": 0.05,
@@ -83,9 +103,9 @@ def config(url: str, tmp_path: Path, **extra: Any) -> Any:
 
 
 @contextmanager
-def running(cfg: Any, sink: Any) -> Iterator[MTConnectSource]:
+def running(cfg: Any, sink: Any) -> Iterator[AgentFollower]:
     """The connector following its agent in a thread until the block ends (also used with a real Publisher)."""
-    src = MTConnectSource(cfg, sink)
+    src = AgentFollower(cfg, sink)
     src.setup()
     thread = threading.Thread(target=src.run, daemon=True)
     thread.start()
@@ -97,7 +117,7 @@ def running(cfg: Any, sink: Any) -> Iterator[MTConnectSource]:
         assert not thread.is_alive(), "connector did not stop"
 
 
-def wait_caught_up(src: MTConnectSource, sim: MTConnectAgentSimulator, timeout: float = 15) -> None:
+def wait_caught_up(src: AgentFollower, sim: MTConnectAgentSimulator, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     want = (str(sim.instance_id), sim.next_sequence)
     while time.monotonic() < deadline:
@@ -208,7 +228,7 @@ def test_first_run_with_current_baseline(tmp_path: Path) -> None:
         assert got == expected
 
 
-def test_derived_alerts_match_the_ground_truth(tmp_path: Path) -> None:
+def test_alert_worthy_device_events_match_the_ground_truth(tmp_path: Path) -> None:
     with MTConnectAgentSimulator(devices=2, buffer_size=2000, seed=9) as sim:
         sim.serve()
         sink = RecordingSink()
@@ -232,14 +252,16 @@ def test_derived_alerts_match_the_ground_truth(tmp_path: Path) -> None:
                 rule = "condition_fault"
             if rule:
                 expected.add((o.device, o.sequence, rule))
-                expected_ids.add(sim_event_id(sim, o, rule))
-        alerts = [r for t, _, r in sink.records if t == names.TOPIC_ALERTS]
-        assert {(a["device_id"], a["sequence"], a["item_type"]) for a in alerts} == expected
-        # Alert ids name the device and the data item too (and differ from the observation's own id).
+                expected_ids.add(sim_event_id(sim, o))
+        # The collector no longer derives alerts (issue 16): it publishes the device events the device-alerts
+        # job derives them from, one per alert-worthy observation, with the observation's own id.
+        alerts = alert_facts(sink.records)
+        assert {(a["device_id"], a["sequence"], a["rule"]) for a in alerts} == expected
         assert {a["event_id"] for a in alerts} == expected_ids
         assert {"emergency_stop", "condition_fault", "machine_unavailable"} <= {e[2] for e in expected}
+        assert not [r for t, _, r in sink.records if t == names.TOPIC_ALERTS]
         for alert in alerts:
-            DeviceEvent.from_dict(alert)
+            DeviceEvent.from_dict({k: v for k, v in alert.items() if k != "rule"})
 
 
 def test_records_carry_units_values_and_condition_states(tmp_path: Path) -> None:

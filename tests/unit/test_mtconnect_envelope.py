@@ -23,12 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ingest.mtconnect.connector import MTConnectSource, check_header
+from ingest.mtconnect.connector import AgentFollower, check_header
 from ingest.mtconnect.documents import Header
 from ingest.mtconnect.recorded_agent import RecordedAgent
 from machinewatch import names, quality
 from machinewatch.record import make_event_id
-from tests.unit.test_mtconnect_connector import RecordingSink, config, running
+from tests.unit.test_mtconnect_connector import RecordingSink, alert_facts, config, running
 
 TESTDATA = Path(__file__).resolve().parents[2] / "ingest" / "mtconnect" / "testdata"
 GATEWAY = "1718000000"  # instanceId of the multi-machine gateway documents
@@ -214,7 +214,7 @@ def wait_for(what: str, done: Callable[[], bool], timeout: float = 15) -> None:
         time.sleep(0.02)
 
 
-def marks(src: MTConnectSource) -> dict[str, int]:
+def marks(src: AgentFollower) -> dict[str, int]:
     return {k: m.next_sequence for k, m in src.cursor.devices.items()} if src.cursor else {}
 
 
@@ -269,12 +269,13 @@ def test_agent_numbering_per_device_every_value_once_across_a_restart(tmp_path: 
         docs = docs_1 + served(agent.requests[before:], routes)
         account(GATEWAY, docs, sink.records, sink.letters)
 
-    # Every machine's machine_unavailable alert, with ids that name the device and the data item.
-    alerts = {r["event_id"] for t, _, r in sink.records if t == names.TOPIC_ALERTS}
+    # Every machine's UNAVAILABLE event (the device-alerts job opens machine_unavailable from it), with ids
+    # that name the device and the data item.
+    alerts = {r["event_id"] for r in alert_facts(sink.records) if r["rule"] == "machine_unavailable"}
     unavailable = [el for name in dict.fromkeys(docs) for el in elements_of(name)
                    if el.tag == "Availability" and el.text == "UNAVAILABLE"]
     assert {el.device for el in unavailable} == set(UUIDS.values())
-    assert {event_id(GATEWAY, el, "machine_unavailable") for el in unavailable} == alerts
+    assert {event_id(GATEWAY, el) for el in unavailable} == alerts
     kinds = Counter(d["kind"] for d in sink.notes())
     assert kinds["per_device_sequences"] == 1 and kinds["duplicate_item_id"] == 2  # the probe, read twice
     header_notes = sink.notes("header_disagrees")
@@ -339,7 +340,7 @@ def test_first_run_on_the_whole_buffer_of_an_agent_numbering_per_device(tmp_path
     assert set(found["duplicates"]) == {("mill-2", "Srpm", 12)}
     [note] = sink.notes("per_device_sequences")
     assert "used by device" in note["reason"]
-    alerts = {(r["device_id"], r["sequence"]) for t, _, r in sink.records if t == names.TOPIC_ALERTS}
+    alerts = {(r["device_id"], r["sequence"]) for r in alert_facts(sink.records)}
     assert alerts == {("GRIND3", 10)}
 
 
@@ -372,8 +373,8 @@ def test_header_is_used_only_when_it_agrees_with_the_items(
         found = account("55", [name], sink.records, sink.letters)
     assert len(found["published"]) == 5 and not found["dead"]
     assert not sink.of_kind("gap"), "a header that disagrees with the items must not claim a gap"
-    alerts = [r for t, _, r in sink.records if t == names.TOPIC_ALERTS]
-    assert [(a["item_type"], a["sequence"]) for a in alerts] == [("machine_unavailable", 105)]
+    alerts = alert_facts(sink.records)
+    assert [(a["rule"], a["sequence"]) for a in alerts] == [("machine_unavailable", 105)]
     notes = sink.notes("header_disagrees")
     if not problems:
         assert not notes

@@ -174,7 +174,7 @@ def test_build_contexts_and_dockerfiles_exist(services: dict[str, dict[str, Any]
 def test_every_machinewatch_command_is_one_the_cli_accepts(services: dict[str, dict[str, Any]]) -> None:
     """The containers run the native CLI: each command line (after interpolation) parses, and the servers
     run as 'stack serve', checks are 'stack ready', one-shot set-ups 'stack setup'."""
-    from machinewatch import jobs
+    from machinewatch import demo
     from machinewatch.cli import build_parser
     from machinewatch.stack import SERVERS
 
@@ -199,7 +199,7 @@ def test_every_machinewatch_command_is_one_the_cli_accepts(services: dict[str, d
     assert services["kafka-init"]["command"][1:] == ["stack", "setup", "kafka"]
     assert services["influxdb-setup"]["command"][1:] == ["stack", "setup", "influxdb"]
     submitted = [argv[3] for name, argv in commands if name == "job-submitter"]
-    assert submitted == list(jobs.JOBS), "the submitter starts every job the native demo runs"
+    assert submitted == list(demo.JOBS), "the submitter starts every job the native demo runs"
 
 
 def test_named_volumes_are_declared_and_used(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # every client of ours logs in. The password comes from MW_KAFKA_SASL_PASSWORD or the 0600 file
     # secrets/kafka_password (created by the stack). With MW_KAFKA_SSL_CAFILE clients use SASL_SSL.
     kafka_sasl_scram: bool = False
+    # The SASL mechanism of that login, for every client (Python and Flink) and the local broker:
+    # Strimzi's SCRAM listeners take SCRAM-SHA-512 only; PLAIN sends the password itself (use TLS).
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-256"
     kafka_sasl_username: str = "machinewatch"
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
@@ -223,12 +226,12 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
     def kafka_client_config(self) -> dict[str, Any]:
-        """kafka-python connection options (bootstrap servers and, when enabled, SASL/SCRAM login)."""
+        """kafka-python connection options (bootstrap servers and, when enabled, the SASL login)."""
         config: dict[str, Any] = {"bootstrap_servers": self.kafka_servers}
         if self.kafka_sasl_scram:
             config.update(
                 security_protocol="SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT",
-                sasl_mechanism="SCRAM-SHA-256",
+                sasl_mechanism=self.kafka_sasl_mechanism,
                 sasl_plain_username=self.kafka_sasl_username,
                 sasl_plain_password=self.kafka_password(),
             )
@@ -245,11 +248,12 @@ class Settings(BaseSettings):
             return {}
         user = self.kafka_sasl_username.replace("\\", "\\\\").replace('"', '\\"')
         password = self.kafka_password().replace("\\", "\\\\").replace('"', '\\"')
+        module = "plain.PlainLoginModule" if self.kafka_sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
         props = {
             "security.protocol": "SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT",
-            "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.mechanism": self.kafka_sasl_mechanism,
             "sasl.jaas.config": (
-                "org.apache.flink.kafka.shaded.org.apache.kafka.common.security.scram.ScramLoginModule "
+                f"org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} "
                 f'required username="{user}" password="{password}";'
             ),
         }

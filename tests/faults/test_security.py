@@ -165,11 +165,12 @@ def test_no_secret_on_any_command_line(fault_stack: Stack, fault_settings: Setti
     print(f"\n{len(fault_cmdlines.seen)} distinct command lines in {fault_cmdlines.scans} scans: no secret")  # noqa: T201
 
 
-@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
+@pytest.mark.parametrize("mechanism", ["PLAIN"])
 def test_kafka_sasl_mechanism_is_the_one_every_client_uses(tmp_path_factory: pytest.TempPathFactory,
                                                            mechanism: str) -> None:
-    """MW_KAFKA_SASL_MECHANISM (Strimzi's SCRAM listeners take SCRAM-SHA-512 only): a broker asking for it
-    lets our clients in, and a client logging in with another mechanism is refused."""
+    """MW_KAFKA_SASL_MECHANISM: a broker asking for it lets our clients in, and a client logging in with
+    another mechanism is refused. (SCRAM-SHA-512, Strimzi's, is the broker of test_flink_scram.py, where the
+    Flink jobs log in too; one broker here keeps the suite short.)"""
     settings = private_settings(Path(tmp_path_factory.mktemp("mw-sasl")), kafka_sasl_scram=True,
                                 kafka_sasl_mechanism=mechanism)
     kafka = Kafka(settings)
@@ -188,7 +189,9 @@ def test_kafka_sasl_mechanism_is_the_one_every_client_uses(tmp_path_factory: pyt
             consumer.close()
         other = "SCRAM-SHA-256" if mechanism == "PLAIN" else "PLAIN"
         error = _refused({**settings.kafka_client_config(), "sasl_mechanism": other})
-        assert "UnsupportedSaslMechanism" in error or "mechanism" in error.lower() or "Authentication" in error, error
+        # kafka-python only says it could not bootstrap; the broker says why.
+        log_text = kafka.proc.logfile.read_text(errors="replace")
+        assert f"Unsupported SASL mechanism {other}" in log_text, error
     finally:
         kafka.proc.stop()
         stop_watchdog(settings.state_dir / "run")

@@ -13,7 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +28,37 @@ def _default_state() -> Path:
 
 # A property of the process that starts a stack, not of the stack: a child would tie servers to itself.
 _NOT_INHERITED = frozenset({"die_with_parent"})
+
+
+class InfluxSite(BaseModel):
+    """One site's own InfluxDB (``MW_INFLUX_SITES``): the writer sends the results tagged with that site there.
+
+    The buckets are those of ``names.ALL_BUCKETS`` as on the default instance. The write token comes from
+    a file or an environment variable, never from the settings themselves (they are printed and passed on).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    org: str | None = None  # None: MW_INFLUX_ORG
+    token_file: Path | None = None
+    token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> InfluxSite:
+        if (self.token_file is None) == (self.token_env is None):
+            msg = f"InfluxDB site at {self.url}: give exactly one of token_file, token_env"
+            raise ValueError(msg)
+        return self
+
+    def token(self) -> str:
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        value = os.environ.get(str(self.token_env), "")
+        if not value:
+            msg = f"InfluxDB site at {self.url}: the environment variable {self.token_env} is not set"
+            raise RuntimeError(msg)
+        return value
 
 
 class Settings(BaseSettings):
@@ -102,6 +134,10 @@ class Settings(BaseSettings):
     influx_token: SecretStr | None = None
     influx_write_token: SecretStr | None = None
     influx_read_token: SecretStr | None = None
+    # InfluxDB 2 OSS is one node: results of these sites (their ``site`` tag) go to an instance of their own
+    # (JSON, e.g. {"plant-2": {"url": "http://10.0.2.5:8086", "token_file": "/run/secrets/plant-2"}});
+    # every other site's go to MW_INFLUX_URL.
+    influx_sites: dict[str, InfluxSite] = {}
 
     # How long a caller waits for an answer before it gives up with a message naming the setting.
     # influxdb-client's own default (10 s) was too short for a Flux query while the writer flushes or a
@@ -212,8 +248,9 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None or isinstance(value, SecretStr) or name in _NOT_INHERITED:
                 continue
-            # pydantic-settings reads lists from env as JSON
-            env[f"MW_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+            # pydantic-settings reads lists and mappings from env as JSON
+            env[f"MW_{name.upper()}"] = (json.dumps(to_jsonable_python(value)) if isinstance(value, list | dict)
+                                         else str(value))
         return env
 
     def kafka_password(self) -> str:

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     flink_taskmanager_memory: str = "2048m"
     flink_rest_address: str | None = None
     flink_parallelism: int = 1
+    # The Python the TaskManagers run the jobs' Python code in (python.executable of the submitted job).
+    # Unset: this Python, right for the local stack; set it for a cluster machinewatch did not start.
+    flink_python: str | None = None
 
     influx_port: int = 8086
     influx_url: str | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.baselines import bench_raw_consume, bench_spark, bench_spark_overheat, spark_overheat_job
+from bench.capacity import influx_capacity, job_capacity
 from bench.compare import Comparison, compare, percentiles, transition_key, tumbling_windows, window_key, window_value
 from bench.flink_runs import PASSTHROUGH, run_job_on_backlog, run_pipeline_on_backlog
 from bench.io_benchmarks import bench_dashboard, bench_influx_writes, bench_ingest
@@ -365,11 +366,30 @@ def scale(run: Run) -> None:
                    f"achieved {r['rate_achieved']:,.0f}/s, {r['alerts']}/{r['hot']} alerts opened")
 
 
+def capacity(run: Run) -> None:
+    """The per-unit figures docs/CAPACITY.md scales from: CPU-seconds, state and checkpoints, InfluxDB points."""
+    report = run.report
+    for job in ("window-aggregates", "sustained-overheat"):
+        r = job_capacity(run.settings, job, run.topic, run.events, run.args.devices, f"cap-{job}", run.sampler)
+        report.raw[f"capacity_{job}"] = r
+        report.add("8 capacity", f"{job}: CPU-s per million readings, whole stack (TaskManager incl. Python / "
+                   "Kafka)", f"{r['cpu_s_per_million']:,.0f}",
+                   f"{r['cpu_s_per_million_taskmanager']:,.0f} / {r['cpu_s_per_million_kafka']:,.0f}")
+        report.add("8 capacity", f"{job}: checkpoint after the backlog, state bytes per device "
+                   f"({run.args.devices:,} devices)", f"{r['state_bytes_per_device']:,.0f}",
+                   f"{r['checkpoint_state_bytes']:,} B in {r['checkpoint_ms']:,} ms")
+    r = influx_capacity(run.settings, 50_000 if run.args.quick else 200_000, run.args.devices, run.sampler)
+    report.raw["capacity_influxdb"] = r
+    report.add("8 capacity", "InfluxDB: window points per CPU-second of influxd (of our writer)",
+               f"{r['points_per_influxd_cpu_s']:,}", f"writer {r['points_per_writer_cpu_s']:,}; {r['points']:,} points "
+               f"of {r['series']:,} series")
+
+
 PHASES: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("raw", raw), ("window", window), ("overheat", overheat), ("pipeline", pipeline), ("spark", spark),
     ("spark-overheat", spark_overheat), ("latency", latency), ("latency-wm", latency_small_watermark),
     ("latency-spark", latency_spark), ("ingest", ingest), ("influx", influx), ("dashboard", dashboard),
-    ("scale", scale),
+    ("scale", scale), ("capacity", capacity),
 )
 
 

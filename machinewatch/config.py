@@ -11,9 +11,10 @@ import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +28,37 @@ def _default_state() -> Path:
 
 # A property of the process that starts a stack, not of the stack: a child would tie servers to itself.
 _NOT_INHERITED = frozenset({"die_with_parent"})
+
+
+class InfluxSite(BaseModel):
+    """One site's own InfluxDB (``MW_INFLUX_SITES``): the writer sends the results tagged with that site there.
+
+    The buckets are those of ``names.ALL_BUCKETS`` as on the default instance. The write token comes from
+    a file or an environment variable, never from the settings themselves (they are printed and passed on).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    org: str | None = None  # None: MW_INFLUX_ORG
+    token_file: Path | None = None
+    token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> InfluxSite:
+        if (self.token_file is None) == (self.token_env is None):
+            msg = f"InfluxDB site at {self.url}: give exactly one of token_file, token_env"
+            raise ValueError(msg)
+        return self
+
+    def token(self) -> str:
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        value = os.environ.get(str(self.token_env), "")
+        if not value:
+            msg = f"InfluxDB site at {self.url}: the environment variable {self.token_env} is not set"
+            raise RuntimeError(msg)
+        return value
 
 
 class _Section(BaseModel):
@@ -64,6 +96,7 @@ class KafkaSection(_Section):
     heap: str = Field(alias="kafka_heap")
     bootstrap: str | None = Field(alias="kafka_bootstrap")
     sasl_scram: bool = Field(alias="kafka_sasl_scram")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(alias="kafka_sasl_mechanism")
     sasl_username: str = Field(alias="kafka_sasl_username")
     sasl_password: SecretStr | None = Field(alias="kafka_sasl_password")
     ssl_cafile: str | None = Field(alias="kafka_ssl_cafile")
@@ -88,6 +121,7 @@ class FlinkSection(_Section):
     rest_address: str | None = Field(alias="flink_rest_address")
     parallelism: int = Field(alias="flink_parallelism")
     rest_timeout_s: float = Field(alias="flink_rest_timeout_s")
+    python: str | None = Field(alias="flink_python")
 
 
 class InfluxSection(_Section):
@@ -95,6 +129,7 @@ class InfluxSection(_Section):
 
     port: int = Field(alias="influx_port")
     url: str | None = Field(alias="influx_url")
+    sites: dict[str, InfluxSite] = Field(alias="influx_sites")
     org: str = Field(alias="influx_org")
     user: str = Field(alias="influx_user")
     raw_retention_s: int = Field(alias="influx_raw_retention_s")
@@ -214,6 +249,9 @@ class Settings(BaseSettings):
     # every client of ours logs in. The password comes from MW_KAFKA_SASL_PASSWORD or the 0600 file
     # secrets/kafka_password (created by the stack). With MW_KAFKA_SSL_CAFILE clients use SASL_SSL.
     kafka_sasl_scram: bool = False
+    # The SASL mechanism of that login, for every client (Python and Flink) and the local broker:
+    # Strimzi's SCRAM listeners take SCRAM-SHA-512 only; PLAIN sends the password itself (use TLS).
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-256"
     kafka_sasl_username: str = "machinewatch"
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
@@ -234,6 +272,9 @@ class Settings(BaseSettings):
     flink_taskmanager_memory: str = "2048m"
     flink_rest_address: str | None = None
     flink_parallelism: int = 1
+    # The Python the TaskManagers run the jobs' Python code in (python.executable of the submitted job).
+    # Unset: this Python, right for the local stack; set it for a cluster machinewatch did not start.
+    flink_python: str | None = None
 
     influx_port: int = 8086
     influx_url: str | None = None
@@ -249,6 +290,10 @@ class Settings(BaseSettings):
     influx_token: SecretStr | None = None
     influx_write_token: SecretStr | None = None
     influx_read_token: SecretStr | None = None
+    # InfluxDB 2 OSS is one node: results of these sites (their ``site`` tag) go to an instance of their own
+    # (JSON, e.g. {"plant-2": {"url": "http://10.0.2.5:8086", "token_file": "/run/secrets/plant-2"}});
+    # every other site's go to MW_INFLUX_URL.
+    influx_sites: dict[str, InfluxSite] = {}
 
     # How long a caller waits for an answer before it gives up with a message naming the setting.
     # influxdb-client's own default (10 s) was too short for a Flux query while the writer flushes or a
@@ -405,8 +450,9 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None or isinstance(value, SecretStr) or name in _NOT_INHERITED:
                 continue
-            # pydantic-settings reads lists from env as JSON
-            env[f"MW_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+            # pydantic-settings reads lists and mappings from env as JSON
+            env[f"MW_{name.upper()}"] = (json.dumps(to_jsonable_python(value)) if isinstance(value, list | dict)
+                                         else str(value))
         return env
 
     def kafka_password(self) -> str:
@@ -419,12 +465,12 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
     def kafka_client_config(self) -> dict[str, Any]:
-        """kafka-python connection options (bootstrap servers and, when enabled, SASL/SCRAM login)."""
+        """kafka-python connection options (bootstrap servers and, when enabled, the SASL login)."""
         config: dict[str, Any] = {"bootstrap_servers": self.kafka_servers}
         if self.kafka_sasl_scram:
             config.update(
                 security_protocol="SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT",
-                sasl_mechanism="SCRAM-SHA-256",
+                sasl_mechanism=self.kafka_sasl_mechanism,
                 sasl_plain_username=self.kafka_sasl_username,
                 sasl_plain_password=self.kafka_password(),
             )
@@ -441,11 +487,12 @@ class Settings(BaseSettings):
             return {}
         user = self.kafka_sasl_username.replace("\\", "\\\\").replace('"', '\\"')
         password = self.kafka_password().replace("\\", "\\\\").replace('"', '\\"')
+        module = "plain.PlainLoginModule" if self.kafka_sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
         props = {
             "security.protocol": "SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT",
-            "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.mechanism": self.kafka_sasl_mechanism,
             "sasl.jaas.config": (
-                "org.apache.flink.kafka.shaded.org.apache.kafka.common.security.scram.ScramLoginModule "
+                f"org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} "
                 f'required username="{user}" password="{password}";'
             ),
         }

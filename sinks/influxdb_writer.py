@@ -11,6 +11,9 @@ Points are written as line protocol by the one encoder of each record kind (``ma
 derived from ``machinewatch.schema``; byte for byte what influxdb_client's ``Point`` gives, without its
 per-point cost) in gzip-compressed requests of at most ~1 MB, as the ``influx write`` CLI does. Alerts are
 encoded by their ``kind`` field (threshold, sustained_<rule>, derived).
+
+Results whose ``site`` is one of ``MW_INFLUX_SITES`` go to that site's own InfluxDB (the same buckets), all
+others to ``MW_INFLUX_URL``: InfluxDB 2 OSS is a single node, so a large installation splits by site.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
+from pydantic import SecretStr
 
 from machinewatch import names, quality
 from machinewatch.config import Settings
@@ -85,6 +90,8 @@ class InfluxWriter:
     """
 
     name = "influx-writer"  # the dead letters' source
+    # Site -> the writer of that site's own InfluxDB (MW_INFLUX_SITES); none unless __init__ sets them.
+    sites: Mapping[str, InfluxWriter] = MappingProxyType({})
 
     def __init__(
         self, settings: Settings, group_id: str = "mw-influx-writer",
@@ -104,6 +111,17 @@ class InfluxWriter:
         self.rejected = 0
         self._refused: list[Rejected] = []
         self._retention: dict[str, tuple[float, int | None]] = {}  # bucket -> (read at, seconds; 0 = forever)
+        # The sites with an InfluxDB of their own: a writer each (routes unused), sharing the stop event.
+        sites: dict[str, InfluxWriter] = {}
+        for site, target in settings.influx_sites.items():
+            token = SecretStr(target.token())
+            site_settings = settings.model_copy(update={
+                "influx_url": target.url, "influx_org": target.org or settings.influx_org, "influx_sites": {},
+                "influx_write_token": token, "influx_read_token": token,
+            })
+            sites[site] = InfluxWriter(site_settings, group_id, self.routes)
+            sites[site].stop_event = self.stop_event
+        self.sites = sites
 
     def _dead_letter(self, raw: bytes, reason: str, origin: str) -> None:
         self._refused.append(Rejected(raw, reason, origin))
@@ -223,19 +241,30 @@ class InfluxWriter:
     def handle(self, messages: Iterable[KafkaMessage]) -> int:
         """Write consumed results to their buckets; returns how many points landed. Messages that are not
         results are dead-lettered with their bytes and ``topic/partition@offset``."""
-        by_bucket: dict[str, list[str | Point]] = {}
+        by_bucket: dict[tuple[str | None, str], list[str | Point]] = {}  # (site with its own InfluxDB, bucket)
         for msg in messages:
             if msg.value is None:
                 continue  # a tombstone of an upsert topic: the point it replaced stays as written
             convert, bucket = self.routes[msg.topic]
             try:
-                by_bucket.setdefault(bucket, []).append(convert(parse(msg.value)))
+                doc = parse(msg.value)
+                site = doc.get("site")
+                target = site if isinstance(site, str) and site in self.sites else None
+                by_bucket.setdefault((target, bucket), []).append(convert(doc))
             except (BadResult, ValueError, TypeError, OverflowError) as exc:  # Overflow: an int too big for float
                 self.rejected += 1
                 self._dead_letter(msg.value, str(exc), message_origin(msg))
         written = 0
-        for bucket, points in by_bucket.items():
-            refused = self.write(bucket, points)
+        for (target, bucket), points in by_bucket.items():
+            if target is None:
+                refused = self.write(bucket, points)
+            else:
+                site_writer = self.sites[target]
+                refused = site_writer.write(bucket, points)
+                # Its dead letters and counts are this writer's: one runner, one dead-letter output.
+                self._refused += site_writer.take_refused()
+                self.rejected += site_writer.rejected
+                site_writer.rejected = 0
             written += len(points) - refused
         self.written += written
         return written
@@ -245,6 +274,8 @@ class InfluxWriter:
         thread) or until no message came for ``idle_exit_s`` seconds."""
         for topic, (_, bucket) in self.routes.items():
             log.info("writing %s -> %s bucket '%s'", topic, self.s.influx, bucket)
+        for site, site_writer in self.sites.items():
+            log.info("results of site '%s' -> %s", site, site_writer.s.influx)
         source = KafkaSource(self.s, list(self.routes), self.group_id, name=self.name,
                              client_id="machinewatch-influx-writer", max_poll_records=5000)
         return run_consumer(source, InfluxResultSink(self), self.s, self.options, stop_event=self.stop_event,
@@ -252,6 +283,8 @@ class InfluxWriter:
 
     def close(self) -> None:
         self.client.close()
+        for site_writer in self.sites.values():
+            site_writer.close()
 
 
 class InfluxResultSink:

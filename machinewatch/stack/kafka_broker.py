@@ -70,20 +70,25 @@ class Kafka(Service):
             "auto.create.topics.enable": "false",
         }
         if self.s.kafka_sasl_scram:
-            # Clients (and the broker itself) must log in with SCRAM-SHA-256; the controller listener
+            # Clients (and the broker itself) must log in with MW_KAFKA_SASL_MECHANISM; the controller listener
             # stays internal on the bind host. The JAAS password is a PASSWORD config: Kafka logs it hidden.
             user, password = self.s.kafka_sasl_username, self._password()
+            mechanism = self.s.kafka_sasl_mechanism
+            if mechanism == "PLAIN":
+                # PLAIN checks logins against the users listed in the broker's own JAAS entry.
+                jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                        f'username="{user}" password="{password}" user_{user}="{password}";')
+            else:
+                jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+                        f'username="{user}" password="{password}";')
             props.update({
                 "listeners": f"SASL_PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
                 "advertised.listeners": f"SASL_PLAINTEXT://{h}:{p}",
                 "inter.broker.listener.name": "SASL_PLAINTEXT",
                 "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-                "sasl.enabled.mechanisms": "SCRAM-SHA-256",
-                "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
-                "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": (
-                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
-                    f'username="{user}" password="{password}";'
-                ),
+                "sasl.enabled.mechanisms": mechanism,
+                "sasl.mechanism.inter.broker.protocol": mechanism,
+                f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config": jaas,
             })
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / "server.properties"
@@ -124,11 +129,11 @@ class Kafka(Service):
             cluster_id = new_cluster_id()
             provision.say(f"kafka: formatting storage (cluster id {cluster_id})")
             scram = []
-            if self.s.kafka_sasl_scram:
+            if self.s.kafka_sasl_scram and self.s.kafka_sasl_mechanism != "PLAIN":
                 # The credential is stored in the cluster metadata at format time (KRaft has no ZooKeeper
                 # to add it later), so the broker can authenticate itself and our clients from the start.
-                scram = ["--add-scram",
-                         f"SCRAM-SHA-256=[name={self.s.kafka_sasl_username},password={self._password()}]"]
+                scram = ["--add-scram", f"{self.s.kafka_sasl_mechanism}=[name={self.s.kafka_sasl_username},"
+                         f"password={self._password()}]"]
             cmd = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram)
             # The whole command goes in a 0600 java @argfile, deleted right after: the password never
             # appears in a command line (/proc/<pid>/cmdline, ps) even for the seconds the tool runs.

@@ -26,6 +26,7 @@ from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
 from machinewatch.stack.private import private_settings
 from machinewatch.stack.services import Kafka
+from machinewatch.stack.watchdog import stop_watchdog
 from tests.process_support import CmdlineSampler, family, listening_sockets
 from tests.waiting import wait_for
 
@@ -162,3 +163,35 @@ def test_no_secret_on_any_command_line(fault_stack: Stack, fault_settings: Setti
     leaks = fault_cmdlines.leaks(secrets)
     assert not leaks, leaks
     print(f"\n{len(fault_cmdlines.seen)} distinct command lines in {fault_cmdlines.scans} scans: no secret")  # noqa: T201
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN"])
+def test_kafka_sasl_mechanism_is_the_one_every_client_uses(tmp_path_factory: pytest.TempPathFactory,
+                                                           mechanism: str) -> None:
+    """MW_KAFKA_SASL_MECHANISM: a broker asking for it lets our clients in, and a client logging in with
+    another mechanism is refused. (SCRAM-SHA-512, Strimzi's, is the broker of test_flink_scram.py, where the
+    Flink jobs log in too; one broker here keeps the suite short.)"""
+    settings = private_settings(Path(tmp_path_factory.mktemp("mw-sasl")), kafka_sasl_scram=True,
+                                kafka_sasl_mechanism=mechanism)
+    kafka = Kafka(settings)
+    try:
+        kafka.up(timeout=180)
+        ts = int(time.time() * 1000)
+        reading = Reading(source="sasl-test", device_id="sasl-1", metric="temperature", value=20.0, unit="°C",
+                          ts=ts, event_id=make_event_id("sasl-test", ts))
+        with Publisher(settings) as pub:
+            pub.send(reading)
+        consumer = KafkaConsumer("mw.readings", **settings.kafka_client_config(), auto_offset_reset="earliest",
+                                 consumer_timeout_ms=10_000)
+        try:
+            assert reading.to_json() in [m.value for m in consumer]
+        finally:
+            consumer.close()
+        other = "SCRAM-SHA-256" if mechanism == "PLAIN" else "PLAIN"
+        error = _refused({**settings.kafka_client_config(), "sasl_mechanism": other})
+        # kafka-python only says it could not bootstrap; the broker says why.
+        log_text = kafka.proc.logfile.read_text(errors="replace")
+        assert f"Unsupported SASL mechanism {other}" in log_text, error
+    finally:
+        kafka.proc.stop()
+        stop_watchdog(settings.state_dir / "run")

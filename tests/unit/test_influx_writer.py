@@ -255,3 +255,36 @@ def test_handle_routes_results_and_dead_letters_broken_ones() -> None:
             _Msg(topics[2], json.dumps({**ALERTS[2], "big": 10**400}).encode())]
     assert writer.handle(msgs) == 1
     assert api.stored == [window_line(RESULT)] and len(letters) == 3
+
+
+def test_results_of_a_listed_site_go_to_that_sites_writer_and_its_refusals_are_ours() -> None:
+    default_api, plant_api = _FakeWriteService([]), _FakeWriteService([], bad_marker="device_id=bad")
+    writer, letters = _writer(default_api)
+    plant, _ = _writer(plant_api)
+    plant._refused = []
+    plant._dead_letter = influxdb_writer.InfluxWriter._dead_letter.__get__(plant)  # type: ignore[method-assign]
+    writer._refused = []
+    writer.sites = {"plant-2": plant}
+    writer.routes = influxdb_writer.Topics().routes()
+    topic = next(iter(writer.routes))
+    docs = [{**RESULT, "site": "plant-1", "device_id": "a"}, {**RESULT, "site": "plant-2", "device_id": "b"},
+            {**RESULT, "site": "plant-2", "device_id": "bad"}, {**RESULT, "device_id": "c"}]
+    assert writer.handle([_Msg(topic, json.dumps(d).encode()) for d in docs]) == 3
+    assert default_api.stored == [window_line(docs[0]), window_line(docs[3])]
+    assert plant_api.stored == [window_line(docs[1])]
+    assert writer.rejected == 1 and plant.rejected == 0
+    assert [r.raw for r in writer.take_refused()] == [window_line(docs[2]).encode()] and not letters
+
+
+def test_an_influx_site_needs_exactly_one_token_source() -> None:
+    from pydantic import ValidationError
+
+    from machinewatch.config import InfluxSite, load_settings
+
+    with pytest.raises(ValidationError, match="exactly one of token_file, token_env"):
+        InfluxSite(url="http://x:8086")
+    with pytest.raises(ValidationError, match="exactly one of token_file, token_env"):
+        InfluxSite(url="http://x:8086", token_env="A", token_file="/f")  # type: ignore[arg-type]
+    s = load_settings(influx_sites={"p": {"url": "http://x:8086", "token_env": "MW_TEST_PLANT_TOKEN"}})
+    assert s.to_env()["MW_INFLUX_SITES"] == '{"p": {"url": "http://x:8086", "org": null, "token_file": null, ' \
+        '"token_env": "MW_TEST_PLANT_TOKEN"}}'

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ def _changed(name: str, value: Any) -> str:
     annotation = str(Settings.model_fields[name].annotation)
     if name in ("overheat_max_gap_s", "overheat_silence_s"):  # kept apart by the start-up check
         return str(value + 5)
+    if "Literal" in annotation:  # another of the allowed values
+        return next(v for v in typing.get_args(Settings.model_fields[name].annotation) if v != value)
+    if "dict" in annotation:  # MW_INFLUX_SITES: one site, as JSON
+        return '{"changed": {"url": "http://127.0.0.1:9", "token_env": "CHANGED_TOKEN"}}'
     if "bool" in annotation:
         return str(not value).lower()
     if "list" in annotation:

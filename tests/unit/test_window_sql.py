@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from flink_jobs.rules import load_rules
 from flink_jobs.window_aggregates import Topics, render_sql
 from machinewatch import names
@@ -75,3 +77,16 @@ def test_kafka_login_reaches_every_kafka_table_intact() -> None:
     for table in ddl:
         assert "'properties.sasl.mechanism' = 'SCRAM-SHA-256'" in table
         assert 'password="pa;ss\'\'wo\\"rd";' in table  # SQL-quoted ' and JAAS-escaped "
+
+
+@pytest.mark.parametrize(("mechanism", "module"), [
+    ("SCRAM-SHA-512", "org.apache.flink.kafka.shaded.org.apache.kafka.common.security.scram.ScramLoginModule"),
+    ("PLAIN", "org.apache.flink.kafka.shaded.org.apache.kafka.common.security.plain.PlainLoginModule"),
+])
+def test_kafka_sasl_mechanism_reaches_every_kafka_table_and_the_python_clients(mechanism: str, module: str) -> None:
+    s = load_settings(kafka_sasl_scram=True, kafka_sasl_password="pw", kafka_sasl_mechanism=mechanism)
+    ddl, _ = render_sql(s)
+    for table in ddl:
+        assert f"'properties.sasl.mechanism' = '{mechanism}'" in table
+        assert f"'properties.sasl.jaas.config' = '{module} required" in table
+    assert s.kafka_client_config()["sasl_mechanism"] == mechanism

@@ -222,7 +222,9 @@ class Kafka(Service):
         try:
             admin = KafkaAdminClient(**self._client(), request_timeout_ms=5000)
             try:
-                return {int(b["node_id"]) for b in admin.describe_cluster().get("brokers") or ()}
+                # kafka-python asks for fenced brokers too: a broker that is still fenced is not serving yet.
+                brokers = admin.describe_cluster().get("brokers") or ()
+                return {int(b.get("broker_id", b.get("node_id", -1))) for b in brokers if not b.get("is_fenced")}
             finally:
                 admin.close()
         finally:

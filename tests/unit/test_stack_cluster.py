@@ -129,3 +129,36 @@ def test_the_cli_flags_set_the_shape(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     (got,) = seen
     assert (got.kafka_brokers, got.flink_taskmanagers, got.kafka_partitions) == (3, 2, 6)
     assert got.state_dir == tmp_path
+
+
+def test_ready_counts_only_unfenced_brokers_in_kafka_pythons_shape(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    import kafka
+
+    # kafka-python's describe_cluster asks for fenced brokers too and names them broker_id.
+    answer = {"brokers": [{"broker_id": 1, "is_fenced": False}, {"broker_id": 2, "is_fenced": False},
+                          {"broker_id": 3, "is_fenced": True}]}
+
+    class Admin:
+        def __init__(self, **_kw: object) -> None:
+            pass
+
+        def describe_cluster(self) -> dict[str, Any]:
+            return answer
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", Admin)
+    stack = Stack(private_settings(tmp_path, kafka_brokers=3, die_with_parent=False))
+    assert stack.kafka.brokers() == {1, 2}
+    assert stack.kafka.serving()
+    for node in stack.kafka.nodes:
+        monkeypatch.setattr(node.proc, "pid", lambda: 4242)
+    assert not stack.kafka.ready()  # broker 3 still fenced
+    assert stack.kafka.peers[0].ready() and not stack.kafka.peers[1].ready()
+    answer["brokers"][2]["is_fenced"] = False
+    assert stack.kafka.ready()
+    single = Stack(private_settings(tmp_path / "one", die_with_parent=False))
+    monkeypatch.setattr(single.kafka.proc, "pid", lambda: 4242)
+    assert single.kafka.ready()

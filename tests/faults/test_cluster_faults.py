@@ -54,7 +54,7 @@ def partition_leader(settings: Settings, topic: str) -> int:
     admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
         (described,) = admin.describe_topics([topic])
-        return int(described["partitions"][0]["leader"])
+        return int(described["partitions"][0]["leader_id"])
     finally:
         admin.close()
 

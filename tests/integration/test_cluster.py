@@ -73,9 +73,9 @@ def test_cluster_nodes_and_topics(cluster: Stack) -> None:
         for topic in (names.TOPIC_READINGS, names.TOPIC_ALERTS):
             parts = described[topic]["partitions"]
             assert len(parts) == PARTITIONS
-            assert all(len(p["replicas"]) == BROKERS for p in parts), topic
+            assert all(len(p["replica_nodes"]) == BROKERS for p in parts), topic
             # Leaders spread over the nodes: losing one node is a real failover for some partitions only.
-            assert len({p["leader"] for p in parts}) == BROKERS
+            assert len({p["leader_id"] for p in parts}) == BROKERS
         configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in names.ALL_TOPICS])
         min_isr = {t: _topic_config_values(configs, t).get("min.insync.replicas") for t in names.ALL_TOPICS}
         assert min_isr == dict.fromkeys(names.ALL_TOPICS, "2")

@@ -17,8 +17,20 @@ _duration = duration_arg
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
     from machinewatch.stack import SERVERS, Stack
 
+    shape = {"kafka_brokers": args.kafka_brokers, "flink_taskmanagers": args.taskmanagers,
+             "kafka_partitions": args.kafka_partitions}
+    given = {k: v for k, v in shape.items() if v is not None}
+    if given:
+        # Validated like the settings they stand for (MW_KAFKA_BROKERS, ...).
+        try:
+            settings = load_settings(**{**settings.model_dump(exclude_unset=True), **given})
+        except ValidationError as exc:
+            print(f"stack {args.action}: {'; '.join(err['msg'] for err in exc.errors())}", file=sys.stderr)
+            return 2
     stack = Stack(settings)
     if args.action in ("serve", "ready", "setup") and len(args.service or ()) > 1:
         print(f"stack {args.action} takes one server", file=sys.stderr)
@@ -40,7 +52,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
             from machinewatch import health
 
             ready = {st.name.split("-")[0]: st.ready for st in rows}
-            found = health.collect(settings, kafka=ready.get("kafka", False), flink=ready.get("flink", False),
+            found = health.collect(stack.settings, kafka=ready.get("kafka", False), flink=ready.get("flink", False),
                                    influxdb=ready.get("influxdb", False))
             print("\n".join(health.report_lines(found)))
         return 0 if all(st.ready for st in rows) else 1
@@ -194,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt", action="store_true",
                    help="up: also start the MQTT broker (mosquitto on MW_BIND_HOST:MW_MOSQUITTO_PORT), "
                    "for 'ingest mqtt'")
+    p.add_argument("--kafka-brokers", type=int, metavar="N",
+                   help="up: a KRaft cluster of N nodes, each broker and controller (MW_KAFKA_BROKERS; default 1); "
+                   "topics get min(3, N) replicas, min.insync.replicas 2 from 3 on")
+    p.add_argument("--taskmanagers", type=int, metavar="N",
+                   help="up: N Flink TaskManagers (MW_FLINK_TASKMANAGERS; default 1)")
+    p.add_argument("--kafka-partitions", type=int, metavar="N",
+                   help="up: partitions of the topics it creates (MW_KAFKA_PARTITIONS; default 3)")
     p.set_defaults(func=cmd_stack)
 
     from machinewatch import plugins

@@ -93,6 +93,8 @@ class KafkaSection(_Section):
     port: int = Field(alias="kafka_port")
     controller_port: int = Field(alias="kafka_controller_port")
     partitions: int = Field(alias="kafka_partitions")
+    brokers: int = Field(alias="kafka_brokers")
+    node_ports: list[int] = Field(alias="kafka_node_ports")
     heap: str = Field(alias="kafka_heap")
     bootstrap: str | None = Field(alias="kafka_bootstrap")
     sasl_scram: bool = Field(alias="kafka_sasl_scram")
@@ -116,6 +118,7 @@ class FlinkSection(_Section):
     rest_port: int = Field(alias="flink_rest_port")
     rpc_port: int = Field(alias="flink_rpc_port")
     taskmanager_slots: int = Field(alias="flink_taskmanager_slots")
+    taskmanagers: int = Field(alias="flink_taskmanagers")
     jobmanager_memory: str = Field(alias="flink_jobmanager_memory")
     taskmanager_memory: str = Field(alias="flink_taskmanager_memory")
     rest_address: str | None = Field(alias="flink_rest_address")
@@ -243,6 +246,10 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_partitions: int = 3
     kafka_heap: str = "512m"
+    # Local KRaft nodes (each broker and controller). Node 1 listens on kafka_port/kafka_controller_port;
+    # nodes 2.. on kafka_node_ports as [broker, controller] pairs, or, when that is empty, 10 ports on each.
+    kafka_brokers: int = Field(1, ge=1, le=9)
+    kafka_node_ports: list[int] = []
     # Remote clusters: set bootstrap servers explicitly; otherwise the local broker is used.
     kafka_bootstrap: str | None = None
     # SASL/SCRAM-SHA-256 (off by default): the local broker then accepts only authenticated clients and
@@ -275,6 +282,8 @@ class Settings(BaseSettings):
     # The Python the TaskManagers run the jobs' Python code in (python.executable of the submitted job).
     # Unset: this Python, right for the local stack; set it for a cluster machinewatch did not start.
     flink_python: str | None = None
+    # TaskManagers of the local session cluster, each with flink_taskmanager_slots slots.
+    flink_taskmanagers: int = Field(1, ge=1, le=9)
 
     influx_port: int = 8086
     influx_url: str | None = None
@@ -415,9 +424,35 @@ class Settings(BaseSettings):
         """The section called ``name`` in ``SECTIONS``."""
         return self._view(SECTIONS[name])
 
+    @model_validator(mode="after")
+    def _kafka_node_ports_complete(self) -> Settings:
+        if self.kafka_node_ports and len(self.kafka_node_ports) < 2 * (self.kafka_brokers - 1):
+            msg = (f"MW_KAFKA_NODE_PORTS has {len(self.kafka_node_ports)} ports; MW_KAFKA_BROKERS="
+                   f"{self.kafka_brokers} needs a broker and a controller port for each node after the first "
+                   f"({2 * (self.kafka_brokers - 1)})")
+            raise ValueError(msg)
+        return self
+
+    def kafka_node_addresses(self) -> list[tuple[int, int]]:
+        """(broker port, controller port) of every local KRaft node, node 1 first."""
+        given = self.kafka_node_ports
+        nodes = [(self.kafka_port, self.kafka_controller_port)]
+        for n in range(1, self.kafka_brokers):
+            if given:
+                nodes.append((given[2 * n - 2], given[2 * n - 1]))
+            else:
+                nodes.append((self.kafka_port + 10 * n, self.kafka_controller_port + 10 * n))
+        return nodes
+
     @property
     def kafka_servers(self) -> str:
-        return self.kafka_bootstrap or f"{self.bind_host}:{self.kafka_port}"
+        # Every local broker: a client still finds the cluster while the first one is down.
+        return self.kafka_bootstrap or ",".join(f"{self.bind_host}:{b}" for b, _ in self.kafka_node_addresses())
+
+    @property
+    def kafka_replication_factor(self) -> int:
+        """Replicas of the topics machinewatch creates: 3 where the local cluster has that many brokers."""
+        return min(3, self.kafka_brokers)
 
     @property
     def flink_rest(self) -> str:

@@ -541,8 +541,12 @@ class BrokerBackoff:
         return True
 
 
-def ensure_topics(admin: Any, partitions: int, topics: Iterable[str] = names.ALL_TOPICS) -> list[str]:
+def ensure_topics(admin: Any, partitions: int, topics: Iterable[str] = names.ALL_TOPICS,
+                  replication: int = 1) -> list[str]:
     """Create the missing ``topics`` with ``names.topic_config``, and put that config on existing ones.
+
+    ``replication`` replicas each; from 3 on, ``min.insync.replicas`` 2, so a write acknowledged by all
+    in-sync replicas survives the loss of any one broker and writes stop rather than land on one copy.
 
     Idempotent (a concurrent run's topics are fine); returns the names it created. An existing topic
     whose machinewatch settings differ (e.g. a result topic made before it had to keep history) is
@@ -552,6 +556,10 @@ def ensure_topics(admin: Any, partitions: int, topics: Iterable[str] = names.ALL
     from kafka.errors import TopicAlreadyExistsError
 
     topics = list(topics)
+
+    def config(topic: str) -> dict[str, str]:
+        return {**names.topic_config(topic), **({"min.insync.replicas": "2"} if replication >= 3 else {})}
+
     existing = set(admin.list_topics())
     created: list[str] = []
     for t in topics:
@@ -560,17 +568,17 @@ def ensure_topics(admin: Any, partitions: int, topics: Iterable[str] = names.ALL
         # One request each: a topic another client made meanwhile (or one the metadata did not list yet) is
         # not reported as created, and does not hide the others.
         with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(t, partitions, 1, topic_configs=names.topic_config(t))])
+            admin.create_topics([NewTopic(t, partitions, replication, topic_configs=config(t))])
             created.append(t)
-    configured = [t for t in topics if t in existing and names.topic_config(t)]
+    configured = [t for t in topics if t in existing and config(t)]
     if configured:
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in configured])
         current = {t: _topic_config_values(described, t) for t in configured}
-        stale = [t for t in configured if any(current[t].get(k) != v for k, v in names.topic_config(t).items())]
+        stale = [t for t in configured if any(current[t].get(k) != v for k, v in config(t).items())]
         if stale:
-            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=names.topic_config(t))
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=config(t))
                                  for t in stale])
-            log.info("kafka: set %s on %s", names.RESULT_TOPIC_CONFIG, ", ".join(stale))
+            log.info("kafka: set %s", "; ".join(f"{config(t)} on {t}" for t in stale))
     return created
 
 

@@ -16,10 +16,14 @@ from machinewatch.config import Settings
 
 
 def create_topics(settings: Settings, topics: Iterable[str]) -> None:
-    """A test's own topics, so its event times never meet another test's watermark."""
+    """A test's own topics, so its event times never meet another test's watermark (replicated as the
+    stack's own topics are: on a cluster, a lost broker must not lose them)."""
     admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
-        admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in topics])
+        admin.create_topics([NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor,
+                                      topic_configs={"min.insync.replicas": "2"}
+                                      if settings.kafka_replication_factor >= 3 else {})
+                             for t in topics])
     finally:
         admin.close()
 

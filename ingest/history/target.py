@@ -62,7 +62,7 @@ def ensure_topic(settings: Settings, topic: str) -> bool:
         msg = f"cannot reach Kafka at {settings.kafka_servers} to check topic {topic!r}: {exc!r}"
         raise TargetError(msg) from exc
     try:
-        created = bool(ensure_topics(admin, settings.kafka_partitions, [topic]))
+        created = bool(ensure_topics(admin, settings.kafka_partitions, [topic], settings.kafka_replication_factor))
     except KafkaError as exc:
         msg = (f"topic {topic!r} does not exist on {settings.kafka_servers} and could not be created ({exc!r}); "
                "create it (partitions keyed by device, like mw.readings) or choose another --topic")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import NoReturn
@@ -19,12 +20,27 @@ __all__ = ["SERVERS", "Stack", "StackError"]
 
 # The servers 'stack serve' runs in the foreground (one per container in docker/compose.yaml).
 SERVERS = ("kafka", "influxdb", "flink-jobmanager", "flink-taskmanager")
+# How many nodes 'up' started, recorded in the state dir so that 'status', 'logs' and 'down' cover every
+# node without being told again.
+SHAPE_FIELDS = ("kafka_brokers", "kafka_node_ports", "flink_taskmanagers")
+
+
+def with_recorded_shape(settings: Settings) -> Settings:
+    """``settings`` with the node counts and ports the stack in its state dir was started with, where the
+    caller did not set them."""
+    try:
+        recorded = json.loads((settings.state_dir / "stack.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return settings
+    update = {k: recorded[k] for k in SHAPE_FIELDS if k in recorded and k not in settings.model_fields_set}
+    return settings.model_copy(update=update) if update else settings
 
 
 class Stack:
     """Provision, start, check and stop the three servers with one set of settings."""
 
     def __init__(self, settings: Settings) -> None:
+        settings = with_recorded_shape(settings)
         self.settings = settings
         self.kafka = Kafka(settings)
         self.influxdb = InfluxDB(settings)
@@ -42,8 +58,28 @@ class Stack:
     def services(self) -> tuple[Kafka, InfluxDB, Flink]:
         return (self.kafka, self.influxdb, self.flink)
 
+    def _record_shape(self) -> None:
+        """Refuse a node count other than the one the Kafka storage was made for; then record the shape."""
+        path = self.settings.state_dir / "stack.json"
+        try:
+            made_for = int(json.loads(path.read_text())["kafka_brokers"])
+        except (FileNotFoundError, ValueError, KeyError):
+            # A state dir from before the record: its Kafka, if any, is a single node.
+            made_for = 1
+        if made_for != self.settings.kafka_brokers and (self.kafka.dir / "data" / "meta.properties").exists():
+            msg = (f"the Kafka storage in {self.settings.state_dir} was made for {made_for} node(s), not "
+                   f"MW_KAFKA_BROKERS={self.settings.kafka_brokers}: use another MW_STATE_DIR, or 'stack down' "
+                   "and delete that one")
+            raise StackError(msg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"kafka_brokers": self.settings.kafka_brokers,
+                                    "kafka_node_ports": [p for node in self.settings.kafka_node_addresses()[1:]
+                                                         for p in node],
+                                    "flink_taskmanagers": self.settings.flink_taskmanagers}) + "\n")
+
     def up(self, timeout: float = 240, mqtt: bool = False) -> None:
         start = time.monotonic()
+        self._record_shape()
         provision.require("java")
         # Provision everything first so a build failure does not leave half a stack running.
         provision.kafka_libs(self.settings)
@@ -60,7 +96,7 @@ class Stack:
     def down(self) -> list[str]:
         stopped = [p.name for p in (self.simulator, self.writer) if p.stop()]
         stopped += self.flink.stop_all()
-        for service in (self.mosquitto, self.influxdb, self.kafka):
+        for service in (self.mosquitto, self.influxdb, *reversed(self.kafka.nodes)):
             if service.proc.stop():
                 stopped.append(service.name)
         if self.settings.die_with_parent:
@@ -131,14 +167,16 @@ class Stack:
 
     def status(self) -> list[ServiceStatus]:
         rows = [service.status() for service in self.services]
+        # Every node of a Kafka cluster has its row, after node 1's.
+        rows[1:1] = [peer.status() for peer in self.kafka.peers]
         if self.mosquitto.proc.pid() is not None:
             rows.append(self.mosquitto.status())
         return rows
 
     def logs(self, name: str | None, lines: int) -> str:
         procs = [
-            self.kafka.proc, self.influxdb.proc, self.flink.proc, self.flink.taskmanager, self.writer, self.simulator,
-            self.mosquitto.proc,
+            *(node.proc for node in self.kafka.nodes), self.influxdb.proc, self.flink.proc, *self.flink.taskmanagers,
+            self.writer, self.simulator, self.mosquitto.proc,
         ]
         chosen = [p for p in procs if name is None or name in p.name]
         return "\n".join(f"==> {p.name} ({p.logfile}) <==\n{p.tail(lines)}" for p in chosen)

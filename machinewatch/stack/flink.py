@@ -1,4 +1,5 @@
-"""Apache Flink in the local stack: a standalone session cluster (one JobManager, one TaskManager)."""
+"""Apache Flink in the local stack: a standalone session cluster (one JobManager, MW_FLINK_TASKMANAGERS
+TaskManagers, one by default)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ import requests
 from machinewatch.config import Settings
 from machinewatch.stack import provision
 from machinewatch.stack.procs import ManagedProcess
-from machinewatch.stack.service import Service, ServiceStatus
+from machinewatch.stack.service import Service, ServiceStatus, wait_for
 
 
 class Flink(Service):
-    """Apache Flink standalone session cluster: one JobManager and one TaskManager."""
+    """Apache Flink standalone session cluster: one JobManager and its TaskManagers.
+
+    TaskManager 1 keeps the single-node name ``flink-taskmanager``; TaskManager n is ``flink-taskmanager-n``.
+    They share the config (their RPC and data ports are picked free at start) and Flink's own scripts give
+    each its own log file.
+    """
 
     name = "flink-jobmanager"
     # The pid runs jobmanager.sh, then flink-console.sh, then the JVM (each step an exec).
@@ -25,10 +31,14 @@ class Flink(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.dir = settings.state_dir / "flink"
-        self.taskmanager = ManagedProcess(
-            "flink-taskmanager", settings.state_dir / "run", "taskmanager.sh", "taskexecutor", "TaskManagerRunner",
-            tied=settings.die_with_parent,
-        )
+        self.taskmanagers = [
+            ManagedProcess(
+                "flink-taskmanager" if n == 1 else f"flink-taskmanager-{n}", settings.state_dir / "run",
+                "taskmanager.sh", "taskexecutor", "TaskManagerRunner", tied=settings.die_with_parent,
+            )
+            for n in range(1, settings.flink_taskmanagers + 1)
+        ]
+        self.taskmanager = self.taskmanagers[0]
 
     def address(self) -> str:
         return self.s.flink_rest
@@ -99,7 +109,7 @@ class Flink(Service):
             if (src / name).exists():
                 shutil.copy2(src / name, self.conf_dir() / name)
         (self.conf_dir() / "masters").write_text(f"{h}:{self.s.flink_rest_port}\n")
-        (self.conf_dir() / "workers").write_text(f"{h}\n")
+        (self.conf_dir() / "workers").write_text(f"{h}\n" * self.s.flink_taskmanagers)
 
     def home(self) -> Path:
         return provision.flink_home(self.s)
@@ -121,14 +131,20 @@ class Flink(Service):
 
     def start(self) -> None:
         super().start()
-        self.taskmanager.start(*self.taskmanager_command())
+        for tm in self.taskmanagers:
+            tm.start(*self.taskmanager_command())
 
     def up(self, timeout: float = 180) -> None:
-        if self.proc.pid() is not None and self.taskmanager.pid() is None:
-            provision.say("flink: taskmanager is not running; starting it")
+        missing = [tm for tm in self.taskmanagers if tm.pid() is None]
+        if self.proc.pid() is not None and missing:
+            provision.say(f"flink: {', '.join(tm.name for tm in missing)} not running; starting")
             self.write_config()
-            self.taskmanager.start(*self.taskmanager_command())
+            for tm in missing:
+                tm.start(*self.taskmanager_command())
         super().up(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        wait_for(self.ready, self.name, self.proc, timeout, others=self.taskmanagers)
 
     def overview(self) -> dict[str, Any]:
         resp = requests.get(f"{self.address()}/overview", timeout=5)
@@ -136,7 +152,11 @@ class Flink(Service):
         return dict(resp.json())
 
     def ready(self) -> bool:
-        return self.taskmanager.pid() is not None and self.serving()
+        if any(tm.pid() is None for tm in self.taskmanagers):
+            return False
+        ov = self.overview()
+        return (ov.get("taskmanagers", 0) >= self.s.flink_taskmanagers
+                and ov.get("slots-total", 0) >= self.s.flink_taskmanagers * self.s.flink_taskmanager_slots)
 
     def serving(self) -> bool:
         ov = self.overview()
@@ -147,13 +167,15 @@ class Flink(Service):
 
     def status(self) -> ServiceStatus:
         st = super().status()
-        st.detail = (st.detail + f" taskmanager pid {self.taskmanager.pid()}").strip()
+        if len(self.taskmanagers) == 1:
+            st.detail = (st.detail + f" taskmanager pid {self.taskmanager.pid()}").strip()
+        else:
+            pids = ", ".join(str(tm.pid()) for tm in self.taskmanagers)
+            st.detail = (st.detail + f" {len(self.taskmanagers)} taskmanagers, pids {pids}").strip()
         return st
 
     def stop_all(self) -> list[str]:
-        stopped = []
-        if self.taskmanager.stop():
-            stopped.append(self.taskmanager.name)
+        stopped = [tm.name for tm in self.taskmanagers if tm.stop()]
         if self.proc.stop():
             stopped.append(self.proc.name)
         return stopped

@@ -1,4 +1,8 @@
-"""Apache Kafka in the local stack: one KRaft node (broker and controller), its storage and its topics.
+"""Apache Kafka in the local stack: KRaft nodes (each broker and controller), their storage and the topics.
+
+One node by default; ``MW_KAFKA_BROKERS=3`` makes a three-node cluster whose nodes are all broker and
+controller ("combined" mode): three JVMs instead of six on a small machine, and a quorum of three voters
+still survives the loss of any one node, which is what the cluster fault tests take away.
 
 Named ``kafka_broker`` rather than ``kafka`` so that it can never shadow the ``kafka`` client package.
 """
@@ -12,8 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from machinewatch.config import Settings
 from machinewatch.stack import provision
-from machinewatch.stack.service import Service, StackError, write_secret
+from machinewatch.stack.service import Service, StackError, wait_for, write_secret
 
 
 def _argfile_quote(arg: str) -> str:
@@ -34,23 +39,42 @@ def new_cluster_id() -> str:
 
 
 class Kafka(Service):
-    """Apache Kafka 4.x, one KRaft node acting as broker and controller."""
+    """Apache Kafka 4.x: KRaft node 1 (broker and controller), and the cluster's other nodes as ``peers``.
+
+    Node 1 keeps the single-node names (``kafka``, state in ``<state>/kafka``); node n is ``kafka-n``.
+    """
 
     name = "kafka"
     markers = ("kafka.Kafka",)
 
+    def __init__(self, settings: Settings, node: int = 1) -> None:
+        self.node = node
+        if node > 1:
+            self.name = f"kafka-{node}"
+        super().__init__(settings)
+        self.port, self.controller_port = settings.kafka_node_addresses()[node - 1]
+        # The other nodes of the cluster: started, checked and stopped with node 1.
+        self.peers = [Kafka(settings, n) for n in range(2, settings.kafka_brokers + 1)] if node == 1 else []
+
+    @property
+    def nodes(self) -> list[Kafka]:
+        return [self, *self.peers]
+
     def address(self) -> str:
-        return f"{self.s.bind_host}:{self.s.kafka_port}"
+        return f"{self.s.bind_host}:{self.port}"
 
     def _classpath(self) -> str:
         return str(provision.kafka_libs(self.s) / "*")
 
     def _config(self) -> Path:
-        h, p, c = self.s.bind_host, self.s.kafka_port, self.s.kafka_controller_port
+        h, p, c = self.s.bind_host, self.port, self.controller_port
+        nodes = self.s.kafka_node_addresses()
+        # Internal topics get as many replicas as our own (3 at most), so they too survive a lost broker.
+        replicas, min_isr = str(self.s.kafka_replication_factor), "2" if self.s.kafka_replication_factor >= 3 else "1"
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{h}:{c}",
+            "node.id": str(self.node),
+            "controller.quorum.voters": ",".join(f"{n}@{h}:{ctl}" for n, (_, ctl) in enumerate(nodes, start=1)),
             "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
             "advertised.listeners": f"PLAINTEXT://{h}:{p}",
             "controller.listener.names": "CONTROLLER",
@@ -58,14 +82,13 @@ class Kafka(Service):
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.dir / "data"),
             "num.partitions": str(self.s.kafka_partitions),
-            # Single node: every internal topic has exactly one replica.
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "3",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "default.replication.factor": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "default.replication.factor": replicas,
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
         }
@@ -122,12 +145,25 @@ class Kafka(Service):
             "-cp", self._classpath(), main, *args,
         ]
 
+    def _cluster_id(self) -> str:
+        """The id every node's storage is formatted with: made once, kept in node 1's dir."""
+        path = self.s.state_dir / "kafka" / "cluster.id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(new_cluster_id() + "\n")
+        return path.read_text().strip()
+
     def provision(self) -> None:
         provision.require("java")
+        for node in self.nodes:
+            node._format()
+
+    def _format(self) -> None:
         config = self._config()
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = new_cluster_id()
-            provision.say(f"kafka: formatting storage (cluster id {cluster_id})")
+            # A single node keeps its fresh id per format; the nodes of a cluster must share one.
+            cluster_id = self._cluster_id() if self.s.kafka_brokers > 1 else new_cluster_id()
+            provision.say(f"{self.name}: formatting storage (cluster id {cluster_id})")
             scram = []
             if self.s.kafka_sasl_scram and self.s.kafka_sasl_mechanism != "PLAIN":
                 # The credential is stored in the cluster metadata at format time (KRaft has no ZooKeeper
@@ -152,7 +188,36 @@ class Kafka(Service):
     def command(self) -> tuple[list[str], dict[str, str]]:
         return self._java("kafka.Kafka", str(self.dir / "server.properties")), {}
 
+    def start(self) -> None:
+        for node in self.nodes:
+            if node.proc.pid() is None:
+                Service.start(node)
+
+    def up(self, timeout: float = 180) -> None:
+        if self.proc.pid() is not None and any(peer.proc.pid() is None for peer in self.peers):
+            provision.say("kafka: a node of the cluster is not running; starting it")
+            self.provision()
+            self.start()
+        super().up(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        # All nodes start before any is waited for: a node is ready only once a quorum of voters runs.
+        wait_for(self.ready, self.name, self.proc, timeout, others=[p.proc for p in self.peers])
+
     def ready(self) -> bool:
+        """Node 1: every node runs and the cluster has all its brokers. Node n: it is one of the brokers."""
+        if any(node.proc.pid() is None for node in self.nodes):
+            return False
+        brokers = self.brokers()
+        if self.node > 1:
+            return self.node in brokers
+        return set(range(1, self.s.kafka_brokers + 1)) <= brokers
+
+    def serving(self) -> bool:
+        return bool(self.brokers())
+
+    def brokers(self) -> set[int]:
+        """The node ids of the brokers the cluster reports, asked at this node's address."""
         from kafka import KafkaAdminClient
 
         # While the broker starts, every poll fails by design: keep the client's errors quiet.
@@ -162,7 +227,9 @@ class Kafka(Service):
         try:
             admin = KafkaAdminClient(**self._client(), request_timeout_ms=5000)
             try:
-                return bool(admin.describe_cluster().get("brokers"))
+                # kafka-python asks for fenced brokers too: a broker that is still fenced is not serving yet.
+                brokers = admin.describe_cluster().get("brokers") or ()
+                return {int(b.get("broker_id", b.get("node_id", -1))) for b in brokers if not b.get("is_fenced")}
             finally:
                 admin.close()
         finally:
@@ -178,7 +245,7 @@ class Kafka(Service):
 
         admin = KafkaAdminClient(**self._client(), request_timeout_ms=10000)
         try:
-            created = ensure_topics(admin, self.s.kafka_partitions)
+            created = ensure_topics(admin, self.s.kafka_partitions, replication=self.s.kafka_replication_factor)
             if created:
                 provision.say(f"kafka: created topics {', '.join(created)}")
         finally:

@@ -29,9 +29,11 @@ def free_ports(count: int) -> list[int]:
 
 def private_settings(state: Path, **extra: object) -> Settings:
     """Settings of a private stack in ``state`` on free ports; ``extra`` overrides any other setting."""
-    kafka, controller, rest, rpc, influx, mqtt = free_ports(6)
+    brokers = int(extra.get("kafka_brokers", 1))  # type: ignore[call-overload]
+    kafka, controller, rest, rpc, influx, mqtt, *nodes = free_ports(6 + 2 * (brokers - 1))
     return load_settings(
-        state_dir=state, kafka_port=kafka, kafka_controller_port=controller, flink_rest_port=rest,
+        state_dir=state, kafka_port=kafka, kafka_controller_port=controller, kafka_node_ports=nodes,
+        flink_rest_port=rest,
         flink_rpc_port=rpc, influx_port=influx, mosquitto_port=mqtt, kafka_bootstrap=None, flink_rest_address=None,
         influx_url=None,
         influx_token=None, influx_write_token=None, influx_read_token=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +35,16 @@ def write_secret(path: Path, value: str) -> None:
     os.chmod(path, 0o600)
 
 
-def wait_for(check: Callable[[], bool], what: str, proc: ManagedProcess, timeout: float) -> None:
+def wait_for(check: Callable[[], bool], what: str, proc: ManagedProcess, timeout: float,
+             others: Sequence[ManagedProcess] = ()) -> None:
+    """Poll ``check`` until true; fail at once, with its log, when ``proc`` or one of ``others`` exits."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if proc.pid() is None:
-            msg = f"{proc.name} exited while starting. Last log lines ({proc.logfile}):\n{proc.tail()}"
-            raise StackError(msg)
+        for each in (proc, *others):
+            if each.pid() is None:
+                msg = f"{each.name} exited while starting. Last log lines ({each.logfile}):\n{each.tail()}"
+                raise StackError(msg)
         try:
             if check():
                 return

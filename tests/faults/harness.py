@@ -189,7 +189,10 @@ class Pipeline:
     def create_topics(self) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_servers)
         try:
-            admin.create_topics([NewTopic(t, 1, 1) for t in self.topics.values()])
+            # Replicated as the stack's own topics are (on a cluster, losing a broker must lose nothing).
+            replicas = self.settings.kafka_replication_factor
+            configs = {"min.insync.replicas": "2"} if replicas >= 3 else {}
+            admin.create_topics([NewTopic(t, 1, replicas, topic_configs=configs) for t in self.topics.values()])
         finally:
             admin.close()
 

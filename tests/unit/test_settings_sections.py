@@ -37,6 +37,8 @@ def _changed(name: str, value: Any) -> str:
         return '{"changed": {"url": "http://127.0.0.1:9", "token_env": "CHANGED_TOKEN"}}'
     if "bool" in annotation:
         return str(not value).lower()
+    if "list[int]" in annotation:  # MW_KAFKA_NODE_PORTS
+        return "[19092, 19093]"
     if "list" in annotation:
         return '["changed-a", "changed-b"]'
     if "Path" in annotation:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
-from flink_jobs.window_aggregates import _kafka_security, _statements, strip_sql_comments
+from flink_jobs.window_aggregates import _kafka_security, _statements, strip_sql_comments, submit_inserts
 from machinewatch import names, schema
 from machinewatch.config import Settings, load_settings
 
@@ -121,12 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     inserts = build(t_env, load_settings(), args.group_id, args.device_events_topic, args.alerts_topic)
-    t_env.get_config().set("pipeline.name", args.job_name)
-    statements = t_env.create_statement_set()
-    for stmt in inserts:
-        statements.add_insert_sql(stmt)
-    # Detached submission: the CLI returns once the cluster accepted the job.
-    statements.execute()
+    submit_inserts(t_env, inserts, args.job_name)
 
 
 if __name__ == "__main__":

@@ -216,6 +216,16 @@ def build(
     return inserts + malformed_inserts
 
 
+def submit_inserts(t_env: TableEnvironment, inserts: list[str], job_name: str) -> None:
+    """Run the INSERTs as one Flink job named ``job_name``."""
+    t_env.get_config().set("pipeline.name", job_name)
+    statements = t_env.create_statement_set()
+    for stmt in inserts:
+        statements.add_insert_sql(stmt)
+    # Detached submission: the CLI returns once the cluster accepted the job.
+    statements.execute()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--group-id", default="mw-window-aggregates", help="Kafka consumer group")
@@ -237,12 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     mode = EnvironmentSettings.in_batch_mode() if args.batch else EnvironmentSettings.in_streaming_mode()
     t_env = TableEnvironment.create(mode)
     inserts = build(t_env, settings, args.group_id, topics, rules, args.batch)
-    t_env.get_config().set("pipeline.name", args.job_name)
-    statements = t_env.create_statement_set()
-    for stmt in inserts:
-        statements.add_insert_sql(stmt)
-    # Detached submission: the CLI returns once the cluster accepted the job.
-    statements.execute()
+    submit_inserts(t_env, inserts, args.job_name)
 
 
 if __name__ == "__main__":

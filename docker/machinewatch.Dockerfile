@@ -73,6 +73,9 @@ RUN set -eux; \
     pip install --no-deps -e .; \
     machinewatch --help > /dev/null; \
     python -c 'import sinks.influxdb_writer, dashboards.streamlit.data'; \
+    # The connector bundle 'jobs submit' ships with each job, made now: the cache is read-only at run time.
+    python -c "from machinewatch import jobs; from machinewatch.config import load_settings; \
+print(jobs.connector_jar(load_settings()))"; \
     # What the containers write: state (named volumes are mounted here and start out owned alike).
     useradd --system --uid 10001 --home-dir /var/lib/machinewatch --shell /usr/sbin/nologin machinewatch; \
     mkdir -p /var/lib/machinewatch/kafka /var/lib/machinewatch/flink /var/lib/machinewatch/secrets; \

@@ -18,13 +18,22 @@ from pathlib import Path
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
-from flink_jobs.window_aggregates import _kafka_security, _statements, strip_sql_comments, submit_inserts
+from flink_jobs.window_aggregates import (
+    Topics,
+    _kafka_security,
+    _statements,
+    malformed_sql,
+    strip_sql_comments,
+    submit_inserts,
+)
 from machinewatch import names, schema
 from machinewatch.config import Settings, load_settings
 
 SQL_DIR = Path(__file__).with_name("sql")
 JOB_NAME = "machinewatch-device-alerts"
 GROUP_ID = "mw-device-alerts"
+# The dead letters' source: which stage skipped the input.
+JOB_SOURCE = "flink:device-alerts"
 OPENED, RESOLVED = "opened", "resolved"
 
 
@@ -74,7 +83,7 @@ def kafka_options(settings: Settings, group_id: str = GROUP_ID, device_events_to
               f"  'properties.bootstrap.servers' = '{settings.kafka_servers}',\n{security}"
               f"  'properties.group.id' = '{group_id}',\n  'properties.auto.offset.reset' = 'earliest',\n"
               "  'scan.startup.mode' = 'group-offsets',\n  'format' = 'json',\n"
-              # The collectors publish only checked DeviceEvents (machinewatch.device_events.validate).
+              # One bad message must not stop the job; what it skips is dead-lettered (malformed_sql).
               "  'json.ignore-parse-errors' = 'true'")
     sink = (f"'connector' = 'kafka',\n  'topic' = '{alerts_topic}',\n"
             f"  'properties.bootstrap.servers' = '{settings.kafka_servers}',\n{security}"
@@ -83,8 +92,9 @@ def kafka_options(settings: Settings, group_id: str = GROUP_ID, device_events_to
     return source, sink
 
 
-def render_sql(source_options: str, sink_options: str) -> tuple[list[str], list[str]]:
-    """(DDL and views, INSERT statements) for tables with these connector options (``kafka_options``)."""
+def render_sql(source_options: str, sink_options: str, kafka_metadata: bool = False) -> tuple[list[str], list[str]]:
+    """(DDL and views, INSERT statements) for tables with these connector options (``kafka_options``);
+    ``kafka_metadata``: the source is Kafka and its table carries each message's partition and offset."""
     text = strip_sql_comments((SQL_DIR / "device_alerts.sql").read_text().replace("-- @inserts", "@inserts"))
     ddl_text, inserts_text = text.split("@inserts")
     code = "CASE " + " ".join(f"WHEN ({r.watches}) AND ({r.active}) THEN {i}" for i, r in enumerate(RULES, 1)) \
@@ -94,6 +104,9 @@ def render_sql(source_options: str, sink_options: str) -> tuple[list[str], list[
         device_event_columns=schema.DEVICE_EVENT.sql_columns(),
         derived_alert_columns=schema.DERIVED_ALERT.sql_columns(),
         source_options=source_options, sink_options=sink_options, rule_code=code, watched=watched,
+        complete=" AND ".join(f"`{c.name}` IS NOT NULL" for c in schema.DEVICE_EVENT.columns if c.required),
+        kafka_metadata=("  `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,\n"
+                        "  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,\n") if kafka_metadata else "",
     )
     inserts = inserts_text.format(opened_select=_alert_select("code", OPENED),
                                   resolved_select=_alert_select("prev_code", RESOLVED))
@@ -101,15 +114,24 @@ def render_sql(source_options: str, sink_options: str) -> tuple[list[str], list[
 
 
 def build(t_env: TableEnvironment, settings: Settings, group_id: str = GROUP_ID,
-          device_events_topic: str = names.TOPIC_DEVICE_EVENTS, alerts_topic: str = names.TOPIC_ALERTS) -> list[str]:
-    """Register the tables and views on ``t_env`` and return the INSERT statements (not yet executed)."""
+          device_events_topic: str = names.TOPIC_DEVICE_EVENTS, alerts_topic: str = names.TOPIC_ALERTS,
+          dead_letter_topic: str = names.TOPIC_DEAD_LETTER) -> list[str]:
+    """Register the tables and views on ``t_env`` and return the INSERT statements (not yet executed).
+
+    Malformed device events (a required field missing or of the wrong type, or no JSON object) are
+    dead-lettered with this job as their source, as the window job does with readings: never dropped silently.
+    """
     conf = t_env.get_config()
     conf.set("table.local-time-zone", "UTC")
     conf.set("pipeline.name", JOB_NAME)
-    ddl, inserts = render_sql(*kafka_options(settings, group_id, device_events_topic, alerts_topic))
-    for stmt in ddl:
+    ddl, inserts = render_sql(*kafka_options(settings, group_id, device_events_topic, alerts_topic),
+                              kafka_metadata=True)
+    malformed_ddl, malformed_inserts = malformed_sql(
+        settings, group_id, Topics(dead_letter=dead_letter_topic), source=JOB_SOURCE, record=schema.DEVICE_EVENT,
+        table="device_events", topic=device_events_topic)
+    for stmt in ddl + malformed_ddl:
         t_env.execute_sql(stmt)
-    return inserts
+    return inserts + malformed_inserts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,10 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group-id", default=GROUP_ID, help="Kafka consumer group")
     parser.add_argument("--device-events-topic", default=names.TOPIC_DEVICE_EVENTS)
     parser.add_argument("--alerts-topic", default=names.TOPIC_ALERTS)
+    parser.add_argument("--dead-letter-topic", default=names.TOPIC_DEAD_LETTER,
+                        help="where malformed device events go (with this job as their source)")
     parser.add_argument("--job-name", default=JOB_NAME)
     args = parser.parse_args(argv)
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    inserts = build(t_env, load_settings(), args.group_id, args.device_events_topic, args.alerts_topic)
+    inserts = build(t_env, load_settings(), args.group_id, args.device_events_topic, args.alerts_topic,
+                    args.dead_letter_topic)
     submit_inserts(t_env, inserts, args.job_name)
 
 

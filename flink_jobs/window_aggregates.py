@@ -127,16 +127,18 @@ def render_sql(
 
 def malformed_sql(
     settings: Settings, group_id: str = "mw-window-aggregates", topics: Topics | None = None, batch: bool = False,
-    source: str = JOB_SOURCE,
+    source: str = JOB_SOURCE, record: schema.RecordDef = schema.READING, table: str = "readings",
+    topic: str | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(DDL, INSERTs) that dead-letter the malformed messages of the readings topic (sql/malformed_readings.sql).
+    """(DDL, INSERTs) that dead-letter the malformed messages of a job's input topic (sql/malformed_readings.sql).
 
-    Uses the ``readings`` table of ``render_sql`` (its DDL must run first) and a raw reader of the same topic
-    (left out when ``MW_FLINK_DEAD_LETTER_UNPARSABLE`` is off).
+    Uses the job's ``table`` of ``record`` on ``topic`` (default: the readings of ``render_sql``; its DDL must
+    run first) and a raw reader of the same topic (left out when ``MW_FLINK_DEAD_LETTER_UNPARSABLE`` is off).
     """
     topics = topics or Topics()
-    readings = schema.READING
-    origin = (f"CONCAT('{_quote(topics.readings)}/', CAST(kafka_partition AS STRING), '@', "
+    topic = topic or topics.readings
+    readings = record
+    origin = (f"CONCAT('{_quote(topic)}/', CAST(kafka_partition AS STRING), '@', "
               "CAST(kafka_offset AS STRING))")
     received = "CAST(UNIX_TIMESTAMP() AS BIGINT) * 1000"
     required = [c.name for c in readings.columns if c.required]
@@ -163,18 +165,18 @@ def malformed_sql(
     text = strip_sql_comments((SQL_DIR / "malformed_readings.sql").read_text().replace("-- @inserts", "@inserts"))
     ddl_text, inserts_text = text.split("@inserts")
     ddl = ddl_text.format(
-        readings_topic=topics.readings, bootstrap=settings.kafka_servers, kafka_security=_kafka_security(settings),
+        table=table, topic=topic, bootstrap=settings.kafka_servers, kafka_security=_kafka_security(settings),
         group_id=group_id, scan_options=_scan_options(batch), dead_letter_columns=schema.DEAD_LETTER.sql_columns(),
         dead_letter_topic=topics.dead_letter,
     )
     inserts = inserts_text.format(
-        incomplete_select=incomplete, incomplete_where=" OR ".join(f"`{n}` IS NULL" for n in required),
-        not_json_select=not_json,
+        table=table, incomplete_select=incomplete,
+        incomplete_where=" OR ".join(f"`{n}` IS NULL" for n in required), not_json_select=not_json,
     )
     ddl_statements, insert_statements = _statements(ddl), _statements(inserts)
     if not settings.flink_dead_letter_unparsable:
-        ddl_statements = [stmt for stmt in ddl_statements if "readings_raw" not in stmt]
-        insert_statements = [stmt for stmt in insert_statements if "readings_raw" not in stmt]
+        ddl_statements = [stmt for stmt in ddl_statements if f"{table}_raw" not in stmt]
+        insert_statements = [stmt for stmt in insert_statements if f"{table}_raw" not in stmt]
     return ddl_statements, insert_statements
 
 

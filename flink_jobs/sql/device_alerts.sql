@@ -1,10 +1,11 @@
 -- Tables of the device-alerts job. Placeholders in braces are filled by flink_jobs/device_alerts.py: the
 -- column lists from the record definitions (machinewatch.schema: DEVICE_EVENT, DERIVED_ALERT), the connector
--- options from settings (Kafka; a test gives bounded files instead).
+-- options from settings (Kafka; a test gives bounded files instead). On Kafka the table also carries each
+-- message's partition and offset: the origin of a dead letter (flink_jobs/sql/malformed_readings.sql).
 
 CREATE TABLE device_events (
   {device_event_columns},
-  proc_time AS PROCTIME()
+{kafka_metadata}  proc_time AS PROCTIME()
 ) WITH (
   {source_options}
 );
@@ -15,12 +16,13 @@ CREATE TABLE derived_alerts (
   {sink_options}
 );
 
--- Each observation of a watched item with the code of the alert its value makes active (0: none).
+-- Each observation of a watched item with the code of the alert its value makes active (0: none). An event
+-- with a required field missing or of the wrong type is no observation here: it is dead-lettered instead.
 -- One device's events arrive in order on one partition (keyed by device), so processing time orders them.
 CREATE TEMPORARY VIEW alert_levels AS
 SELECT *, {rule_code} AS code
 FROM device_events
-WHERE `kind` = 'observation' AND `device_id` IS NOT NULL AND `item` IS NOT NULL AND ({watched});
+WHERE `kind` = 'observation' AND {complete} AND `item` IS NOT NULL AND ({watched});
 
 -- The code of the item's previous observation: the sum over it and this one, minus this one's.
 CREATE TEMPORARY VIEW alert_changes AS

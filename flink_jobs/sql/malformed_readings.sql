@@ -8,15 +8,16 @@
 -- filter, two rounds on a busy 2-core machine (the noise is as large as the effect): the filter on
 -- parsed rows 0-17 %, the raw reader 5-28 %, both -1-34 %. MW_FLINK_DEAD_LETTER_UNPARSABLE=false leaves
 -- the raw reader out.
--- Placeholders are filled by flink_jobs/window_aggregates.py (malformed_sql).
+-- Placeholders are filled by flink_jobs/window_aggregates.py (malformed_sql): the window job uses it for the
+-- readings table, the device-alerts job for its device_events table ({table} and {topic}).
 
-CREATE TABLE readings_raw (
+CREATE TABLE {table}_raw (
   `raw` BYTES,
   `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,
   `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL
 ) WITH (
   'connector' = 'kafka',
-  'topic' = '{readings_topic}',
+  'topic' = '{topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
 {kafka_security}  'properties.group.id' = '{group_id}-raw',
   'properties.auto.offset.reset' = 'earliest',
@@ -39,7 +40,7 @@ CREATE TABLE dead_letters (
 INSERT INTO dead_letters
 SELECT
   {incomplete_select}
-FROM readings
+FROM {table}
 WHERE {incomplete_where};
 
 -- Not a JSON object: the exact bytes, base64 (at most {max_raw_b64} characters, cut on a 4-character
@@ -49,6 +50,6 @@ SELECT
   {not_json_select}
 FROM (
   SELECT TO_BASE64(`raw`) AS b64, kafka_partition, kafka_offset
-  FROM readings_raw
+  FROM {table}_raw
   WHERE `raw` IS NULL OR NOT (CAST(`raw` AS STRING) IS JSON OBJECT)
 );

@@ -102,3 +102,68 @@ def test_malformed_readings_are_dead_lettered_by_the_job_and_valid_ones_unaffect
     assert list(got.index) == list(expected.index)
     assert (got["count"] == expected["count"]).all()
     assert (got["avg_value"] - expected["mean"]).abs().max() <= 1e-9
+
+
+def test_malformed_device_events_are_dead_lettered_by_the_device_alerts_job(stack: Stack, settings: Settings) -> None:
+    """The device-alerts job skips what it cannot read, as the window job does: each malformed device event is a
+    dead letter naming the job, with its exact bytes when it is no JSON object; the valid events beside them
+    still open and resolve their alert once."""
+    from flink_jobs.device_alerts import JOB_SOURCE as DEVICE_ALERTS_SOURCE
+    from machinewatch.device_events import DeviceEvent
+
+    run = uuid.uuid4().hex[:8]
+    topics = {k: f"mw.test-{run}.{k}" for k in ("events", "alerts", "dead")}
+    create_topics(settings, topics.values())
+    device = f"md{run}"
+    t0 = int((datetime.now(tz=UTC) - timedelta(minutes=2)).timestamp() * 1000)
+
+    def availability(seq: int, value: str) -> DeviceEvent:
+        return DeviceEvent(source="malformed-test", device_id=device, kind="observation", ts=t0 + seq * 1000,
+                           event_id=f"{run}-{seq}", category="EVENT", item="avail", item_type="AVAILABILITY",
+                           value=value, sequence=seq, instance_id="i1")
+
+    valid = [availability(1, "AVAILABLE"), availability(2, "UNAVAILABLE"), availability(3, "AVAILABLE")]
+    no_id = json.dumps({"source": "malformed-test", "device_id": device, "kind": "observation",
+                        "ts": t0 + 1500, "item": "avail", "item_type": "AVAILABILITY", "value": "UNAVAILABLE"}).encode()
+    bad_ts = json.dumps({"source": "malformed-test", "device_id": device, "kind": "observation", "ts": "soon",
+                         "event_id": "b2", "item": "avail", "item_type": "AVAILABILITY"}).encode()
+    not_json = b'{"device_id": "cut short'
+    not_text = b"\xff\xfe\x00binary"
+
+    require_free_slot(settings)
+    job_name = f"mw-malformed-events-{run}"
+    jobs.submit(settings, "device-alerts", [
+        "--device-events-topic", topics["events"], "--alerts-topic", topics["alerts"],
+        "--dead-letter-topic", topics["dead"], "--group-id", f"g-{run}", "--job-name", job_name,
+    ])
+    try:
+        with Publisher(settings, topic=topics["events"]) as pub:
+            pub.send_json(device, valid[0].to_json())
+            for raw in (no_id, bad_ts, not_json, not_text):
+                pub.send_json(device, raw)  # the same partition as the valid events beside them
+            for event in valid[1:]:
+                pub.send_json(device, event.to_json())
+
+        letters: list[dict[str, Any]] = []
+        alerts: list[dict[str, Any]] = []
+
+        def all_out() -> bool:
+            letters[:] = read_topic(settings, topics["dead"])
+            alerts[:] = read_topic(settings, topics["alerts"])
+            return len(letters) >= 4 and len(alerts) >= 2
+
+        wait_for(all_out, 240, "four dead letters and two alert transitions from the device-alerts job", every=3)
+    finally:
+        for job in jobs.running(settings, job_name):
+            jobs.cancel(settings, job["jid"])
+
+    assert len(letters) == 4, letters
+    assert {d["source"] for d in letters} == {DEVICE_ALERTS_SOURCE}
+    assert all(d["origin"].startswith(topics["events"] + "/") and "@" in d["origin"] for d in letters)
+    unparsed = {quality.raw_bytes(d) for d in letters if d["reason"] == "not a JSON object"}
+    assert unparsed == {not_json, not_text}  # the exact bytes
+    incomplete = [d["reason"] for d in letters if d["raw_encoding"] == "utf-8"]
+    assert any("missing or not of their type: event_id;" in r for r in incomplete), incomplete
+    assert any("missing or not of their type: ts;" in r for r in incomplete), incomplete
+    assert [(a["device_id"], a["item_type"], a["state"]) for a in alerts] == [
+        (device, "machine_unavailable", "opened"), (device, "machine_unavailable", "resolved")]

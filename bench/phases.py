@@ -198,17 +198,23 @@ def spark(run: Run) -> None:
         theirs = read_alerts(run.settings, r["out_topic"], since_ms=r["out_since_ms"])
         equal = compare_outputs(run, f"{run.settings.window_size_s} s tumbling windows: our window job vs PySpark",
                                 ours, theirs, window_key, window_value)
+    spark_row(run, r, equal, "window",
+              f"PySpark {r['spark']} Structured Streaming, 10 s tumbling windows only, events/s (start() to last "
+              "output)",
+              f"2nd run in the same session (1st, cold: {cold:,.0f}/s, start() to end); availableNow, "
+              f"{r['batches']} micro-batches, session start {r['session_s']:.0f} s excluded; start() to end of the "
+              f"query: {r['start_to_end_events_per_s']:,.0f}/s; peak RSS {gib(r['peak_rss'])}")
+
+
+def spark_row(run: Run, r: dict[str, Any], equal: bool | None, ours: str, what: str, notes: str) -> None:
+    """A PySpark throughput row: its figure only when its outputs were checked equal to ours (or not checked
+    because our phase ``ours`` was skipped); outputs that differ give no figure."""
     r["outputs_equal"] = equal
-    what = (f"PySpark {r['spark']} Structured Streaming, 10 s tumbling windows only, events/s (start() to last "
-            "output)")
     if equal is False:
-        report.add("1 throughput", what, "outputs differ", "not a figure: see the check above")
+        run.report.add("1 throughput", what, "outputs differ", "not a figure: see the check above")
         return
-    report.add("1 throughput", what, f"{r['events_per_s']:,.0f}",
-               f"{'outputs checked equal' if equal else 'outputs NOT checked (window phase skipped)'}; 2nd run in "
-               f"the same session (1st, cold: {cold:,.0f}/s, start() to end); availableNow, {r['batches']} "
-               f"micro-batches, session start {r['session_s']:.0f} s excluded; start() to end of the query: "
-               f"{r['start_to_end_events_per_s']:,.0f}/s; peak RSS {gib(r['peak_rss'])}")
+    run.report.add("1 throughput", what, f"{r['events_per_s']:,.0f}",
+                   f"{'outputs checked equal' if equal else f'outputs NOT checked ({ours} phase skipped)'}; {notes}")
 
 
 def spark_overheat(run: Run) -> None:
@@ -229,16 +235,11 @@ def spark_overheat_on(run: Run, backlog: str, ours_key: str, raw_key: str, tag: 
         theirs = read_alerts(run.settings, r["out_topic"], since_ms=r["out_since_ms"])
         equal = compare_outputs(run, f"sustained-overheat alert transitions{label}: our job vs PySpark", ours,
                                 theirs, transition_key)
-    r["outputs_equal"] = equal
-    what = (f"PySpark {r['spark']} sustained-overheat twin{label} (1 s buckets in Spark SQL + "
-            "transformWithStateInPandas running the same overheat_logic), events/s (start() to last output)")
-    if equal is False:
-        report.add("1 throughput", what, "outputs differ", "not a figure: see the check above")
-        return
-    report.add("1 throughput", what, f"{r['events_per_s']:,.0f}",
-               f"{'outputs checked equal' if equal else 'outputs NOT checked (overheat phase skipped)'}; 2nd run "
-               f"(1st, cold: {cold:,.0f}/s, start() to end); {r['batches']} micro-batches; "
-               f"{len(r['alerts']['opened_devices'])} devices opened; peak RSS {gib(r['peak_rss'])}")
+    spark_row(run, r, equal, "overheat",
+              f"PySpark {r['spark']} sustained-overheat twin{label} (1 s buckets in Spark SQL + "
+              "transformWithStateInPandas running the same overheat_logic), events/s (start() to last output)",
+              f"2nd run (1st, cold: {cold:,.0f}/s, start() to end); {r['batches']} micro-batches; "
+              f"{len(r['alerts']['opened_devices'])} devices opened; peak RSS {gib(r['peak_rss'])}")
 
 
 def hot_devices(run: Run) -> int:

@@ -7,8 +7,9 @@ import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from machinewatch import names
+from machinewatch import names, plugins
 from machinewatch.config import Settings, load_settings
 from machinewatch.plugins import duration_arg
 
@@ -177,6 +178,16 @@ class _ChoicesFormatter(argparse.HelpFormatter):
             self._action_max_length = max(self._action_max_length, longest)
 
 
+def _plugin_verb(sub: Any, verb: str, registered: dict[str, Any], dest: str, summary: str, description: str,
+                 listed: str, metavar: str | None = None) -> None:
+    """A verb with one subcommand per registered plugin, each with only its own flags; --help lists them."""
+    p = sub.add_parser(verb, help=summary, description=description,
+                       epilog=f"{listed} and their flags:\n" + plugins.flag_summary(registered),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    choices = p.add_subparsers(dest=dest, required=True, metavar=metavar or dest)
+    plugins.add_command_parsers(choices, registered)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="machinewatch",
@@ -215,17 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up: partitions of the topics it creates (MW_KAFKA_PARTITIONS; default 3)")
     p.set_defaults(func=cmd_stack)
 
-    from machinewatch import plugins
-
     # simulate, sink: one subcommand per registered plugin, each with only its own flags.
-    simulators = plugins.simulators()
-    p = sub.add_parser("simulate", help="fake devices: Kafka readings, source formats, PerfMon files, MTConnect",
-                       description="Simulated devices; each kind is a plugin (entry points 'machinewatch.simulators') "
-                       "with its own flags: 'machinewatch simulate KIND --help'.",
-                       epilog="kinds and their flags:\n" + plugins.flag_summary(simulators),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="kind")
-    plugins.add_command_parsers(kinds, simulators)
+    _plugin_verb(sub, "simulate", plugins.simulators(), "kind",
+                 "fake devices: Kafka readings, source formats, PerfMon files, MTConnect",
+                 "Simulated devices; each kind is a plugin (entry points 'machinewatch.simulators') with its own "
+                 "flags: 'machinewatch simulate KIND --help'.", "kinds")
 
     if "ingest" not in sub.choices:
         p = sub.add_parser("ingest", help="run a collector: read a source, publish canonical readings to Kafka",
@@ -252,13 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_jobs)
 
     sinks = plugins.sinks()
-    p = sub.add_parser("sink", help="run a Kafka consumer: results into InfluxDB, readings into Parquet, notifications",
-                       description="Kafka consumers; each is a plugin (entry points 'machinewatch.sinks') with its own "
-                       "flags: 'machinewatch sink NAME --help'.",
-                       epilog="sinks and their flags:\n" + plugins.flag_summary(sinks),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    targets = p.add_subparsers(dest="target", required=True, metavar="sink")
-    plugins.add_command_parsers(targets, sinks)
+    _plugin_verb(sub, "sink", sinks, "target",
+                 "run a Kafka consumer: results into InfluxDB, readings into Parquet, notifications",
+                 "Kafka consumers; each is a plugin (entry points 'machinewatch.sinks') with its own flags: "
+                 "'machinewatch sink NAME --help'.", "sinks", metavar="sink")
     for sink in sinks.values():  # older command lines: 'machinewatch notify' is 'machinewatch sink notify'
         for alias in sink.aliases:
             if alias not in sub.choices:

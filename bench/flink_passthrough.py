@@ -11,6 +11,7 @@ import argparse
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
+from flink_jobs.window_aggregates import kafka_security
 from machinewatch.config import load_settings
 from machinewatch.record import flink_columns
 
@@ -24,8 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     t_env.get_config().set("pipeline.name", args.job_name)
-    security = "".join(f"  'properties.{k}' = '{v.replace(chr(39), chr(39) * 2)}',\n"
-                       for k, v in settings.flink_kafka_properties().items())
+    security = kafka_security(settings)
     t_env.execute_sql(f"""
 CREATE TABLE readings (
   {flink_columns()}

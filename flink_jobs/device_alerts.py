@@ -20,8 +20,8 @@ from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from flink_jobs.window_aggregates import (
     Topics,
-    _kafka_security,
     _statements,
+    kafka_security,
     malformed_sql,
     strip_sql_comments,
     submit_inserts,
@@ -78,7 +78,7 @@ def _alert_select(code: str, state: str) -> str:
 def kafka_options(settings: Settings, group_id: str = GROUP_ID, device_events_topic: str = names.TOPIC_DEVICE_EVENTS,
                   alerts_topic: str = names.TOPIC_ALERTS) -> tuple[str, str]:
     """(source, sink) connector options of the two tables on Kafka."""
-    security = _kafka_security(settings)
+    security = kafka_security(settings)
     source = (f"'connector' = 'kafka',\n  'topic' = '{device_events_topic}',\n"
               f"  'properties.bootstrap.servers' = '{settings.kafka_servers}',\n{security}"
               f"  'properties.group.id' = '{group_id}',\n  'properties.auto.offset.reset' = 'earliest',\n"

@@ -78,9 +78,8 @@ def render_sql(
             "  'value.format' = 'json',\n  'value.fields-include' = 'ALL',\n"
             "  'sink.delivery-guarantee' = 'at-least-once'"
         )
-    kafka_security = _kafka_security(settings)
     ddl = strip_sql_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
-        kafka_security=kafka_security,
+        kafka_security=kafka_security(settings),
         aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
         alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
         reading_columns=flink_columns(),
@@ -165,7 +164,7 @@ def malformed_sql(
     text = strip_sql_comments((SQL_DIR / "malformed_readings.sql").read_text().replace("-- @inserts", "@inserts"))
     ddl_text, inserts_text = text.split("@inserts")
     ddl = ddl_text.format(
-        table=table, topic=topic, bootstrap=settings.kafka_servers, kafka_security=_kafka_security(settings),
+        table=table, topic=topic, bootstrap=settings.kafka_servers, kafka_security=kafka_security(settings),
         group_id=group_id, scan_options=_scan_options(batch), dead_letter_columns=schema.DEAD_LETTER.sql_columns(),
         dead_letter_topic=topics.dead_letter,
     )
@@ -189,8 +188,8 @@ def _scan_options(batch: bool) -> str:
             else "'scan.startup.mode' = 'group-offsets'")
 
 
-def _kafka_security(settings: Settings) -> str:
-    # SASL options (when Kafka requires a login) for every Kafka table; quotes doubled for SQL.
+def kafka_security(settings: Settings) -> str:
+    """The SASL options (when Kafka requires a login) of a Kafka table's WITH clause; quotes doubled for SQL."""
     return "".join(f"  'properties.{key}' = '{_quote(value)}',\n"
                    for key, value in settings.flink_kafka_properties().items())
 

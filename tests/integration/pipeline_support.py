@@ -7,6 +7,7 @@ thread for its results; ``stop()`` ends both. ``hop_windows`` is what the job's 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -20,10 +21,15 @@ from tests.stack_support import create_topics
 class WindowPipeline:
     """Topics ``mw.test-<run>.{readings,aggregates,late,alerts}``, the window job on them, the writer running."""
 
-    def __init__(self, settings: Settings, run: str, name: str) -> None:
+    def __init__(self, settings: Settings, run: str, name: str,
+                 before_job: Callable[[dict[str, str]], None] | None = None) -> None:
         self.settings = settings
         self.topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
         create_topics(settings, self.topics.values())
+        if before_job is not None:
+            # E.g. the whole input published before the job starts: every partition then has data from
+            # the job's first fetch, so no partition can be taken for idle while it is still to be read.
+            before_job(self.topics)
         self.job_name = f"mw-{name}-{run}"
         require_free_slot(settings)
         jobs.submit(settings, "window-aggregates", [

@@ -136,3 +136,30 @@ def test_a_backlog_read_between_two_samples_gives_a_lower_bound_not_zero(
     assert r["source_rate_is_lower_bound"] is bound
     assert r["source_events_per_s"] > 0
     assert (r["cpu"] is None) is bound
+
+
+def test_a_job_has_read_a_record_once_each_of_its_sources_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The window job reads its topic twice (parsed, and raw for the dead letters): the raw reader runs ahead, and
+    # a sum over the sources called the job done while its main source had read half the backlog.
+    from bench import flink_runs
+
+    read = {"v1": 400, "v2": 900}
+    monkeypatch.setattr(flink_runs.jobs, "job_detail", lambda *a: {"vertices": [
+        {"id": "v1", "name": "Source: readings[1] -> Calc[2]"}, {"id": "v2", "name": "Source: readings_raw[35]"},
+        {"id": "v3", "name": "GlobalWindowAggregate[5]"}]})
+
+    class Response:
+        def __init__(self, body: Any) -> None:
+            self.body = body
+
+        def json(self) -> Any:
+            return self.body
+
+    def get(url: str, params: dict[str, str] | None = None, timeout: float = 0) -> Response:
+        vertex = url.split("/vertices/")[1].split("/")[0]
+        if params is None:
+            return Response([{"id": "Source__x.numRecordsOut"}, {"id": "Source__x.numRecordsIn"}])
+        return Response([{"id": params["get"], "sum": float(read[vertex])}])
+
+    monkeypatch.setattr(flink_runs.requests, "get", get)
+    assert flink_runs.source_count(Settings(), "job") == 400

@@ -61,6 +61,19 @@ def test_incomplete_or_broken_results_are_rejected() -> None:
         parse(b"[]")
 
 
+def test_parse_gives_what_json_loads_gives() -> None:
+    # parse reads with orjson where it can: documents orjson reads otherwise (ints beyond 64 bits as floats) or
+    # refuses (NaN, lone surrogates, a BOM, UTF-16) must come out as json.loads reads them.
+    docs = [b'{"a":1,"a":2}', b'{"a":18446744073709551617}', b'{"a":-9223372036854775809}',
+            b'{"a":{"b":[123456789012345678901]}}', b'{"a":NaN,"b":-Infinity}', b'{"a":1E400}', b'{"a":"\\ud800"}',
+            b'\xef\xbb\xbf{"a":1}', '{"a":"\u00e9"}'.encode("utf-16"), b' {"a":-0.0,"b":5e-324} ',
+            json.dumps(RESULT).encode()]
+    for raw in docs:
+        doc, expected = parse(raw), json.loads(raw)
+        assert repr(doc) == repr(expected), raw
+        assert [type(v) for v in doc.values()] == [type(v) for v in expected.values()], raw
+
+
 # Results that exercise every rule of the line protocol Point writes: escaping in tags and field keys,
 # empty / falsy / non-string tags, None and non-finite fields, ints given as floats and floats as ints.
 _ODD = "a b,c=d\\"

@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 from machinewatch import names, schema
@@ -116,6 +117,8 @@ class LineEncoder:
         getters.update(computed_tags or {})
         self._tag_names = tuple(sorted(getters))  # Point sorts tags by key
         self._tag_getters = tuple(getters[name] for name in self._tag_names)
+        # The hot path reads every tag with one map(doc.get) and then puts the computed ones in their places.
+        self._computed = tuple((i, g) for i, g in enumerate(self._tag_getters) if not isinstance(g, str))
         self._required = (*defn.required, *(() if self.time_column.required else (self.time_column.name,)))
         # Closed records: (InfluxDB name, column or None, constant) in the order Point sorts fields.
         specs: list[tuple[str, schema.Column | None, int]] = [(c.influx_name, c, 0) for c in defn.with_role("field")]
@@ -141,7 +144,10 @@ class LineEncoder:
             raise BadRecord(msg)
 
     def _tag_values(self, doc: Mapping[str, Any]) -> list[object]:
-        return [doc.get(g) if g.__class__ is str else g(doc) for g in self._tag_getters]  # type: ignore[operator]
+        values: list[object] = list(map(doc.get, self._tag_names))
+        for i, compute in self._computed:
+            values[i] = compute(doc)
+        return values
 
     def parts(self, doc: Mapping[str, Any]) -> Parts:
         self._check(doc)
@@ -177,9 +183,18 @@ def _formatter(name: str, column: schema.Column | None, const: int) -> Callable[
     if column.json is str:
         return lambda doc: f'{key}="{str(doc.get(source) or "").translate(_ESCAPE_STRING)}"'
     if column.json is float:
+        prefix = f"{key}="
+
         def number(doc: Mapping[str, Any]) -> str:
+            # _float_field inlined: this runs for every float field of every result the writer writes.
             value = doc.get(source)
-            return "" if value is None else _float_field(key, float(value))
+            if value is None:
+                return ""
+            value = float(value)
+            if not isfinite(value):
+                return ""
+            text = repr(value)  # a float's str is its repr
+            return prefix + text[:-2] if text.endswith(".0") else prefix + text
         return number
 
     def integer(doc: Mapping[str, Any]) -> str:
@@ -188,11 +203,23 @@ def _formatter(name: str, column: schema.Column | None, const: int) -> Callable[
     return integer
 
 
+def _window_label(window_ms: Any, slide_ms: Any) -> str:
+    size_s = int(window_ms) // 1000
+    slide_s = int(slide_ms or window_ms) // 1000
+    return f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s"
+
+
+# A job writes a few window shapes only: the label of each is computed once (it depends on the two values alone).
+_cached_window_label = functools.lru_cache(maxsize=256)(_window_label)
+
+
 def window_label(doc: Mapping[str, Any]) -> str:
     """The ``window`` tag of a window result: ``10s`` for tumbling windows, ``60s@20s`` for sliding ones."""
-    size_s = int(doc["window_ms"]) // 1000
-    slide_s = int(doc.get("slide_ms") or doc["window_ms"]) // 1000
-    return f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s"
+    window_ms, slide_ms = doc["window_ms"], doc.get("slide_ms")
+    try:
+        return _cached_window_label(window_ms, slide_ms)
+    except TypeError:  # an unhashable value (a JSON list): the same error or label as without the cache
+        return _window_label(window_ms, slide_ms)
 
 
 window_line = LineEncoder(schema.WINDOW_RESULT, {"window": window_label})

@@ -129,7 +129,7 @@ def _charts(dash: data.Dashboard, f: data.Filters) -> None:
             st.altair_chart(data.histogram_chart(hist, f.metric), width="stretch")
     with right:
         st.subheader("Hottest devices")
-        hottest = dash.hottest(f, n=10, metric=f.metric)
+        hottest = dash.hottest(f, n=data.HOTTEST, metric=f.metric)
         if hottest.empty:
             st.info("no devices in this range")
         else:

@@ -5,10 +5,14 @@
 //   devicePrefix ("" = all).
 // Rows: alert_id, device_id, kind, state, severity, region, site, started_ms, duration_ms, fires_at_ms
 //   (floats, ms since the epoch / ms; null where the record has none), _time (time of the latest record).
-import "strings"
+import "regexp"
+
+// The device prefix as an anchored tag regex: InfluxDB pushes it down to the storage index, while
+// strings.hasPrefix ran row by row over every window in the range (seconds at 100 devices x 1 h).
+devicePrefixRe = regexp.compile(v: "^" + regexp.quoteMeta(v: devicePrefix))
 
 // "" turns the filter off; a filter that is off is left out, so InfluxDB can push the rest down to storage.
-narrow = (tables=<-) => if devicePrefix == "" then tables else tables |> filter(fn: (r) => strings.hasPrefix(v: r.device_id, prefix: devicePrefix))
+narrow = (tables=<-) => if devicePrefix == "" then tables else tables |> filter(fn: (r) => r.device_id =~ devicePrefixRe)
 
 from(bucket: bucket)
     |> range(start: start, stop: stop)

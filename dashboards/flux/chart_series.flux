@@ -3,17 +3,27 @@
 // Inputs: bucket, start, stop, metric (string), by ("device_id" or "region"), every (duration),
 //   window ("10s" or "30s@10s"), devices (array of device ids; [] = all), devicePrefix, region, site ("" = all).
 // Rows: _time (end of each `every` bucket), series (the device id or region), value (float).
+import "array"
+import "regexp"
 import "strings"
+
+// The device prefix as an anchored tag regex: InfluxDB pushes it down to the storage index, while
+// strings.hasPrefix ran row by row over every window in the range (seconds at 100 devices x 1 h).
+devicePrefixRe = regexp.compile(v: "^" + regexp.quoteMeta(v: devicePrefix))
 
 // "" turns a filter off; a filter that is off is left out, so InfluxDB can push the rest down to storage.
 narrow = (tables=<-) => {
     inRegion = if region == "" then tables else tables |> filter(fn: (r) => r.region == region)
     inSite = if site == "" then inRegion else inRegion |> filter(fn: (r) => r.site == site)
 
-    return if devicePrefix == "" then inSite else inSite |> filter(fn: (r) => strings.hasPrefix(v: r.device_id, prefix: devicePrefix))
+    return if devicePrefix == "" then inSite else inSite |> filter(fn: (r) => r.device_id =~ devicePrefixRe)
 }
 
-pick = (tables=<-) => if length(arr: devices) == 0 then tables else tables |> filter(fn: (r) => contains(value: r.device_id, set: devices))
+// The chosen devices as one anchored alternation, pushed down to storage like the prefix (contains() ran row by
+// row: 8 s for 8 devices over 1 h of 100 devices' windows on a loaded machine).
+// (Not built for no devices: array.map fails on an empty array, "index out of bounds".)
+devicesRe = if length(arr: devices) == 0 then /^/ else regexp.compile(v: "^(" + strings.joinStr(arr: array.map(arr: devices, fn: (x) => regexp.quoteMeta(v: x)), v: "|") + ")$")
+pick = (tables=<-) => if length(arr: devices) == 0 then tables else tables |> filter(fn: (r) => r.device_id =~ devicesRe)
 
 from(bucket: bucket)
     |> range(start: start, stop: stop)

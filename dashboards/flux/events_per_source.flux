@@ -3,14 +3,18 @@
 // Inputs: bucket, start, stop, every (duration), window (the tumbling shape, e.g. "10s": sliding windows
 //   would count a reading several times), devicePrefix, region, site ("" = all).
 // Rows: _time (end of each bucket), source, readings (int), per_second (float).
-import "strings"
+import "regexp"
+
+// The device prefix as an anchored tag regex: InfluxDB pushes it down to the storage index, while
+// strings.hasPrefix ran row by row over every window in the range (seconds at 100 devices x 1 h).
+devicePrefixRe = regexp.compile(v: "^" + regexp.quoteMeta(v: devicePrefix))
 
 // "" turns a filter off; a filter that is off is left out, so InfluxDB can push the rest down to storage.
 narrow = (tables=<-) => {
     inRegion = if region == "" then tables else tables |> filter(fn: (r) => r.region == region)
     inSite = if site == "" then inRegion else inRegion |> filter(fn: (r) => r.site == site)
 
-    return if devicePrefix == "" then inSite else inSite |> filter(fn: (r) => strings.hasPrefix(v: r.device_id, prefix: devicePrefix))
+    return if devicePrefix == "" then inSite else inSite |> filter(fn: (r) => r.device_id =~ devicePrefixRe)
 }
 
 from(bucket: bucket)

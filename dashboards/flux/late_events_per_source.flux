@@ -2,10 +2,14 @@
 // sink at their event time, count = 1 each) summed per source in the range.
 // Inputs: bucket, start, stop, devicePrefix ("" = all).
 // Rows: source, late (int), devices (int), last_event (time of the latest late reading's event time).
-import "strings"
+import "regexp"
+
+// The device prefix as an anchored tag regex: InfluxDB pushes it down to the storage index, while
+// strings.hasPrefix ran row by row over every window in the range (seconds at 100 devices x 1 h).
+devicePrefixRe = regexp.compile(v: "^" + regexp.quoteMeta(v: devicePrefix))
 
 // "" turns the filter off; a filter that is off is left out, so InfluxDB can push the rest down to storage.
-narrow = (tables=<-) => if devicePrefix == "" then tables else tables |> filter(fn: (r) => strings.hasPrefix(v: r.device_id, prefix: devicePrefix))
+narrow = (tables=<-) => if devicePrefix == "" then tables else tables |> filter(fn: (r) => r.device_id =~ devicePrefixRe)
 
 from(bucket: bucket)
     |> range(start: start, stop: stop)

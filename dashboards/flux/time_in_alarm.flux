@@ -2,10 +2,14 @@
 // resolution (or `stop` while it is still open or silent), clipped to the range; pending alerts do not count.
 // Inputs: bucket (the alerts bucket), start and stop (times), devicePrefix ("" = all).
 // Rows: device_id, alerts (int), seconds (float), longest desc.
-import "strings"
+import "regexp"
+
+// The device prefix as an anchored tag regex: InfluxDB pushes it down to the storage index, while
+// strings.hasPrefix ran row by row over every window in the range (seconds at 100 devices x 1 h).
+devicePrefixRe = regexp.compile(v: "^" + regexp.quoteMeta(v: devicePrefix))
 
 // "" turns the filter off; a filter that is off is left out, so InfluxDB can push the rest down to storage.
-narrow = (tables=<-) => if devicePrefix == "" then tables else tables |> filter(fn: (r) => strings.hasPrefix(v: r.device_id, prefix: devicePrefix))
+narrow = (tables=<-) => if devicePrefix == "" then tables else tables |> filter(fn: (r) => r.device_id =~ devicePrefixRe)
 
 startNs = int(v: start)
 stopNs = int(v: stop)

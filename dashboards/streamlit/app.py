@@ -108,13 +108,16 @@ def _charts(dash: data.Dashboard, f: data.Filters) -> None:
     with left:
         st.subheader(f"{f.metric} per device")
         if devices:
-            wide = data.pivot_series(dash.series(f, "device_id", devices))
-            st.line_chart(wide, height=300)
+            rows = dash.series(f, "device_id", devices)
+            st.vega_lite_chart(rows[["_time", "series", "value"]] if not rows.empty else rows,
+                               data.line_spec("_time", "value", "series", 300), width="stretch")
             st.caption(f"window averages of {len(devices)} devices" +
                        ("" if f.devices else f" (highest {f.metric} first)"))
     with right:
         st.subheader(f"{f.metric} per region")
-        st.line_chart(data.pivot_series(dash.series(f, "region")), height=300)
+        rows = dash.series(f, "region")
+        st.vega_lite_chart(rows[["_time", "series", "value"]] if not rows.empty else rows,
+                           data.line_spec("_time", "value", "series", 300), width="stretch")
 
     left, right = st.columns(2)
     with left:
@@ -126,7 +129,7 @@ def _charts(dash: data.Dashboard, f: data.Filters) -> None:
             st.altair_chart(data.histogram_chart(hist, f.metric), width="stretch")
     with right:
         st.subheader("Hottest devices")
-        hottest = dash.hottest(f, n=10, metric=f.metric)
+        hottest = dash.hottest(f, n=data.HOTTEST, metric=f.metric)
         if hottest.empty:
             st.info("no devices in this range")
         else:
@@ -196,7 +199,8 @@ def _volume(dash: data.Dashboard, f: data.Filters) -> None:
     with right:
         rate = dash.events_per_source(f)
         if not rate.empty:
-            st.line_chart(rate.pivot_table(index="_time", columns="source", values="per_second"), height=240)
+            st.vega_lite_chart(rate[["_time", "source", "per_second"]],
+                               data.line_spec("_time", "per_second", "source", 240), width="stretch")
             st.caption("readings per second, from the window counts")
 
 

@@ -36,6 +36,8 @@ MAX_POINTS = 2000
 CHART_POINTS = 350
 # Series a per-device chart shows when the user picked none: the hottest ones.
 DEFAULT_DEVICE_SERIES = 8
+# Rows of the page's hottest-devices table.
+HOTTEST = 10
 # "Average CPU" mixes the course servers' cpu_pct and the data centres' load: both are % busy.
 CPU_METRICS = ("cpu_pct", "load")
 TEMPERATURE = "temperature"
@@ -132,18 +134,22 @@ class Dashboard:
     def render(self, f: Filters, now: datetime, workers: int = 4) -> Iterator[Dashboard]:
         """A view of this dashboard for one page render, whose panel queries for ``f`` have already run.
 
-        A page asks a dozen queries one after another; InfluxDB answers several at once about as fast
+        A page asks some twenty queries one after another; InfluxDB answers several at once about as fast
         as one, so the page waits for the slowest instead of the sum (``workers`` at a time). The view
         shares this one's client and keeps the results for the render only (the app's Dashboard is shared
         by every browser session). A query that failed here runs again when its panel asks, and raises there.
         """
         page = replace(self, _client=self.client, _memo={})
+        # One task per query (the KPIs' six included), the ones that wait for another query first: the
+        # per-device chart needs the hottest devices, the histogram the latest values.
         calls: list[Callable[[], object]] = [
-            lambda: page.choices(f), lambda: page.series(f, "device_id", page.chart_devices(f)),
-            lambda: page.series(f, "region"), lambda: page.histogram(f), lambda: page.hottest(f, 10, f.metric),
+            lambda: (page.hottest(f, HOTTEST, f.metric), page.series(f, "device_id", page.chart_devices(f))),
+            lambda: page.histogram(f),
+            lambda: page.choices(f), lambda: page.series(f, "region"), lambda: page.events_per_source(f),
             lambda: page.alert_states(f, now), lambda: page.time_in_alarm(f, now), lambda: page.threshold_alerts(f),
-            lambda: page.kpis(f), lambda: page.data_volume(f), lambda: page.late_events(f),
-            lambda: page.events_per_source(f),
+            *[lambda m=m: page.fleet_summary(f, (m,)) for m in KPI_METRICS],
+            lambda: page.latest(f, (POWER,)), lambda: page.events_rate(f),
+            lambda: page.data_volume(f), lambda: page.late_events(f),
         ]
         with ThreadPoolExecutor(workers, thread_name_prefix="flux") as pool:
             for future in [pool.submit(call) for call in calls]:
@@ -186,7 +192,8 @@ class Dashboard:
         """The devices the per-device chart shows: the chosen ones, or the hottest few."""
         if f.devices:
             return f.devices
-        top = self.hottest(f, n=DEFAULT_DEVICE_SERIES, metric=f.metric)
+        # the first of the hottest table's ten (one query for both, where the page shows both)
+        top = self.hottest(f, n=max(HOTTEST, DEFAULT_DEVICE_SERIES), metric=f.metric).head(DEFAULT_DEVICE_SERIES)
         return tuple(top["device_id"]) if not top.empty else ()
 
     def summary_source(self, f: Filters) -> dict[str, str]:
@@ -466,6 +473,24 @@ def humanize_seconds(seconds: float) -> str:
     if s >= 60:
         return f"{s // 60}m {s % 60}s"
     return f"{s}s"
+
+
+def line_spec(x: str, y: str, color: str, height: int, y_title: str | None = None) -> dict[str, Any]:
+    """A Vega-Lite line chart of long rows (x time, y value, one line per ``color``), for st.vega_lite_chart.
+
+    A plain spec instead of st.line_chart: that one pivots the rows, builds an Altair layer chart, validates
+    it against the JSON schema and hashes its data through the DataFrame's repr on every script run (about
+    2.5 s of a 6 s page run for three charts in the profile of issue 19); the browser draws the same lines.
+    """
+    return {
+        "mark": {"type": "line", "tooltip": True},
+        "encoding": {
+            "x": {"field": x, "type": "temporal", "title": None},
+            "y": {"field": y, "type": "quantitative", "title": y_title},
+            "color": {"field": color, "type": "nominal", "title": None},
+        },
+        "height": height,
+    }
 
 
 def pivot_series(frame: pd.DataFrame) -> pd.DataFrame:

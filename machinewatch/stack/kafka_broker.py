@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -205,13 +206,17 @@ class Kafka(Service):
         wait_for(self.ready, self.name, self.proc, timeout, others=[p.proc for p in self.peers])
 
     def ready(self) -> bool:
-        """Node 1: every node runs and the cluster has all its brokers. Node n: it is one of the brokers."""
+        """Node 1: every node runs and answers at its own address, and the cluster has all its brokers.
+        Node n: it is one of the brokers."""
         if any(node.proc.pid() is None for node in self.nodes):
             return False
-        brokers = self.brokers()
         if self.node > 1:
-            return self.node in brokers
-        return set(range(1, self.s.kafka_brokers + 1)) <= brokers
+            return self.node in self.brokers()
+        # A node restarted moments ago can still be listed as a serving broker (its registration from before
+        # the stop) while it does not yet accept connections; a client sent to it then fails at once.
+        if not all(peer.serving() for peer in self.peers):
+            return False
+        return set(range(1, self.s.kafka_brokers + 1)) <= self.brokers()
 
     def serving(self) -> bool:
         return bool(self.brokers())
@@ -240,14 +245,27 @@ class Kafka(Service):
 
     def after_ready(self) -> None:
         from kafka import KafkaAdminClient
+        from kafka.errors import KafkaConnectionError, NoBrokersAvailable
 
         from machinewatch.kafka_io import ensure_topics
 
-        admin = KafkaAdminClient(**self._client(), request_timeout_ms=10000)
-        try:
-            created = ensure_topics(admin, self.s.kafka_partitions, replication=self.s.kafka_replication_factor)
-            if created:
-                provision.say(f"kafka: created topics {', '.join(created)}")
-        finally:
-            admin.close()
+        # On a cluster a node can refuse a connection for a moment after all of them were ready (it is
+        # restarting its listener, or a leader moves): retry that, never anything else, for up to 60 s.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                admin = KafkaAdminClient(**self._client(), request_timeout_ms=10000)
+                try:
+                    created = ensure_topics(admin, self.s.kafka_partitions,
+                                            replication=self.s.kafka_replication_factor)
+                finally:
+                    admin.close()
+                break
+            except (KafkaConnectionError, NoBrokersAvailable) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                provision.say(f"kafka: {exc}; retrying the topic check")
+                time.sleep(2)
+        if created:
+            provision.say(f"kafka: created topics {', '.join(created)}")
 

@@ -245,12 +245,13 @@ class Kafka(Service):
 
     def after_ready(self) -> None:
         from kafka import KafkaAdminClient
-        from kafka.errors import KafkaConnectionError, NoBrokersAvailable
+        from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
         from machinewatch.kafka_io import ensure_topics
 
         # On a cluster a node can refuse a connection for a moment after all of them were ready (it is
-        # restarting its listener, or a leader moves): retry that, never anything else, for up to 60 s.
+        # restarting its listener, or a leader moves): retry a refused or timed-out connection, nothing else, for
+        # up to 60 s.
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -261,7 +262,7 @@ class Kafka(Service):
                 finally:
                     admin.close()
                 break
-            except (KafkaConnectionError, NoBrokersAvailable) as exc:
+            except (KafkaConnectionError, KafkaTimeoutError) as exc:
                 if time.monotonic() > deadline:
                     raise
                 provision.say(f"kafka: {exc}; retrying the topic check")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -13,6 +14,18 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from machinewatch.config import Settings
+from machinewatch.stack import Stack
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings, timeout: float = 300) -> Iterator[Stack]:
+    """A stack of ``settings`` up for the block and down after it, also when it failed half way up."""
+    stack = Stack(settings)
+    try:
+        stack.up(timeout=timeout)
+        yield stack
+    finally:
+        stack.down()
 
 
 def create_topics(settings: Settings, topics: Iterable[str]) -> None:

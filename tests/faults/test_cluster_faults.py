@@ -30,6 +30,7 @@ from tests.faults.harness import (
     job_running,
     wait_checkpoints,
 )
+from tests.stack_support import running_stack
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -42,12 +43,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Both jobs at parallelism 2 fill the four slots, so each TaskManager runs part of them.
     settings = private_settings(Path(tmp_path_factory.mktemp("mw-cluster-faults")), kafka_brokers=3,
                                 flink_taskmanagers=2, flink_taskmanager_slots=2, flink_parallelism=2)
-    stack = Stack(settings)
-    try:
-        stack.up(timeout=300)
+    with running_stack(settings) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 def partition_leader(settings: Settings, topic: str) -> int:

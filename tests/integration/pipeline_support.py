@@ -27,8 +27,8 @@ class WindowPipeline:
         self.topics = {k: f"mw.test-{run}.{k}" for k in ("readings", "aggregates", "late", "alerts")}
         create_topics(settings, self.topics.values())
         if before_job is not None:
-            # E.g. the whole input published before the job starts: every partition then has data from
-            # the job's first fetch, so no partition can be taken for idle while it is still to be read.
+            # E.g. the whole input published before the job starts, so that the job finds every partition
+            # with data from its first fetch.
             before_job(self.topics)
         self.job_name = f"mw-{name}-{run}"
         require_free_slot(settings)

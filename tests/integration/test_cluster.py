@@ -23,14 +23,13 @@ from kafka.partitioner.default import murmur2
 
 from machinewatch import names
 from machinewatch.config import Settings
-from machinewatch.kafka_io import Publisher, _topic_config_values, ensure_topics
-from machinewatch.record import Reading, make_event_id
+from machinewatch.kafka_io import _topic_config_values, ensure_topics
 from machinewatch.stack import Stack
 from machinewatch.stack.private import private_settings
 from tests.integration.pipeline_support import WindowPipeline, hop_windows
-from tests.integration.test_course_dataset import DATA, METRICS, course_readings, expected_alerts
+from tests.integration.test_course_dataset import DATA, course_readings, expected_alerts, publish_course
 from tests.realdata import realdata_file
-from tests.stack_support import read_topic
+from tests.stack_support import read_topic, running_stack
 from tests.waiting import wait_for_count
 
 pytestmark = pytest.mark.integration
@@ -53,12 +52,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         Path(tmp_path_factory.mktemp("mw-cluster")), kafka_brokers=BROKERS, flink_taskmanagers=TASKMANAGERS,
         kafka_partitions=PARTITIONS, flink_parallelism=PARALLELISM, flink_taskmanager_slots=PARALLELISM // TASKMANAGERS,
     )
-    stack = Stack(settings)
-    try:
-        stack.up(timeout=300)
+    with running_stack(settings) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 def test_cluster_nodes_and_topics(cluster: Stack) -> None:
@@ -96,20 +91,10 @@ def test_cluster_nodes_and_topics(cluster: Stack) -> None:
 def _run(settings: Settings, df: pd.DataFrame, run: str, expected_windows: int, expected_alerts_n: int,
          stall_s: float = 300) -> tuple[dict[tuple[Any, ...], tuple[Any, ...]], set[tuple[Any, ...]]]:
     """Feed ``df`` to a private window pipeline on ``settings``' stack; its windows and alerts, read from Kafka."""
-    def publish(topics: dict[str, str]) -> None:
-        with Publisher(settings, topic=topics["readings"]) as pub:
-            for row in df.itertuples(index=False):
-                pub.send(Reading(
-                    source="course-dataset", device_id=row.device_id, metric=row.metric, value=float(row.value),
-                    unit=METRICS[row.metric], ts=int(row.ts), region="course", site="lab",
-                    event_id=make_event_id("course-dataset", row.device_id, row.metric, row.ts),
-                ))
-
-    # The input is in Kafka before the job starts. Were it published while the job starts, a partition
-    # whose first records reach the job more than the source idle timeout (MW_SOURCE_IDLE_TIMEOUT_MS) after
-    # the others would be taken for idle, and its readings would come behind the watermark: late. The
-    # timeout is the one processing-time setting in the jobs; the README says so.
-    pipeline = WindowPipeline(settings, run, "cluster", before_job=publish)
+    # The input is in Kafka before the job starts: every partition has data from the job's first fetch, so
+    # only the idleness of IDLE_TIMEOUT_MS (above) can take one for idle.
+    pipeline = WindowPipeline(settings, run, "cluster",
+                              before_job=lambda topics: publish_course(settings, topics["readings"], df))
     topics = pipeline.topics
     try:
         def windows() -> dict[tuple[Any, ...], tuple[Any, ...]]:

@@ -44,6 +44,17 @@ def course_readings(path: Path, base: datetime) -> pd.DataFrame:
     return long.rename(columns={"server_id": "device_id", "ts_ms": "ts"}).sort_values("ts", kind="stable")
 
 
+def publish_course(settings: Settings, topic: str, df: pd.DataFrame) -> None:
+    """The rows of ``course_readings`` as canonical readings on ``topic`` (event ids from device, metric, time)."""
+    with Publisher(settings, topic=topic) as pub:
+        for row in df.itertuples(index=False):
+            pub.send(Reading(
+                source="course-dataset", device_id=row.device_id, metric=row.metric, value=float(row.value),
+                unit=METRICS[row.metric], ts=int(row.ts), region="course", site="lab",
+                event_id=make_event_id("course-dataset", row.device_id, row.metric, row.ts),
+            ))
+
+
 def expected_alerts(windows: pd.DataFrame) -> pd.DataFrame:
     wide = windows.pivot_table(index=["device_id", "window_end_ms"], columns="metric",
                                values=["avg", "max"]).reset_index()
@@ -83,13 +94,7 @@ def test_course_dataset_windows_and_alerts_match_pandas(stack: Stack, settings: 
     topics = pipeline.topics
     busy = CpuStress(stress).__enter__()
     try:
-        with Publisher(settings, topic=topics["readings"]) as pub:
-            for row in df.itertuples(index=False):
-                pub.send(Reading(
-                    source="course-dataset", device_id=row.device_id, metric=row.metric, value=float(row.value),
-                    unit=METRICS[row.metric], ts=int(row.ts), region="course", site="lab",
-                    event_id=make_event_id("course-dataset", row.device_id, row.metric, row.ts),
-                ))
+        publish_course(settings, topics["readings"], df)
         size_ms, slide_ms = settings.hop_size_s * 1000, settings.hop_slide_s * 1000
         # Every partition ends at the file's last time, so the watermark passes everything up to it.
         horizon = int(df.ts.max()) - settings.watermark_delay_ms

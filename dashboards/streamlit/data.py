@@ -147,8 +147,7 @@ class Dashboard:
             lambda: page.histogram(f),
             lambda: page.choices(f), lambda: page.series(f, "region"), lambda: page.events_per_source(f),
             lambda: page.alert_states(f, now), lambda: page.time_in_alarm(f, now), lambda: page.threshold_alerts(f),
-            *[lambda m=m: page.fleet_summary(f, (m,)) for m in KPI_METRICS],
-            lambda: page.latest(f, (POWER,)), lambda: page.events_rate(f),
+            *page.kpi_queries(f),
             lambda: page.data_volume(f), lambda: page.late_events(f),
         ]
         with ThreadPoolExecutor(workers, thread_name_prefix="flux") as pool:
@@ -219,6 +218,11 @@ class Dashboard:
     def latest(self, f: Filters, metrics: tuple[str, ...] = KPI_METRICS) -> pd.DataFrame:
         return self.run("latest_per_device", {**f.common(), "bucket": self.aggregates_bucket,
                                               "metrics": list(metrics)})
+
+    def kpi_queries(self, f: Filters) -> list[Callable[[], object]]:
+        """The queries behind ``kpis``, one call each, so a page render can run them side by side first."""
+        return [*[lambda m=m: self.fleet_summary(f, (m,)) for m in KPI_METRICS],
+                lambda: self.latest(f, (POWER,)), lambda: self.events_rate(f)]
 
     def kpis(self, f: Filters) -> Kpis:
         return compute_kpis(self.fleet_summary(f), self.latest(f, (POWER,)), self.events_rate(f))

@@ -68,6 +68,7 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
                   events: int, args: argparse.Namespace) -> None:
     m = report.raw["machine_before"]
     raw = report.raw
+    partitions = raw.get("kafka_partitions", 3)  # runs before it was recorded had 3, the default then
     raw_best = max((r["msg_per_s"] for r in raw.get("raw_consume", [])), default=None)
     win = raw.get("window_job", {}).get("events_per_s")
     win_src = raw.get("window_job", {}).get("source_events_per_s")
@@ -168,7 +169,8 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         f"- command: `{' '.join(['python -m bench.run', shlex.join(argv)]).strip()}`",
         f"- machine: {m['cpu']}, {m['ram']} RAM, {m['os']}; {m['java']}; Python {m['python']}",
         f"- load average at start: {m['load']}; at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"- stack: private (free ports, temp state dir), Kafka {KAFKA_VERSION} single node (3 partitions), Flink 2.2.1 "
+        f"- stack: private (free ports, temp state dir), Kafka {KAFKA_VERSION} single node "
+        f"({partitions} partition{'s' * (partitions != 1)}), Flink 2.2.1 "
         "(1 TaskManager, 2 slots, job parallelism 1 unless stated), InfluxDB 2.9.1; PySpark "
         f"{SPARK_VERSION} local[{os.cpu_count()}] with spark-sql-kafka-0-10_2.13 {SPARK_VERSION} from Maven Central",
         f"- backlog: {events:,} canonical JSON readings of {args.devices:,} devices (one per device per second of "

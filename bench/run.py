@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler: RssSampler | None = None
     try:
         with private_stack(tmp / "state", slots=2, overheat_duration_s=10) as (settings, stack):
+            report.raw["kafka_partitions"] = settings.kafka_partitions
             def roots() -> dict[str, int | None]:
                 return {"kafka": stack.kafka.proc.pid(), "influxdb": stack.influxdb.proc.pid(),
                         "flink-jobmanager": stack.flink.proc.pid(), "flink-taskmanager": stack.flink.taskmanager.pid()}

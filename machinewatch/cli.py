@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taskmanagers", type=int, metavar="N",
                    help="up: N Flink TaskManagers (MW_FLINK_TASKMANAGERS; default 1)")
     p.add_argument("--kafka-partitions", type=int, metavar="N",
-                   help="up: partitions of the topics it creates (MW_KAFKA_PARTITIONS; default 3)")
+                   help="up: partitions of the topics it creates (MW_KAFKA_PARTITIONS; default 1)")
     p.set_defaults(func=cmd_stack)
 
     # simulate, sink: one subcommand per registered plugin, each with only its own flags.

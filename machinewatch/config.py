@@ -244,7 +244,10 @@ class Settings(BaseSettings):
 
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
-    kafka_partitions: int = 3
+    # One partition per topic: the jobs run at parallelism 1, and a source subtask that reads several
+    # partitions can take a busy one for idle (FLINK-40234; README, Several nodes). Raise it together with
+    # flink_parallelism.
+    kafka_partitions: int = 1
     kafka_heap: str = "512m"
     # Local KRaft nodes (each broker and controller). Node 1 listens on kafka_port/kafka_controller_port;
     # nodes 2.. on kafka_node_ports as [broker, controller] pairs, or, when that is empty, 10 ports on each.

@@ -1,7 +1,7 @@
 """The multi-node stack: a 3-node KRaft cluster and 2 TaskManagers, and the window job on it at parallelism 4.
 
 One cluster is started for this module (``stack up --kafka-brokers 3 --taskmanagers 2`` in a private state
-dir). The same slice of the course dataset goes through the single-node session stack (3 partitions,
+dir). The same slice of the course dataset goes through the single-node session stack (1 partition,
 parallelism 1) and through the cluster (6 partitions, parallelism 4): both must give exactly the windows
 and threshold alerts pandas computes, hence the same as each other. Event time makes that deterministic:
 every partition ends at the slice's last time, so each stack's watermark stops at the same point.
@@ -162,7 +162,7 @@ def check(windows: pd.DataFrame, want_alerts: set[tuple[Any, ...]], got: dict[tu
 
 
 def test_parallel_cluster_equals_single_node(stack: Stack, settings: Settings, cluster: Stack) -> None:
-    """6 partitions read by 4 subtasks on 2 TaskManagers give what 3 partitions read by 1 subtask give."""
+    """6 partitions read by 4 subtasks on 2 TaskManagers give what 1 partition read by 1 subtask gives."""
     cs = cluster.settings
     assert (cs.kafka_partitions, cs.flink_parallelism) == (PARTITIONS, PARALLELISM) != (
         settings.kafka_partitions, settings.flink_parallelism)

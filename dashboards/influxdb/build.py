@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dashboards.streamlit.data import CHART_POINTS
 from machinewatch import names, rollups
 from machinewatch.config import Settings
 
@@ -58,7 +59,10 @@ CELLS = (
     Cell("Hottest devices", "hottest_devices", "Table", (0, 8, 4, 4), {"metric": "v.metric", "n": "10"}),
     Cell("Devices per temperature bin (cumulative)", "temperature_histogram", "Table", (4, 8, 4, 4),
          {"metric": "v.metric", "binStart": "0.0", "binWidth": "5.0", "binCount": "20"}),
-    Cell("Data volume per source", "data_volume", "Table", (8, 8, 4, 4)),
+    # The roll-ups over the ranges the app reads them for (its charts' rule: at least CHART_POINTS minutes).
+    Cell("Data volume per source", "data_volume", "Table", (8, 8, 4, 4),
+         {f"rollup{r.label}": f'if int(v: stop) - int(v: start) >= int(v: {CHART_POINTS}m) then "{r.bucket}" else ""'
+          for r in rollups.ROLLUPS}),
     Cell("Alerts: latest state", "alert_states", "Table", (0, 12, 6, 4),
          {"bucket": f'"{names.BUCKET_ALERTS}"', "start": "-7d", "stop": "now()"}),
     Cell("Time in alarm per device", "time_in_alarm", "Table", (6, 12, 3, 4),
@@ -71,7 +75,8 @@ CELLS = (
 
 def _inputs_of(text: str) -> set[str]:
     """The option names a library file reads (the identifiers COMMON and the cells may bind)."""
-    known = {*COMMON, "metric", "metrics", "by", "every", "devices", "n", "binStart", "binWidth", "binCount"}
+    known = {*COMMON, "metric", "metrics", "by", "every", "devices", "n", "binStart", "binWidth", "binCount",
+             *(f"rollup{r.label}" for r in rollups.ROLLUPS)}
     header = "\n".join(line for line in text.splitlines() if line.startswith("//"))
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
     return {name for name in known if name in header and _uses(body, name)}

@@ -27,9 +27,9 @@ INPUT_KINDS: dict[str, str] = {
     "n": "int", "binCount": "int", "binStart": "float", "binWidth": "float",
     "metrics": "strings", "devices": "strings",
     "metric": "string", "by": "string", "window": "string", "devicePrefix": "string", "region": "string",
-    "site": "string", "label": "string",
+    "site": "string", "label": "string", "rollup1m": "string", "rollup1h": "string",
 }
-# What a form field starts with; "" (all) for the filters not listed.
+# What a form field starts with; "" (all) for the filters not listed, and for the roll-up buckets (windows only).
 DEFAULTS: dict[str, str] = {
     "bucket": names.BUCKET_AGGREGATES, "start": "-1h", "stop": "now", "every": "1m", "span": "1m", "n": "10",
     "binCount": "20", "binStart": "0", "binWidth": "5", "metrics": "temperature", "metric": "temperature",

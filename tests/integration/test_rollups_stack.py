@@ -183,3 +183,85 @@ def test_dashboard_summaries_over_a_day_read_the_minute_rollups(stack: Stack, se
         assert int(hist["devices"].sum()) == 3
     finally:
         dash.close()
+
+
+def _volume_reference(windows: pd.DataFrame, start: datetime, stop: datetime) -> dict[str, tuple[int, int]]:
+    """Per source (devices, readings) of the windows ending in [start, stop): what the windows alone give."""
+    inside = windows[(windows["end"] >= start) & (windows["end"] < stop)]
+    grouped = inside.groupby("source").agg(devices=("device_id", "nunique"), readings=("count", "sum"))
+    return {str(s): (int(r["devices"]), int(r["readings"])) for s, r in grouped.iterrows()}
+
+
+def test_data_volume_over_a_day_reads_whole_hours_and_minutes_from_the_rollups(stack: Stack,
+                                                                                settings: Settings) -> None:
+    """Over 24 h the data-volume panel reads hourly and minute roll-up rows for the whole hours and minutes the
+    tasks have written, and the windows at the edges: the sums must be the windows' own, to the reading, for
+    the live range and for one whose ends fall on a window end (included) and a minute boundary (excluded).
+    The roll-up rows are written only as far as the tasks would have by now, so a panel that read a roll-up
+    beyond that would miss readings."""
+    import numpy as np
+
+    from dashboards.streamlit import data
+
+    prefix = f"rv-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(tz=UTC)
+    last_end = now.replace(microsecond=0) - timedelta(seconds=now.second % 10)
+    rng = np.random.default_rng(7)
+    rows = []
+    for d, source in enumerate(("rv-a", "rv-a", "rv-b", "rv-c")):
+        # a window every 50 s (so ends fall on minutes and hours too) over 26 h, up to the newest 10 s boundary
+        ends = [last_end - timedelta(seconds=50 * k + 10 * d) for k in range(26 * 72)]
+        rows += [{"device_id": f"{prefix}-{d}", "source": source, "end": e, "count": int(c)}
+                 for e, c in zip(ends, rng.integers(1, 20, len(ends)), strict=True)]
+    windows = pd.DataFrame(rows)
+
+    def docs(frame: pd.DataFrame, window_ms: int) -> list[dict[str, Any]]:
+        return [{"device_id": r.device_id, "metric": "temperature", "source": r.source, "region": "r", "site": "s",
+                 "unit": "°C", "window_ms": window_ms, "window_end_ms": int(r.end.timestamp() * 1000),
+                 "avg_value": 20.0, "min_value": 19.0, "max_value": 21.0, "count": int(r.count)}
+                for r in frame.itertuples()]
+
+    def rolled(frame: pd.DataFrame, every: timedelta, written_until: datetime) -> pd.DataFrame:
+        # a row at T sums the windows ending in (T - every, T], as rollup.flux stamps them
+        step = pd.Timedelta(every)
+        out = frame.assign(end=(frame["end"] - pd.Timedelta(1, "ns")).dt.floor(step) + step)
+        out = out.groupby(["device_id", "source", "end"], as_index=False)["count"].sum()
+        return out[out["end"] <= written_until]
+
+    minute_rows = rolled(windows, timedelta(minutes=1), (now - timedelta(seconds=20)).replace(second=0, microsecond=0))
+    hour_rows = rolled(minute_rows, timedelta(hours=1),
+                       (now - timedelta(minutes=2)).replace(minute=0, second=0, microsecond=0))
+    with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
+        write = client.write_api(write_options=SYNCHRONOUS)
+        write.write(names.BUCKET_AGGREGATES, record=[to_point(x) for x in docs(windows, 10_000)])
+        for bucket, frame, label, ms in ((names.BUCKET_ROLLUP_1M, minute_rows, "1m", 60_000),
+                                         (names.BUCKET_ROLLUP_1H, hour_rows, "1h", 3_600_000)):
+            points = [to_point(x) for x in docs(frame, ms)]
+            for p in points:
+                p.tag("window", label)  # rows as the tasks write them
+            write.write(bucket, record=points)
+
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    ranges = (data.last(timedelta(hours=24), device_prefix=prefix),
+              data.Filters(start=hour - timedelta(hours=20, minutes=-7, seconds=30), stop=hour - timedelta(minutes=31),
+                           device_prefix=prefix))
+    dash = data.Dashboard.from_settings(settings)
+    try:
+        def check() -> None:
+            for f in ranges:
+                assert dash.chart_source(f)[0] == names.BUCKET_ROLLUP_1M  # a range whose charts read roll-ups
+                got = {str(r.source): (int(r.devices), int(r.readings)) for r in dash.data_volume(f).itertuples()}
+                assert got == _volume_reference(windows, f.start, f.stop), (f.start, f.stop)
+
+        check()
+        # Hours well inside both ranges come from the hourly rows alone: without their windows and minute
+        # rows the answer stays the same (a panel that read minutes or windows there now comes up short).
+        for bucket in (names.BUCKET_AGGREGATES, names.BUCKET_ROLLUP_1M):
+            for device in windows["device_id"].unique():
+                _api(settings, "POST", "/api/v2/delete", params={"org": settings.influx_org, "bucket": bucket},
+                     json={"start": (hour - timedelta(hours=18)).isoformat(),
+                           "stop": (hour - timedelta(hours=2)).isoformat(),
+                           "predicate": f'_measurement="window_agg" AND device_id="{device}"'})
+        check()
+    finally:
+        dash.close()

@@ -348,6 +348,10 @@ def test_chart_queries_ask_the_rollup_bucket_for_its_window_and_step(monkeypatch
         every = params["every"]
         assert isinstance(every, timedelta) and every.total_seconds() % 60 == 0, name
     assert {name for name, _ in asked} == {"chart_series", "events_per_source"}
-    # counts per source keep reading the tumbling windows (the per-device summaries: the test above)
+    # counts per source read the tumbling windows, with the roll-ups for the whole minutes and hours inside
     dash.data_volume(f)
-    assert asked[-1][1]["bucket"] == "aggregates"
+    assert {k: asked[-1][1][k] for k in ("bucket", "window", "rollup1m", "rollup1h")} == {
+        "bucket": "aggregates", "window": "10s", "rollup1m": "rollup_1m", "rollup1h": "rollup_1h"}
+    # over a range whose charts read the windows, so does the data volume
+    dash.data_volume(data.last(timedelta(hours=1), now=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert (asked[-1][1]["rollup1m"], asked[-1][1]["rollup1h"]) == ("", "")

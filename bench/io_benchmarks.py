@@ -21,14 +21,16 @@ from machinewatch.config import Settings
 
 
 def bench_ingest(settings: Settings, events: int) -> dict[str, Any]:
-    """bench/publisher.py's two clients on the private broker (same data, interleaved): readings built (and
+    """bench/publisher.py's clients on the private broker (same data, interleaved): readings built (and
     validated) and published per CPU-second of this process."""
     from bench import publisher
 
     publisher.ensure_topic(settings)
     readings = publisher.make_fields(events)
     out: dict[str, Any] = {}
-    for name, fn in (("kafka-python", publisher.run_kafka_python), ("confluent-kafka", publisher.run_confluent)):
+    for name, fn in (("kafka-python", publisher.run_kafka_python),
+                     ("Publisher on librdkafka", publisher.run_publisher_librdkafka),
+                     ("confluent-kafka", publisher.run_confluent)):
         wall, cpu = fn(settings, readings)
         out[name] = {"events_per_s": events / wall, "events_per_cpu_s": events / cpu, "wall_s": wall, "cpu_s": cpu}
     return out

@@ -294,8 +294,11 @@ def ingest(run: Run) -> None:
     size = 20_000 if getattr(run.args, "small", False) else 50_000 if run.args.quick else 200_000
     r = bench_ingest(run.settings, size)
     report.raw["ingest"] = r
+    labels = {"kafka-python": "kafka-python publisher",
+              "Publisher on librdkafka": "the same Publisher on librdkafka (MW_KAFKA_CLIENT=confluent-kafka)",
+              "confluent-kafka": "confluent-kafka publisher alone (no Publisher guards)"}
     for name, v in r.items():
-        report.add("3 ingest", f"{name} publisher, readings built + published /s (per CPU-s)",
+        report.add("3 ingest", f"{labels.get(name, name)}, readings built + published /s (per CPU-s)",
                    f"{v['events_per_s']:,.0f} ({v['events_per_cpu_s']:,.0f})", "bench/publisher.py")
 
 

@@ -135,6 +135,10 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         goals.append(("kafka-python publisher ≥ 50,000 readings built + published per CPU-s",
                       f"{ing['events_per_cpu_s']:,.0f}/CPU-s",
                       ing["events_per_cpu_s"] >= 50_000))
+    ing_c = raw.get("ingest", {}).get("Publisher on librdkafka")
+    if ing_c:  # the remedy when kafka-python cannot get there: the optional backend, reported beside it
+        goals.append(("… the same Publisher on its librdkafka backend (MW_KAFKA_CLIENT=confluent-kafka)",
+                      f"{ing_c['events_per_cpu_s']:,.0f}/CPU-s", ing_c["events_per_cpu_s"] >= 50_000))
     inf = raw.get("influx_writes")
     if inf:
         label = "InfluxDB writer end to end (Kafka -> InfluxDB) ≥ 1.0 × `influx write` of the same points"

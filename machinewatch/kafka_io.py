@@ -77,6 +77,16 @@ class KeyHashCachePartitioner(DefaultPartitioner):
         return ordered[hashed % len(ordered)]
 
 
+def make_producer(settings: Settings, config: dict[str, Any]) -> Any:
+    """The producer of ``settings.kafka_client`` with kafka-python's options ``config``: kafka-python's own, or the
+    librdkafka backend behind the same interface (``machinewatch.kafka_confluent``)."""
+    if settings.kafka_client == "confluent-kafka":
+        from machinewatch.kafka_confluent import ConfluentProducer
+
+        return ConfluentProducer(config)
+    return KafkaProducer(**config)
+
+
 class Publisher:
     """Serialises canonical readings to the readings topic, keyed by device id."""
 
@@ -95,7 +105,7 @@ class Publisher:
             "partitioner": KeyHashCachePartitioner(),
         }
         config.update(overrides)
-        self._producer = KafkaProducer(**config)
+        self._producer = make_producer(settings, config)
         self.max_future_ms = round(settings.max_future_skew_s * 1000)
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._recent_max = settings.dedup_recent_ids
@@ -110,6 +120,11 @@ class Publisher:
         self._acks = itertools.count()
         self._ack_reads = 0
         self._on_ok = functools.partial(next, self._acks)
+        # A producer that counts its acknowledgements itself (the librdkafka backend, in its delivery report)
+        # saves a callback per record.
+        self._producer_counts_acks = isinstance(getattr(self._producer, "acks", None), itertools.count)
+        if self._producer_counts_acks:
+            self._acks = self._producer.acks
         self._on_error_forget_cb = self._on_error_forget  # bound once, not per record
 
     @property
@@ -176,13 +191,20 @@ class Publisher:
             raise
         # One errback per record that both counts the failure and forgets the id (a send that failed may be
         # retried by the caller: it is not a duplicate then); the id rides as the errback's argument, no closure.
-        future.add_callback(self._on_ok)
+        if not self._producer_counts_acks:
+            future.add_callback(self._on_ok)
         if self._recent_max:
             future.add_errback(self._on_error_forget_cb, reading.event_id)
         else:
             future.add_errback(self._on_error)
         self.sent += 1
         return future
+
+    def _watch(self, future: Any) -> None:
+        """Count the record's acknowledgement (unless the producer does) and its failure."""
+        if not self._producer_counts_acks:
+            future.add_callback(self._on_ok)
+        future.add_errback(self._on_error)
 
     def _forget(self, event_id: str) -> None:
         with self._lock:
@@ -201,7 +223,7 @@ class Publisher:
         Same producer, acks and failure accounting as ``send``, so ``flush()`` covers both.
         """
         future = self._producer.send(topic or self.topic, key=key.encode(), value=value)
-        future.add_callback(self._on_ok).add_errback(self._on_error)
+        self._watch(future)
         self.sent += 1
         return future
 
@@ -211,7 +233,7 @@ class Publisher:
         only its head. Returns the producer future."""
         doc = quality.letter(source, raw, reason, origin, size=size)
         future = self._producer.send(names.TOPIC_DEAD_LETTER, key=source.encode(), value=json.dumps(doc).encode())
-        future.add_callback(self._on_ok).add_errback(self._on_error)
+        self._watch(future)
         self.sent += 1
         self.dead_lettered += 1
         log.warning("dead-lettered a %s record from %s: %s", source, origin or "?", reason)
@@ -222,7 +244,7 @@ class Publisher:
         ``mw.quality``, with the exact bytes it is about; returns the producer future."""
         doc = quality.letter(source, raw, reason, origin, kind=kind, note_id=note_id)
         future = self._producer.send(names.TOPIC_QUALITY, key=source.encode(), value=json.dumps(doc).encode())
-        future.add_callback(self._on_ok).add_errback(self._on_error)
+        self._watch(future)
         self.sent += 1
         self.notes += 1
         log.info("data-quality note (%s) on %s from %s: %s", kind, source, origin or "?", reason)

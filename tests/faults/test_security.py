@@ -107,6 +107,29 @@ def test_kafka_scram_right_password_works_wrong_one_is_refused(scram_kafka: Kafk
     print(f"\nwrong password refused: {wrong_error[:160]}\nno SASL refused: {plain_error[:160]}")  # noqa: T201
 
 
+def test_the_librdkafka_publisher_logs_in_with_scram_and_a_wrong_password_fails_its_flush(scram_kafka: Kafka
+                                                                                            ) -> None:
+    """MW_KAFKA_CLIENT=confluent-kafka keeps the login: delivered with the right password; with a wrong one nothing
+    is acknowledged and flush raises (librdkafka retries until the delivery timeout, kept short here)."""
+    from machinewatch.kafka_io import PublishError
+
+    settings = scram_kafka.s.model_copy(update={"kafka_client": "confluent-kafka"})
+    ts = int(time.time() * 1000)
+    reading = Reading(source="scram-c", device_id="scram-c-1", metric="temperature", value=1.0, unit="°C", ts=ts,
+                      event_id=make_event_id("scram-c", ts))
+    with Publisher(settings) as pub:
+        assert pub.send(reading).get(timeout=30).topic == "mw.readings"
+    wrong = settings.model_copy(update={"kafka_sasl_password": SecretStr(settings.kafka_password() + "x")})
+    pub = Publisher(wrong, delivery_timeout_ms=8000, request_timeout_ms=5000)
+    try:
+        pub.send(reading)  # a new publisher: not a repeat to it
+        with pytest.raises(PublishError):
+            pub.flush(timeout=30)
+        assert pub.acked == 0
+    finally:
+        pub.close()
+
+
 def _secrets(settings: Settings) -> dict[str, str]:
     found = {p.name: p.read_text().strip() for p in settings.secrets_dir.iterdir() if p.is_file()}
     assert {"influx_token", "influx_write_token", "influx_read_token"} <= set(found)

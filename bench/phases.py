@@ -277,6 +277,35 @@ def latency_small_watermark(run: Run) -> None:
                f"achieved {r['rate_achieved']:,.0f}/s, {r['alerts']}/{r['hot']} alerts opened")
 
 
+# (watermark delay ms, allowed lateness s, disorders s): the default, the 200 ms bound the latency rows also
+# try, and that bound with the remedy (allowed lateness) at the largest disorder.
+DISORDER_RUNS: tuple[tuple[int, int, tuple[float, ...]], ...] = (
+    (2000, 0, (0.5, 1.0, 2.0)), (200, 0, (0.5, 1.0, 2.0)), (200, 2, (2.0,)))
+
+
+def disorder(run: Run) -> None:
+    """Issue 18: what the watermark delay costs for disordered input (late readings at 0.5 / 1 / 2 s)."""
+    from bench.disorder import bench_disorder
+
+    report = run.report
+    seconds = 15 if run.args.quick else 30
+    results = []
+    for delay_ms, lateness_s, disorders in DISORDER_RUNS:
+        settings = run.settings.model_copy(update={"watermark_delay_ms": delay_ms, "allowed_lateness_s": lateness_s})
+        for d in disorders:
+            run.sampler.phase = f"disorder {d} s, delay {delay_ms} ms, lateness {lateness_s} s"
+            r = bench_disorder(settings, d, seconds=seconds)
+            results.append(r)
+            check = ("" if lateness_s else "every reading counted by its window or late: "
+                     + ("yes" if r["conserved"] else f"NO ({r['counted']:,} counted + {r['late_in_checked']:,} late "
+                                                      f"of {r['checked_readings']:,})"))
+            report.add("2 disorder", f"late readings at {d:g} s of disorder, watermark delay {delay_ms:,} ms"
+                       + (f", allowed lateness {lateness_s} s" if lateness_s else ""),
+                       f"{r['late']:,} of {r['readings']:,} ({r['late_share']:.2%})",
+                       f"{r['rate']:,}/s for {r['seconds']} s; {check}".rstrip("; "))
+    report.raw["disorder"] = results
+
+
 def latency_spark(run: Run) -> None:
     report = run.report
     r = bench_latency(run.settings, run.args.rate, run.args.latency_devices, run.latency_seconds, hot_devices(run),
@@ -392,8 +421,8 @@ def capacity(run: Run) -> None:
 PHASES: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("raw", raw), ("window", window), ("overheat", overheat), ("pipeline", pipeline), ("spark", spark),
     ("spark-overheat", spark_overheat), ("latency", latency), ("latency-wm", latency_small_watermark),
-    ("latency-spark", latency_spark), ("ingest", ingest), ("influx", influx), ("dashboard", dashboard),
-    ("scale", scale), ("capacity", capacity),
+    ("latency-spark", latency_spark), ("disorder", disorder), ("ingest", ingest), ("influx", influx),
+    ("dashboard", dashboard), ("scale", scale), ("capacity", capacity),
 )
 
 

@@ -64,6 +64,33 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×"
 
 
+def compact_json(value: Any, width: int = 110, depth: int = 0) -> str:
+    """JSON of the raw numbers, whole: any list or object that fits in ``width`` characters on one line.
+
+    Indented one value per line, the throughput samples alone ran to thousands of lines, and the cut that kept
+    the file readable dropped every phase after them (the dashboard's per-panel table among them).
+    """
+    flat = json.dumps(value, default=str)
+    if len(flat) + depth <= width or not isinstance(value, dict | list) or not value:
+        return flat
+    pad = " " * (depth + 1)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(str(k))}: {compact_json(v, width, depth + 1).lstrip()}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
+    flats = [json.dumps(v, default=str) for v in value]
+    if max(map(len, flats)) <= 40:  # samples, pairs: as many to a line as fit
+        rows, row = [], pad
+        for item in flats:
+            if row != pad and len(row) + len(item) + 2 > width:
+                rows.append(row.rstrip())
+                row = pad
+            row += item + ", "
+        rows.append(row.rstrip().rstrip(","))
+        return "[\n" + "\n".join(rows) + "\n" + " " * depth + "]"
+    items = [pad + compact_json(v, width, depth + 1).lstrip() for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * depth + "]"
+
+
 def write_results(path: Path, report: Report, started: datetime, finished: datetime, argv: list[str],
                   events: int, args: argparse.Namespace) -> None:
     m = report.raw["machine_before"]
@@ -246,7 +273,7 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
     if report.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
     slim = {k: v for k, v in raw.items() if k != "errors"}
-    lines += ["## Raw numbers", "", "```json", json.dumps(slim, indent=1, default=str)[:60_000], "```", ""]
+    lines += ["## Raw numbers", "", "```json", compact_json(slim), "```", ""]
     if raw.get("errors"):
         lines += ["## Errors", "", "```", *[f"{k}: {v}" for k, v in raw["errors"].items()], "```", ""]
     path.write_text("\n".join(lines))

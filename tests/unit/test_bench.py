@@ -93,3 +93,15 @@ def test_the_report_renders_goals_from_the_raw_numbers(tmp_path: Path) -> None:
     assert "| throughput ≥ 3 × PySpark: window job vs its PySpark twin | 2.00× | no |" in text
     assert "| 1 throughput | window | 60,000 |  |" in text
     assert "- command: `python -m bench.run --quick`" in text
+
+
+def test_raw_numbers_are_written_whole_and_compact() -> None:
+    """RESULTS.md's raw numbers parse back to what the run measured, nothing cut off, samples packed per line."""
+    from bench.report import compact_json
+
+    raw = {"overheat_job": {"samples": [[19.9 + i, 1000 * i] for i in range(3000)], "complete": False},
+           "dashboard_1000x24h": {"table": ["KPI fleet summary | 1 | 2 | 3"] * 11, "worst_p95_ms": 27139.0},
+           "empty": {}, "none": [], "text": "x" * 300}
+    text = compact_json(raw)
+    assert json.loads(text) == raw
+    assert len(text.splitlines()) < 1_000  # indented one number per line, the samples alone took 12,000

@@ -260,6 +260,11 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         " the Streamlit app against the private InfluxDB, Chromium headless over the DevTools protocol; a load is "
         "complete when Streamlit's script run has ended and every chart has drawn its marks (time from navigation "
         "start, measured in the page).",
+        "- **Disorder**: `bench/disorder.py`: the window job on its own topics under a live load (watermarks are "
+        "emitted every 200 ms of processing time, so a backlog would hide lateness), each reading stamped with its "
+        "publish time minus a uniform 0..D s; late readings are the records on the job's late-events topic, and "
+        "without allowed lateness each run checks that the 10 s windows' counts plus the late readings equal the "
+        "readings sent (a closing reading a minute ahead makes every window fire).",
         "- **Scale**: the window job on backlogs of other device counts, and with parallelism 2 on the 2 task slots "
         "(the p=1 figure above is the 1-slot point); the overheat job's alert latency at other device counts and "
         "at parallelism 2, with the harness of section 2.",

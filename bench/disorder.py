@@ -19,7 +19,7 @@ import random
 import time
 from typing import Any
 
-from bench.flink_runs import fail_if_restarting, wait_slots_free
+from bench.flink_runs import wait_running, wait_slots_free
 from bench.kafka_data import create_topic, produce, producer, read_alerts, reading_json
 from machinewatch import jobs
 from machinewatch.config import Settings
@@ -39,7 +39,7 @@ def bench_disorder(settings: Settings, disorder_s: float, rate: int = 2_000, dev
         "--job-name", f"bench-disorder-{tag}"])
     rng = random.Random(seed)
     try:
-        _wait_running(settings, job_id)
+        wait_running(settings, job_id)
         prod = producer(settings, linger_ms=5)
         sent, interval = 0, 1.0 / rate
         start = time.monotonic()
@@ -75,18 +75,6 @@ def bench_disorder(settings: Settings, disorder_s: float, rate: int = 2_000, dev
         out.update(counted=counted, late_in_checked=late_closed,
                    conserved=counted + late_closed == len(closed))
     return out
-
-
-def _wait_running(settings: Settings, job_id: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        detail = jobs.job_detail(settings, job_id)
-        if detail.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in detail["vertices"]):
-            return
-        fail_if_restarting(settings, job_id)
-        time.sleep(0.5)
-    msg = f"job {job_id} not running after {timeout:.0f} s"
-    raise TimeoutError(msg)
 
 
 def _settle(settings: Settings, topics: dict[str, str], stopped_ms: int, quiet_s: float = 8,

@@ -237,20 +237,26 @@ def wait_slots_free(settings: Settings, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
+def wait_running(settings: Settings, job_id: str, timeout: float = 180) -> None:
+    """Until the job and every one of its vertices run (a job that restarts meanwhile fails the phase)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        detail = jobs.job_detail(settings, job_id)
+        if detail.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in detail["vertices"]):
+            return
+        fail_if_restarting(settings, job_id)
+        time.sleep(0.5)
+    msg = f"job {job_id} not running after {timeout:.0f} s"
+    raise TimeoutError(msg)
+
+
 @contextlib.contextmanager
 def flink_overheat_job(settings: Settings, readings: str, alerts: str, tag: str) -> Iterator[dict[str, Any]]:
     """Our sustained-overheat Flink job."""
     job_id = jobs.submit(settings, "sustained-overheat", ["--readings-topic", readings, "--alerts-topic", alerts,
                                                            "--group-id", f"bench-{tag}", "--job-name", f"bench-{tag}"])
     try:
-        # Wait for the job to run before the clock starts: startup is not alert latency.
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            detail = jobs.job_detail(settings, job_id)
-            if detail.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in detail["vertices"]):
-                break
-            fail_if_restarting(settings, job_id)
-            time.sleep(0.5)
+        wait_running(settings, job_id)  # before the clock starts: startup is not alert latency
         yield {"engine": "flink", "job_id": job_id}
     finally:
         with contextlib.suppress(Exception):

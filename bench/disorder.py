@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from bench.flink_runs import wait_running, wait_slots_free
-from bench.kafka_data import create_topic, produce, producer, read_alerts, reading_json
+from bench.kafka_data import create_topic, produce, producer, read_alerts, reading_json, wait_output_done
 from machinewatch import jobs
 from machinewatch.config import Settings
 
@@ -31,8 +31,9 @@ def bench_disorder(settings: Settings, disorder_s: float, rate: int = 2_000, dev
     event times are up to ``disorder_s`` behind arrival. Returns readings, late readings and their share."""
     tag = f"dis{time.time_ns() % 10**8}"
     topics = {name: f"mw.bench.{name}.{tag}" for name in ("readings", "aggregates", "late", "alerts")}
-    for topic in topics.values():
-        create_topic(settings, topic, settings.kafka_partitions if topic == topics["readings"] else 1)
+    create_topic(settings, topics["readings"], settings.kafka_partitions)
+    for name in ("aggregates", "late", "alerts"):  # broker-stamped, so wait_output_done can tell when they settle
+        create_topic(settings, topics[name], 1, append_time=True)
     job_id = jobs.submit(settings, "window-aggregates", [
         "--readings-topic", topics["readings"], "--aggregates-topic", topics["aggregates"],
         "--late-topic", topics["late"], "--alerts-topic", topics["alerts"], "--group-id", f"bench-{tag}",
@@ -58,51 +59,32 @@ def bench_disorder(settings: Settings, disorder_s: float, rate: int = 2_000, dev
         # The closing reading: a minute ahead, so the watermark passes every window that ended before the stop.
         produce(prod, topics["readings"], b"dis-closer", reading_json("dis-closer", 20.0, stopped_ms + 60_000))
         prod.flush(60)
-        windows, late = _settle(settings, topics, stopped_ms)
+        wait_output_done(settings, [topics["aggregates"], topics["late"]], quiet_s=8)
+        windows = [w for w in read_alerts(settings, topics["aggregates"])
+                   if w.get("window_ms") == w.get("slide_ms", 10_000) == 10_000]
+        late = read_alerts(settings, topics["late"])
     finally:
         with contextlib.suppress(Exception):
             jobs.cancel(settings, job_id)
         wait_slots_free(settings)
     # Readings whose 10 s window ended before the stop (so it has fired); the later ones may still be open.
-    closed = [ts for ts in stamped if ts - ts % 10_000 + 10_000 <= stopped_ms - 10_000]
+    checked_until = stopped_ms - 10_000
+    closed = [ts for ts in stamped if _window_end(ts) <= checked_until]
     out = {"disorder_s": disorder_s, "watermark_delay_ms": settings.watermark_delay_ms,
            "allowed_lateness_s": settings.allowed_lateness_s, "rate": rate, "seconds": seconds, "readings": sent,
-           "late": late, "late_share": late / sent if sent else 0.0, "checked_readings": len(closed)}
+           "late": len(late), "late_share": len(late) / sent if sent else 0.0, "checked_readings": len(closed)}
     if not settings.allowed_lateness_s:
-        counted = sum(w["count"] for w in windows if w["window_end_ms"] <= stopped_ms - 10_000
+        counted = sum(w["count"] for w in windows if w["window_end_ms"] <= checked_until
                       and w["device_id"] != "dis-closer")
-        late_closed = _late_closed(settings, topics["late"], stopped_ms)
+        late_closed = sum(1 for d in late if _window_end(int(d["ts"])) <= checked_until)
         out.update(counted=counted, late_in_checked=late_closed,
                    conserved=counted + late_closed == len(closed))
     return out
 
 
-def _settle(settings: Settings, topics: dict[str, str], stopped_ms: int, quiet_s: float = 8,
-            timeout: float = 120) -> tuple[list[dict[str, Any]], int]:
-    """The 10 s tumbling windows and the late count once both topics have stopped growing."""
-    deadline = time.monotonic() + timeout
-    last: tuple[int, int] = (-1, -1)
-    stable = time.monotonic()
-    windows: list[dict[str, Any]] = []
-    late: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        windows = [w for w in read_alerts(settings, topics["aggregates"]) if w.get("window_ms") == 10_000
-                   and w.get("window_ms") == w.get("slide_ms", 10_000)]
-        late = read_alerts(settings, topics["late"])
-        state = (len(windows), len(late))
-        fired = any(w["window_end_ms"] >= stopped_ms - 10_000 for w in windows)
-        if state != last:
-            last, stable = state, time.monotonic()
-        elif fired and time.monotonic() - stable >= quiet_s:
-            break
-        time.sleep(1)
-    return windows, len(late)
-
-
-def _late_closed(settings: Settings, topic: str, stopped_ms: int) -> int:
-    """Late readings whose window ended before the stop (the ones the conservation check covers)."""
-    return sum(1 for d in read_alerts(settings, topic)
-               if int(d["ts"]) - int(d["ts"]) % 10_000 + 10_000 <= stopped_ms - 10_000)
+def _window_end(ts: int) -> int:
+    """End of the 10 s tumbling window a reading stamped ``ts`` (ms) belongs to."""
+    return ts - ts % 10_000 + 10_000
 
 
 def main() -> None:  # pragma: no cover - a manual entry point; ./run bench runs it as the 'disorder' phase

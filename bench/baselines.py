@@ -181,7 +181,7 @@ def spark_overheat_cmd(settings: Settings, venv: Path, readings: str, alerts: st
             "--bootstrap", settings.kafka_servers, "--topic", readings, "--out-topic", alerts,
             "--checkpoint", str(checkpoint), "--jars", ",".join(spark_kafka_jars(settings, venv)),
             "--cores", str(os.cpu_count() or 2), "--watermark-ms", str(settings.watermark_delay_ms),
-            "--bucket-s", str(settings.overheat_bucket_s), "--rules", json.dumps(asdict(rules_from(settings)))]
+            "--bucket-ms", str(settings.overheat_bucket_ms), "--rules", json.dumps(asdict(rules_from(settings)))]
 
 
 def spark_env() -> dict[str, str]:

@@ -106,13 +106,13 @@ class OverheatProcessor(StatefulProcessor):
         pass
 
 
-def buckets(readings: DataFrame, watermark_ms: int, bucket_s: int, metric: str) -> DataFrame:
+def buckets(readings: DataFrame, watermark_ms: int, bucket_ms: int, metric: str) -> DataFrame:
     """overheat_buckets.sql in Spark: per device and bucket of event time, min/max/sum/count of ``metric``."""
     return (
         readings.where(F.col("metric") == metric)
         .withColumn("event_time", F.timestamp_millis("ts"))
         .withWatermark("event_time", f"{watermark_ms} milliseconds")
-        .groupBy(F.window("event_time", f"{bucket_s} seconds"), "device_id")
+        .groupBy(F.window("event_time", f"{bucket_ms} milliseconds"), "device_id")
         .agg(F.max("region").alias("region"), F.max("site").alias("site"), F.min("value").alias("vmin"),
              F.max("value").alias("vmax"), F.sum("value").alias("vsum"), F.count(F.lit(1)).alias("n"))
         .select("device_id", "region", "site", F.unix_millis(F.col("window.start")).alias("start_ms"),
@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--shuffle-partitions", type=int, default=1)
     parser.add_argument("--watermark-ms", type=int, default=2000)
-    parser.add_argument("--bucket-s", type=int, default=1)
+    parser.add_argument("--bucket-ms", type=int, default=1000)
     parser.add_argument("--metric", default="temperature")
     parser.add_argument("--rules", default="{}", help="OverheatRules fields as JSON (rules_from(settings))")
     parser.add_argument("--available-now", action="store_true", help="consume the backlog and stop")
@@ -188,7 +188,7 @@ def main() -> None:
     def start(checkpoint: str, starting: str, available_now: bool) -> Any:
         readings = kafka_readings(spark, args.bootstrap, args.topic, starting)
         writer = (
-            alerts(buckets(readings, args.watermark_ms, args.bucket_s, args.metric), rules).writeStream.format("kafka")
+            alerts(buckets(readings, args.watermark_ms, args.bucket_ms, args.metric), rules).writeStream.format("kafka")
             .option("kafka.bootstrap.servers", args.bootstrap)
             .option("topic", args.out_topic)
             .option("checkpointLocation", checkpoint)

@@ -58,7 +58,7 @@ def bucket_sql(settings: Settings, rule: Compiled | None = None) -> str:
     alert (unless MW_OVERHEAT_PREFILTER is off), tagged with the rule's name."""
     rule = rule or overheat_rule(settings)
     metric = rule.rule.metric.replace("'", "''")
-    sql = _sql("overheat_buckets.sql").format(bucket_s=settings.overheat_bucket_s, metric=metric)
+    sql = _sql("overheat_buckets.sql").format(bucket_s=f"{settings.overheat_bucket_ms / 1000:.3f}", metric=metric)
     if settings.overheat_prefilter:
         column = "vmax >=" if rule.rule.direction == "above" else "vmin <="
         sql = _sql("overheat_prefilter.sql").format(

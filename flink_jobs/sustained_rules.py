@@ -179,12 +179,12 @@ class Compiled:
 
     def __init__(self, rule: SustainedRule, settings: Settings) -> None:
         self.rule = rule
-        self.bucket_ms = settings.overheat_bucket_s * 1000
+        self.bucket_ms = settings.overheat_bucket_ms
         self.base = _merge(rule, settings)
         self.overrides = [(o, _merge(rule, settings, o)) for o in rule.override]
         cadences = [rule.cadence_s, *(o.cadence_s or rule.cadence_s for o in rule.override)]
         for (where, params), cadence in zip(self.profiles(), cadences, strict=True):
-            _check(params, settings.overheat_bucket_s, cadence, where)
+            _check(params, settings.overheat_bucket_ms, cadence, where)
 
     def profiles(self) -> list[tuple[str, OverheatRules]]:
         out = [(f"rule '{self.rule.name}'", self.base)]
@@ -214,14 +214,14 @@ def _derived(p: OverheatRules, bucket_ms: int) -> dict[str, str]:
     }
 
 
-def _check(p: OverheatRules, bucket_s: int, cadence_s: int | None, where: str) -> None:
+def _check(p: OverheatRules, bucket_ms: int, cadence_s: int | None, where: str) -> None:
     silence_s, gap_s = p.silence_ms // 1000, p.max_gap_ms // 1000
     if silence_s <= gap_s:
         msg = (f"{where}: silence_s ({silence_s}) must exceed max_gap_s ({gap_s}): the alert would go silent "
                "before a gap could even break its run")
         raise SustainedRuleError(msg)
-    if gap_s < bucket_s:
-        msg = (f"{where}: max_gap_s ({gap_s}) is shorter than MW_OVERHEAT_BUCKET_S ({bucket_s}): "
+    if p.max_gap_ms < bucket_ms:
+        msg = (f"{where}: max_gap_s ({gap_s}) is shorter than MW_OVERHEAT_BUCKET_S ({bucket_ms / 1000:g}): "
                "every bucket would be a gap")
         raise SustainedRuleError(msg)
     if cadence_s is not None and gap_s <= cadence_s:

@@ -163,7 +163,7 @@ class JobsSection(_Section):
     overheat_hysteresis_c: float = Field(alias="overheat_hysteresis_c")
     overheat_clear_s: int = Field(alias="overheat_clear_s")
     overheat_escalate_factor: float = Field(alias="overheat_escalate_factor")
-    overheat_bucket_s: int = Field(alias="overheat_bucket_s")
+    overheat_bucket_s: float = Field(alias="overheat_bucket_s")
     overheat_max_gap_s: int = Field(alias="overheat_max_gap_s")
     overheat_silence_s: int = Field(alias="overheat_silence_s")
     overheat_prefilter: bool = Field(alias="overheat_prefilter")
@@ -339,7 +339,9 @@ class Settings(BaseSettings):
     overheat_hysteresis_c: float = 5.0
     overheat_clear_s: int = 30
     overheat_escalate_factor: float = 2.0
-    overheat_bucket_s: int = 1
+    # Readings are reduced to one bucket per device per this many seconds (whole milliseconds) before the
+    # lifecycle runs; a bucket closes, and an alert can fire, only at its end plus the watermark delay.
+    overheat_bucket_s: float = 1.0
     overheat_max_gap_s: int = 10
     overheat_silence_s: int = 60
     # Drop, in SQL, the buckets that cannot change an alert (cool devices with no episode near):
@@ -380,11 +382,20 @@ class Settings(BaseSettings):
             msg = (f"MW_OVERHEAT_SILENCE_S ({self.overheat_silence_s}) must exceed MW_OVERHEAT_MAX_GAP_S "
                    f"({self.overheat_max_gap_s}); both must exceed the sensors' sampling interval")
             raise ValueError(msg)
+        if self.overheat_bucket_s < 0.01 or abs(self.overheat_bucket_s * 1000 - self.overheat_bucket_ms) > 1e-6:
+            msg = (f"MW_OVERHEAT_BUCKET_S ({self.overheat_bucket_s}) must be a whole number of milliseconds, "
+                   "at least 0.01")
+            raise ValueError(msg)
         if self.overheat_max_gap_s < self.overheat_bucket_s:
             msg = (f"MW_OVERHEAT_MAX_GAP_S ({self.overheat_max_gap_s}) is shorter than MW_OVERHEAT_BUCKET_S "
                    f"({self.overheat_bucket_s}): every bucket would be a gap")
             raise ValueError(msg)
         return self
+
+    @property
+    def overheat_bucket_ms(self) -> int:
+        """MW_OVERHEAT_BUCKET_S in milliseconds."""
+        return round(self.overheat_bucket_s * 1000)
 
     def _view(self, model: type[_S]) -> _S:
         # Built on each access, not cached: model_copy copies the instance dict, a cached view would go stale.

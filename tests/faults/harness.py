@@ -322,7 +322,7 @@ def overheat_oracle(ledger: pd.DataFrame, settings: Settings) -> dict[tuple[str,
     """
     rules = rules_from(settings)
     temps = ledger[ledger.metric == "temperature"]
-    bucket_ms = settings.overheat_bucket_s * 1000
+    bucket_ms = settings.overheat_bucket_ms
     buckets = temps.assign(start=temps.ts // bucket_ms * bucket_ms).groupby(["device_id", "start"])["value"].agg(
         vmin="min", vmax="max", vsum="sum", n="count").reset_index().sort_values(["device_id", "start"])
     # The highest watermark the job can reach: every reading (any metric) moves it, up to the last

@@ -131,7 +131,7 @@ def scenario(s: Settings, seed: int, prefix: str, now_s: int) -> Scenario:
     """Random devices in phases; each phase ends with every device but the tick quiet for longer than the silence."""
     rules = sustained_overheat.rules_from(s)
     rng = random.Random(seed)
-    b = s.overheat_bucket_s
+    b = s.overheat_bucket_ms // 1000  # the rule sets' buckets are whole seconds
     thr, hyst = rules.threshold, rules.hysteresis
     gap_s, silence_s, dur_s, clear_s = (rules.max_gap_ms // 1000, rules.silence_ms // 1000,
                                         rules.duration_ms // 1000, rules.clear_ms // 1000)

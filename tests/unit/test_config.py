@@ -53,8 +53,10 @@ def test_every_setting_is_documented_in_the_readme_table() -> None:
 @pytest.mark.parametrize(("overrides", "named"), [
     ({"overheat_silence_s": 10, "overheat_max_gap_s": 10}, "MW_OVERHEAT_SILENCE_S (10) must exceed"),
     ({"overheat_max_gap_s": 1, "overheat_bucket_s": 2}, "MW_OVERHEAT_MAX_GAP_S (1) is shorter than"),
+    ({"overheat_bucket_s": 0.1005}, "MW_OVERHEAT_BUCKET_S (0.1005) must be a whole number of milliseconds"),
+    ({"overheat_bucket_s": 0}, "MW_OVERHEAT_BUCKET_S (0.0) must be a whole number of milliseconds"),
 ])
-def test_contradictory_overheat_times_are_refused_at_start_up(overrides: dict[str, int], named: str) -> None:
+def test_contradictory_overheat_times_are_refused_at_start_up(overrides: dict[str, float], named: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(named)):
         load_settings(**overrides)
     load_settings(overheat_max_gap_s=600, overheat_silence_s=900)  # 5-minute data: fine

@@ -122,6 +122,9 @@ def test_overrides_first_match_wins_and_glob_characters_are_literal(tmp_path: Pa
     sql = bucket_sql(Settings(), rule)
     assert "device_id LIKE 'pump!_b%' ESCAPE '!'" in sql and "region = 'south'" in sql
     assert "vmin <= (CASE WHEN" in sql and "'coolant_low' AS rule_name" in sql and "'coolant_temp'" in sql
+    assert "INTERVAL '1.000' SECOND" in sql
+    fine = Settings(overheat_bucket_s=0.1)
+    assert "INTERVAL '0.100' SECOND" in bucket_sql(fine, rule) and fine.overheat_bucket_ms == 100
 
 
 def test_cadence_sets_gap_and_silence_defaults(tmp_path: Path) -> None:

@@ -367,7 +367,9 @@ def dashboard(run: Run) -> None:
             report.add("5 dashboard", f"Streamlit first render in headless Chromium, {kind} (new profile"
                        f"{'' if kind == 'cold' else ', then reload'}), median / p95 ms ({devices:,} devices x "
                        f"{hours} h of 10 s windows)", f"{v['median_ms']:,.0f} / {v['p95_ms']:,.0f}",
-                       "every chart drawn; bench/dashboard_render.py"
+                       f"every chart drawn; script run started / done at "
+                       f"{d[kind + '_script_started']['median_ms']:,.0f} / {d[kind + '_script_done']['median_ms']:,.0f}"
+                       " ms (median); bench/dashboard_render.py"
                        + (f"; {v['errors']} loads showed an error: {v['error']}" if v.get("errors") else ""))
 
 

@@ -132,6 +132,8 @@ def bench_latency(
             "kafka_from_alert_ts_ms": [round(x * 1000) for x in sorted(kafka_from_ts)],
             "influx_ms": [round(x * 1000) for x in sorted(influx_lat)], "expected_opened": hot,
             "duration_ms": settings.overheat_duration_s * 1000, "job": job_info,
+            # what decides when a bucket closes (the goal counts only with the defaults)
+            "watermark_delay_ms": settings.watermark_delay_ms, "bucket_ms": settings.overheat_bucket_ms,
             # Every hot device should open exactly once and no other device at all.
             "opened_not_hot": sorted(d for d in opens if d not in published),
             "opened_more_than_once": sorted(d for d, n in opens.items() if n > 1)}

@@ -18,8 +18,11 @@ from typing import Any
 from bench.baselines import KAFKA_VERSION, SPARK_VERSION
 from bench.common import say
 from bench.compare import percentile, percentiles
+from machinewatch.config import Settings
 
 MIN_ALERTS = 200  # alerts a latency p99 needs before it counts for a goal
+# The settings' own defaults (no environment, no config file): what "with the default settings" means.
+DEFAULTS = Settings.model_construct()
 
 
 @dataclass
@@ -142,9 +145,14 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         # A p99 counts only from enough alerts (of 10 it is their maximum): fewer than 200 and the goal is not met.
         q = percentiles(lat["kafka_ms"])
         p99 = q.p99
+        # The goal is for the default settings; older raw numbers did not record them (they were the defaults).
+        delay = lat.get("watermark_delay_ms", DEFAULTS.watermark_delay_ms)
+        bucket = lat.get("bucket_ms", DEFAULTS.overheat_bucket_ms)
+        defaults = (delay, bucket) == (DEFAULTS.watermark_delay_ms, DEFAULTS.overheat_bucket_ms)
         goals.append((f"alert latency p99 ≤ 500 ms beyond the sustained duration (at {lat['rate_achieved']:,.0f}/s, "
-                      "watermark delay 2,000 ms; from ≥ 200 alerts)", f"{p99:,.0f} ms (n={q.count:,})",
-                      p99 <= 500 and q.enough(MIN_ALERTS)))
+                      f"watermark delay {delay:,} ms, buckets of {bucket:,} ms"
+                      f"{'' if defaults else ': NOT the defaults, so not the goal'}; from ≥ 200 alerts)",
+                      f"{p99:,.0f} ms (n={q.count:,})", p99 <= 500 and q.enough(MIN_ALERTS) and defaults))
         fast = raw.get("latency_watermark_200ms")
         if fast:
             qf = percentiles(fast["kafka_ms"])

@@ -68,11 +68,15 @@ def test_the_self_check_row_differs_while_the_real_comparison_stands(tmp_path: P
     assert run.report.raw["pyspark"]["outputs_equal"] is True
 
 
-@pytest.mark.parametrize(("alerts", "met"), [(10, "no"), (200, "yes")])
-def test_a_latency_goal_counts_only_from_200_alerts(tmp_path: Path, alerts: int, met: str) -> None:
+@pytest.mark.parametrize(("alerts", "tuned", "met"), [
+    (10, {}, "no"), (200, {}, "yes"), (200, {"watermark_delay_ms": 2000, "bucket_ms": 1000}, "yes"),
+    (200, {"watermark_delay_ms": 200}, "no"), (200, {"bucket_ms": 100}, "no"),
+])
+def test_a_latency_goal_counts_only_from_200_alerts_with_the_default_settings(
+        tmp_path: Path, alerts: int, tuned: dict[str, int], met: str) -> None:
     report = Report()
     report.raw.update({"machine_before": {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p", "load": "l"},
-                       "latency": {"kafka_ms": [100] * alerts, "rate_achieved": 20_000.0}})
+                       "latency": {"kafka_ms": [100] * alerts, "rate_achieved": 20_000.0, **tuned}})
     out = tmp_path / "R.md"
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))

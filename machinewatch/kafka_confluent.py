@@ -44,10 +44,11 @@ class DeliveryFuture:
     Lean on purpose (one per record): no callback list until one is added, the metadata built when asked for.
     """
 
-    __slots__ = ("_callbacks", "_errbacks", "_msg", "_producer", "_value", "exception", "is_done")
+    __slots__ = ("_callbacks", "_errbacks", "_msg", "_producer", "_value", "exception", "is_done", "tag")
 
-    def __init__(self, producer: ConfluentProducer) -> None:
+    def __init__(self, producer: ConfluentProducer, tag: Any = None) -> None:
         self._producer = producer
+        self.tag = tag  # what the producer's on_failure hook is given with the error
         self._callbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
         self._errbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
         self._msg: Any = None
@@ -122,6 +123,8 @@ class DeliveryFuture:
                 calls = self._errbacks
             self.is_done = True
             self._callbacks = self._errbacks = None
+        if self.exception is not None and self._producer.on_failure is not None:
+            self._producer.on_failure(self.tag, self.exception)
         if calls:
             result = self.value if err is None else self.exception
             for fn, args in calls:
@@ -173,15 +176,19 @@ class ConfluentProducer:
         # Records acknowledged so far, counted by next() in the delivery report (the Publisher reads it the same way).
         self.acks = itertools.count()
         self.callbacks_lock = threading.Lock()  # a future's callbacks against its delivery (DeliveryFuture)
+        # Called as on_failure(tag, error) for every record that fails, before its future's errbacks: one hook for
+        # all records instead of an errback added to each (the Publisher's failure accounting).
+        self.on_failure: Callable[[Any, BaseException], None] | None = None
 
     def poll(self, timeout: float = 0) -> int:
         """Serve delivery reports (callbacks) for up to ``timeout`` s; the number served (0 once closed)."""
         return 0 if self._producer is None else int(self._producer.poll(timeout))
 
-    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> DeliveryFuture:
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None, tag: Any = None) -> DeliveryFuture:
         """Queue one record; waits up to max_block_ms for room in the local queue, then raises BufferError (as
-        kafka-python raises KafkaTimeoutError), so the caller may send it again: nothing was queued."""
-        future = DeliveryFuture(self)
+        kafka-python raises KafkaTimeoutError), so the caller may send it again: nothing was queued. ``tag`` is
+        handed to ``on_failure`` if the record fails."""
+        future = DeliveryFuture(self, tag)
         try:
             self._produce(topic, value, key, -1, future.deliver)  # positional (cheaper); partition -1: the partitioner
         except BufferError:

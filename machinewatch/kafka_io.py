@@ -126,6 +126,11 @@ class Publisher:
         if self._producer_counts_acks:
             self._acks = self._producer.acks
         self._on_error_forget_cb = self._on_error_forget  # bound once, not per record
+        # A producer with one failure hook for all records (the librdkafka backend) saves an errback per record:
+        # each record's failure reaches _on_error_forget with the event id the record was sent with (or None).
+        self._producer_reports_failures = hasattr(self._producer, "on_failure")
+        if self._producer_reports_failures:
+            self._producer.on_failure = self._on_error_forget
 
     @property
     def acked(self) -> int:
@@ -143,9 +148,10 @@ class Publisher:
                 self._errors.append(repr(exc))
         log.error("kafka send failed: %r", exc)
 
-    def _on_error_forget(self, event_id: str, exc: BaseException) -> None:
+    def _on_error_forget(self, event_id: str | None, exc: BaseException) -> None:
         # kafka's Future binds errback arguments before the exception (functools.partial).
-        self._forget(event_id)
+        if event_id is not None:
+            self._forget(event_id)
         self._on_error(exc)
 
     def send(self, reading: Reading) -> Any:
@@ -184,6 +190,8 @@ class Publisher:
     def send_accepted(self, reading: Reading) -> Any:
         """Queue a reading ``refusal`` accepted (its checks are not repeated); returns the producer future."""
         try:
+            if self._producer_reports_failures:
+                return self._send_reported(reading)
             future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json())
         except BaseException:
             # Not queued at all (e.g. no metadata within max_block_ms): the caller's retry is not a duplicate.
@@ -200,11 +208,20 @@ class Publisher:
         self.sent += 1
         return future
 
+    def _send_reported(self, reading: Reading) -> Any:
+        # The producer counts the acks and reports failures to _on_error_forget: nothing to add per record.
+        future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json(),
+                                     tag=reading.event_id if self._recent_max else None)
+        self.sent += 1
+        return future
+
     def _watch(self, future: Any) -> None:
-        """Count the record's acknowledgement (unless the producer does) and its failure."""
+        """Count the record's acknowledgement (unless the producer does) and its failure (unless the producer
+        reports failures to the publisher's hook)."""
         if not self._producer_counts_acks:
             future.add_callback(self._on_ok)
-        future.add_errback(self._on_error)
+        if not self._producer_reports_failures:
+            future.add_errback(self._on_error)
 
     def _forget(self, event_id: str) -> None:
         with self._lock:

@@ -86,6 +86,7 @@ class _Producer:
 
         self.callbacks_lock = threading.Lock()
         self.acks = itertools.count()
+        self.on_failure: Any = None
         self.reports: list[tuple[DeliveryFuture, Any, Any]] = []
 
     def poll(self, _timeout: float = 0) -> int:
@@ -119,3 +120,40 @@ def test_futures_call_back_as_kafka_pythons_do() -> None:
 def test_get_gives_up_after_its_timeout() -> None:
     with pytest.raises(TimeoutError):
         DeliveryFuture(_Producer()).get(timeout=0.1)  # type: ignore[arg-type]
+
+
+class _Backend(_Producer):
+    """ConfluentProducer's send/flush over _Producer: the records whose value is in ``failing`` fail."""
+
+    def __init__(self, failing: set[bytes]) -> None:
+        super().__init__()
+        self.failing = failing
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None, tag: Any = None) -> DeliveryFuture:
+        future = DeliveryFuture(self, tag)  # type: ignore[arg-type]
+        self.sent.append((topic, key, value))
+        self.reports.append((future, _Err(), None) if value in self.failing else (future, None, _Msg()))
+        return future
+
+    def flush(self, _timeout: float | None = None) -> None:
+        self.poll()
+
+
+def test_a_failed_record_is_counted_and_its_event_id_forgotten_through_the_producers_hook(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from machinewatch.record import Reading
+
+    ok = Reading("unit", "d-1", "temperature", 20.0, "°C", 1_700_000_000_000, "e-1")
+    bad = Reading("unit", "d-2", "temperature", 99.0, "°C", 1_700_000_001_000, "e-2")
+    backend = _Backend({bad.to_json()})
+    monkeypatch.setattr(kafka_io, "make_producer", lambda _settings, _config: backend)
+    pub = kafka_io.Publisher(Settings(state_dir=tmp_path))
+    assert backend.on_failure is not None  # one hook for every record instead of an errback each
+    futures = [pub.send(ok), pub.send(bad)]
+    assert all(f._errbacks is None for f in futures)  # noqa: SLF001 - nothing was added per record
+    backend.poll()
+    assert (pub.acked, pub.failed) == (1, 1) and "DeliveryError" in pub._errors[0]  # noqa: SLF001
+    # the failed reading's id was forgotten, so sending it again is no duplicate; the delivered one still is
+    assert pub.refusal(bad) is None
+    assert "duplicate event_id" in (pub.refusal(ok) or "")

@@ -184,7 +184,7 @@ class Compiled:
         self.overrides = [(o, _merge(rule, settings, o)) for o in rule.override]
         cadences = [rule.cadence_s, *(o.cadence_s or rule.cadence_s for o in rule.override)]
         for (where, params), cadence in zip(self.profiles(), cadences, strict=True):
-            _check(params, settings.overheat_bucket_ms, cadence, where)
+            _check(params, self.bucket_ms, cadence, where)
 
     def profiles(self) -> list[tuple[str, OverheatRules]]:
         out = [(f"rule '{self.rule.name}'", self.base)]

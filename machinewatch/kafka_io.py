@@ -189,39 +189,27 @@ class Publisher:
 
     def send_accepted(self, reading: Reading) -> Any:
         """Queue a reading ``refusal`` accepted (its checks are not repeated); returns the producer future."""
+        key, value = reading.device_id.encode(), reading.to_json()
         try:
-            if self._producer_reports_failures:
-                return self._send_reported(reading)
-            future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json())
+            # A producer that reports failures to the publisher's hook takes the event id as the record's tag.
+            future = (self._producer.send(self.topic, key=key, value=value, tag=reading.event_id)
+                      if self._producer_reports_failures else self._producer.send(self.topic, key=key, value=value))
         except BaseException:
             # Not queued at all (e.g. no metadata within max_block_ms): the caller's retry is not a duplicate.
             self._forget(reading.event_id)
             raise
-        # One errback per record that both counts the failure and forgets the id (a send that failed may be
-        # retried by the caller: it is not a duplicate then); the id rides as the errback's argument, no closure.
-        if not self._producer_counts_acks:
-            future.add_callback(self._on_ok)
-        if self._recent_max:
-            future.add_errback(self._on_error_forget_cb, reading.event_id)
-        else:
-            future.add_errback(self._on_error)
+        self._watch(future, reading.event_id)
         self.sent += 1
         return future
 
-    def _send_reported(self, reading: Reading) -> Any:
-        # The producer counts the acks and reports failures to _on_error_forget: nothing to add per record.
-        future = self._producer.send(self.topic, key=reading.device_id.encode(), value=reading.to_json(),
-                                     tag=reading.event_id if self._recent_max else None)
-        self.sent += 1
-        return future
-
-    def _watch(self, future: Any) -> None:
-        """Count the record's acknowledgement (unless the producer does) and its failure (unless the producer
-        reports failures to the publisher's hook)."""
+    def _watch(self, future: Any, event_id: str | None = None) -> None:
+        """Count the record's acknowledgement (unless the producer does) and its failure, forgetting its event id
+        (a send that failed may be retried by the caller: it is not a duplicate then), unless the producer reports
+        failures to the publisher's hook. The id rides as the errback's argument, no closure."""
         if not self._producer_counts_acks:
             future.add_callback(self._on_ok)
         if not self._producer_reports_failures:
-            future.add_errback(self._on_error)
+            future.add_errback(self._on_error_forget_cb, event_id)
 
     def _forget(self, event_id: str) -> None:
         with self._lock:

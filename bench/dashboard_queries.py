@@ -161,6 +161,7 @@ def main() -> None:
                 "histogram (latest + temperature_histogram)": lambda: dash.histogram(f),
                 "data volume (data_volume)": lambda: dash.data_volume(f),
                 "events/s per source (events_per_source)": lambda: dash.events_per_source(f),
+                "KPI events/s now (ingest_rate)": lambda: dash.events_rate(f),
                 "hottest 10, one region filtered": lambda: dash.hottest(region, n=10),
             }
             rows = []

@@ -28,6 +28,7 @@ counts = (lo, hi) => from(bucket: bucket)
 // The newest window end: each series' last window, then the newest of those.
 newest = counts(lo: start, hi: stop)
     |> last()
+    |> keep(columns: ["_time"])
     |> group()
     |> sort(columns: ["_time"], desc: true)
     |> limit(n: 1)
@@ -39,7 +40,10 @@ cutoff = date.sub(d: span, from: lastEnd)
 // Windows that end after the cutoff, and not before the range starts.
 recentStart = if cutoff < start then start else date.add(d: 1ns, to: cutoff)
 
+// Only the columns summed go into the regrouping: carrying every tag of 1,000 series into group() made this
+// query take ~1.4 s at 1,000 devices, ~0.3 s without them (same rows out).
 counts(lo: recentStart, hi: date.add(d: 1ns, to: lastEnd))
+    |> keep(columns: ["_time", "_value"])
     |> group(columns: ["_time"])
     |> sum()
     |> group()

@@ -42,7 +42,8 @@ def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return "–" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
-def _sidebar(dash: data.Dashboard) -> tuple[data.Filters, int]:
+def _sidebar(dash: data.Dashboard) -> tuple[data.Filters, int, pd.DataFrame]:
+    """The filters chosen, the refresh period (0 = off) and the filter choices read for them."""
     side = st.sidebar
     side.header("Filters")
     range_key = side.selectbox("Time range", list(RANGES), index=list(RANGES).index(_param("range", "1h")))
@@ -52,7 +53,7 @@ def _sidebar(dash: data.Dashboard) -> tuple[data.Filters, int]:
     base = data.last(RANGES[range_key], device_prefix=prefix, window=window)
     choices = dash.choices(base)
     if choices.empty:
-        return base, 0
+        return base, 0, choices
     region = side.selectbox("Region", ["", *sorted(choices["region"].dropna().unique())],
                             format_func=lambda v: v or "all regions")
     in_region = choices[choices["region"] == region] if region else choices
@@ -70,7 +71,7 @@ def _sidebar(dash: data.Dashboard) -> tuple[data.Filters, int]:
     _playback_control(side)
     filters = data.Filters(start=base.start, stop=base.stop, region=region, site=site, device_prefix=prefix,
                            devices=tuple(devices), metric=metric, window=window)
-    return filters, REFRESH[refresh_label]
+    return filters, REFRESH[refresh_label], choices
 
 
 def _playback_control(side: st.delta_generator.DeltaGenerator) -> None:
@@ -209,13 +210,16 @@ def main() -> None:
     st.title("machinewatch")
     try:
         dash = _dashboard()
-        filters, refresh_s = _sidebar(dash)
+        filters, refresh_s, choices = _sidebar(dash)
     except data.InfluxUnavailable as exc:
         st.error(f"{exc}. Is the stack running? Try `machinewatch stack status`.")
         st.stop()
     except RuntimeError as exc:  # no read token yet, or InfluxDB refused the query
         st.error(str(exc))
         st.stop()
+
+    # The sidebar's choices serve this script run's render; a refresh (the fragment alone) reads them again.
+    fresh = [choices]
 
     @st.fragment(run_every=refresh_s or None)
     def live() -> None:
@@ -224,7 +228,7 @@ def main() -> None:
                       site=filters.site, device_prefix=filters.device_prefix, devices=filters.devices,
                       metric=filters.metric, window=filters.window)
         try:
-            with dash.render(f, now) as page:
+            with dash.render(f, now, choices=fresh.pop() if fresh else None) as page:
                 _page(page, f, now)
         except data.InfluxUnavailable as exc:
             st.error(str(exc))

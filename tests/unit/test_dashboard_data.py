@@ -284,6 +284,27 @@ def test_a_page_render_runs_each_panel_query_once_and_in_parallel(monkeypatch: p
     assert len(calls) == prefetched + 1
 
 
+def test_a_render_given_the_sidebars_choices_does_not_ask_for_them_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        asked.append(f"{name}:{sorted(params.items())!r}")
+        return pd.DataFrame()
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o")  # noqa: S106 - never contacted
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    f = data.last(timedelta(hours=1), now=now, region="r1", device_prefix="dc-")
+    with dash.render(f, now) as page:
+        unseeded = list(asked)
+    sidebar = pd.DataFrame({"device_id": ["dc-1"], "region": ["r1"], "site": ["s1"], "metric": ["temperature"]})
+    asked.clear()
+    with dash.render(f, now, choices=sidebar) as page:
+        assert page.choices(f) is sidebar
+    assert len(asked) == len(unseeded) - 1, "the one query left out is the choices"
+    assert set(unseeded) - set(asked) == {f"latest_per_device:{sorted(dash._choices_query(f)[1].items())!r}"}
+
+
 @pytest.mark.parametrize(("span", "source"), [
     (timedelta(minutes=15), ("aggregates", "10s", 10)), (timedelta(hours=1), ("aggregates", "10s", 10)),
     (timedelta(hours=6), ("rollup_1m", "1m", 60)), (timedelta(hours=24), ("rollup_1m", "1m", 60)),

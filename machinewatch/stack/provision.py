@@ -136,11 +136,13 @@ def flink_home(settings: Settings) -> Path:
     """A FLINK_HOME assembled from the installed apache-flink plus the connector jar.
 
     bin/ is copied (the scripts derive FLINK_HOME from their own real path); jars are linked.
-    Rebuilt when the pyflink install or the connector changes; cheap either way.
+    Rebuilt when the pyflink install or the connector changes; cheap either way. The Python bridge
+    (opt/flink-python) is also put in lib/, so the servers load its classes once (see PYTHON_PARENT_FIRST).
     """
     src = pyflink_dir()
     connectors = flink_connector_libs(settings)
-    key = hashlib.sha1(f"{src}|{sorted(p.name for p in connectors.iterdir())}".encode()).hexdigest()[:10]
+    layout = "python-in-lib"  # a new layout gets a new home, not a stale cached one
+    key = hashlib.sha1(f"{src}|{sorted(p.name for p in connectors.iterdir())}|{layout}".encode()).hexdigest()[:10]
     home = settings.cache_dir / "flink" / f"{settings.flink_version}-{key}"
     with cache_lock(settings, "flink-home"):
         if not (home / ".complete").exists():
@@ -151,6 +153,8 @@ def flink_home(settings: Settings) -> Path:
                 (home / sub).mkdir(parents=True)
                 for jar in (src / sub).glob("*.jar"):
                     (home / sub / jar.name).symlink_to(jar)
+            for jar in (src / "opt").glob("flink-python-*.jar"):
+                (home / "lib" / jar.name).symlink_to(jar)
             for jar in connectors.glob("*.jar"):
                 shutil.copy2(jar, home / "lib" / jar.name)
             (home / "plugins").mkdir()

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 import pandas as pd
+from kafka import KafkaConsumer, TopicPartition
 
 from machinewatch import jobs, names
 from machinewatch.config import Settings
@@ -30,6 +31,7 @@ class WindowPipeline:
             # E.g. the whole input published before the job starts, so that the job finds every partition
             # with data from its first fetch.
             before_job(self.topics)
+        self.run = run
         self.job_name = f"mw-{name}-{run}"
         require_free_slot(settings)
         jobs.submit(settings, "window-aggregates", [
@@ -43,6 +45,23 @@ class WindowPipeline:
         })
         self.thread = threading.Thread(target=self.writer.run, daemon=True)
         self.thread.start()
+
+    def state(self) -> str:
+        """Where the records are, for a failure message: each topic's end offset, the writer's group offsets,
+        the writer thread and what it wrote."""
+        consumer = KafkaConsumer(**self.settings.kafka_client_config(), group_id=f"w-{self.run}",
+                                 enable_auto_commit=False)
+        try:
+            parts = [TopicPartition(t, p) for t in self.topics.values()
+                     for p in sorted(consumer.partitions_for_topic(t) or ())]
+            ends = consumer.end_offsets(parts)
+            committed = {tp: consumer.committed(tp) for tp in parts}
+        finally:
+            consumer.close()
+        offsets = ", ".join(f"{tp.topic.rsplit('.', 1)[-1]}[{tp.partition}] end {ends[tp]} committed {committed[tp]}"
+                            for tp in parts)
+        return (f"topics: {offsets}; writer thread alive: {self.thread.is_alive()}, written {self.writer.written}, "
+                f"rejected {self.writer.rejected}")
 
     def stop(self) -> None:
         """Stop the writer (after its last flush) and cancel the job."""

@@ -117,7 +117,13 @@ from(bucket: "{names.BUCKET_AGGREGATES}")
             frame = query.run_flux(settings, counted)
             return 0 if frame.empty else int(frame["_value"].sum())
 
-        wait_for_count(points, expected_points, 240, "course windows in InfluxDB")
+        try:
+            wait_for_count(points, expected_points, 240, "course windows in InfluxDB")
+        except AssertionError as exc:
+            # Which stage stalled: the job's output topic, or the writer (seen once, 2026-12-01: the topic held
+            # every window and the writer's group had committed nothing).
+            msg = f"{exc}; {pipeline.state()}"
+            raise AssertionError(msg) from None
         busy.__exit__()
         got = poll(lambda: query.window_aggregates(
             settings, base - timedelta(hours=1), base + timedelta(days=1), device_prefix=prefix, window=window,

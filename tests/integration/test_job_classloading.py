@@ -10,10 +10,9 @@ import subprocess
 import time
 import uuid
 
-import requests
-
 from machinewatch import jobs
 from machinewatch.config import Settings
+from machinewatch.flink_rest import rest
 from machinewatch.stack import Stack
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
@@ -35,8 +34,8 @@ def _metaspace(stack: Stack, settings: Settings) -> tuple[int, int]:
         assert pid is not None, f"{tm.name} is not running"
         subprocess.run([jcmd, str(pid), "GC.run"], check=True, capture_output=True, timeout=60)  # noqa: S603
     used = loaded = 0
-    for tm in requests.get(f"{settings.flink_rest}/taskmanagers", timeout=10).json()["taskmanagers"]:
-        metrics = requests.get(f"{settings.flink_rest}/taskmanagers/{tm['id']}/metrics", timeout=10, params={
+    for tm in rest(settings, "GET", "/taskmanagers").json()["taskmanagers"]:
+        metrics = rest(settings, "GET", f"/taskmanagers/{tm['id']}/metrics", params={
             "get": "Status.JVM.Memory.Metaspace.Used,Status.JVM.ClassLoader.ClassesLoaded"}).json()
         values = {m["id"]: int(float(m["value"])) for m in metrics}
         used += values["Status.JVM.Memory.Metaspace.Used"]

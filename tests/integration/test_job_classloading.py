@@ -9,11 +9,16 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from machinewatch import jobs
 from machinewatch.config import Settings
 from machinewatch.flink_rest import rest
 from machinewatch.stack import Stack
+from machinewatch.stack.private import private_settings
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
 from tests.waiting import poll
@@ -65,7 +70,21 @@ def _run_once(settings: Settings, run: str, i: int) -> None:
     assert final["state"] == "CANCELED"
 
 
-def test_a_pyflink_job_leaves_no_metaspace_behind(stack: Stack, settings: Settings) -> None:
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own: on the suite's shared TaskManager, other tests' jobs load and free classes too (the
+    growth measured there after the course dataset's jobs passed the bound once, with the fix in place)."""
+    # die_with_parent: a killed test run leaves no servers behind
+    stack = Stack(private_settings(Path(tmp_path_factory.mktemp("mw-classload")), die_with_parent=True))
+    try:
+        stack.up(timeout=300)
+        yield stack
+    finally:
+        stack.down()
+
+
+def test_a_pyflink_job_leaves_no_metaspace_behind(own_stack: Stack) -> None:
+    stack, settings = own_stack, own_stack.settings
     run = uuid.uuid4().hex[:8]
     create_topics(settings, [f"mw.test-{run}.readings", f"mw.test-{run}.alerts"])
     _run_once(settings, run, 0)

@@ -38,9 +38,9 @@ def bench_ingest(settings: Settings, events: int) -> dict[str, Any]:
 
 def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str, Any]:
     """Our writer end to end (``InfluxWriter.run``: Kafka poll + parse + convert + write, from a pre-loaded topic of
-    the window results) and its write path alone (converter + ``InfluxWriter.write`` per <= 5,000 records) vs
-    `influx write` (or raw HTTP) on the same line protocol (the converter's lines equal influxdb-client's Point
-    lines: unit-tested)."""
+    the window results; on kafka-python and on the librdkafka backend) and its write path alone (converter +
+    ``InfluxWriter.write`` per <= 5,000 records) vs `influx write` (or raw HTTP) on the same line protocol (the
+    converter's lines equal influxdb-client's Point lines: unit-tested)."""
     import json
     import threading
 
@@ -62,7 +62,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
         made = {name: buckets.create_bucket(bucket_name=f"bench-{name}-{time.time_ns() % 10**6}",
                                             org=settings.influx_org,
                                             retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
-                for name in ("writer", "e2e", "cli")}
+                for name in ("writer", "e2e", "e2e-librdkafka", "cli")}
         try:
             # The pipeline's write token may write only to its own buckets: these fresh ones need the operator's.
             operator = settings.model_copy(update={"influx_write_token": SecretStr(settings.operator_token())})
@@ -80,21 +80,25 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
             for d in docs:
                 produce(prod, topic, str(d["device_id"]).encode(), json.dumps(d, separators=(",", ":")).encode())
             prod.flush(120)
-            e2e = InfluxWriter(operator, group_id=f"bench-e2e-{time.time_ns()}",
-                               routes={topic: (window_line, made["e2e"].name)})
-            t0 = time.perf_counter()
-            thread = threading.Thread(target=e2e.run, daemon=True)
-            thread.start()
-            deadline = time.monotonic() + 600
-            while e2e.written + e2e.rejected < points and time.monotonic() < deadline and thread.is_alive():
-                time.sleep(0.05)
-            out["writer_e2e_s"] = time.perf_counter() - t0
-            e2e.stop_event.set()
-            thread.join(30)
-            e2e.close()
-            if e2e.written != points:
-                msg = f"the writer wrote {e2e.written:,} of {points:,} points from Kafka ({e2e.rejected:,} rejected)"
-                raise RuntimeError(msg)
+            # On each Kafka client (MW_KAFKA_CLIENT): kafka-python, the default, and the librdkafka backend.
+            for name, client in (("e2e", "kafka-python"), ("e2e-librdkafka", "confluent-kafka")):
+                e2e = InfluxWriter(operator.model_copy(update={"kafka_client": client}),
+                                   group_id=f"bench-{name}-{time.time_ns()}",
+                                   routes={topic: (window_line, made[name].name)})
+                t0 = time.perf_counter()
+                thread = threading.Thread(target=e2e.run, daemon=True)
+                thread.start()
+                deadline = time.monotonic() + 600
+                while e2e.written + e2e.rejected < points and time.monotonic() < deadline and thread.is_alive():
+                    time.sleep(0.05)
+                out[f"writer_{name.replace('-', '_')}_s"] = time.perf_counter() - t0
+                e2e.stop_event.set()
+                thread.join(30)
+                e2e.close()
+                if e2e.written != points:
+                    msg = (f"the writer ({client}) wrote {e2e.written:,} of {points:,} points from Kafka "
+                           f"({e2e.rejected:,} rejected)")
+                    raise RuntimeError(msg)
             exe, why = influx_cli(settings)
             # Token, host and org by environment (not argv, where `ps` shows them); a private configs path so a
             # user's ~/.influxdbv2 active config cannot change the target.
@@ -155,6 +159,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
                     buckets.delete_bucket(bucket)
     out["writer_pps"] = points / out["writer_s"]
     out["writer_e2e_pps"] = points / out["writer_e2e_s"]
+    out["writer_e2e_librdkafka_pps"] = points / out["writer_e2e_librdkafka_s"]
     out["cli_pps"] = points / out["cli_s"]
     return out
 

@@ -338,6 +338,9 @@ def influx(run: Run) -> None:
     report.add("4 influx", "our writer end to end (Kafka -> poll + parse + convert + write -> InfluxDB), points/s",
                f"{r['writer_e2e_pps']:,.0f}", f"{r['points']:,} window points from a pre-loaded topic; from the "
                "writer's start (group join included) until all are written")
+    if "writer_e2e_librdkafka_pps" in r:
+        report.add("4 influx", "… the same writer on librdkafka (MW_KAFKA_CLIENT=confluent-kafka), points/s",
+                   f"{r['writer_e2e_librdkafka_pps']:,.0f}", "the same topic, a new group, from the writer's start")
     report.add("4 influx", "… its write path alone (converter + InfluxWriter.write on pre-built results), points/s",
                f"{r['writer_pps']:,.0f}", "secondary")
     report.add("4 influx", f"baseline: {r['baseline']}, points/s", f"{r['cli_pps']:,.0f}",

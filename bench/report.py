@@ -184,6 +184,10 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         if pps is None:
             pps, label = inf["writer_pps"], label + " (write path only: no end-to-end figure in this run)"
         goals.append((label, ratio(pps, inf["cli_pps"]), pps / inf["cli_pps"] >= 1.0))
+        pps_c = inf.get("writer_e2e_librdkafka_pps")
+        if pps_c:  # as for the publisher: the optional librdkafka backend, reported beside the default
+            goals.append(("… the same writer on its librdkafka backend (MW_KAFKA_CLIENT=confluent-kafka)",
+                          ratio(pps_c, inf["cli_pps"]), pps_c / inf["cli_pps"] >= 1.0))
     # Issue 19's dashboard goals: cold first render (every chart drawn) and each panel query's p95.
     for (devices, hours), limit_ms in (((100, 1), 2000), ((100, 6), 2000), ((1000, 24), 3000)):
         render = raw.get(f"dashboard_render_{devices}x{hours}h")

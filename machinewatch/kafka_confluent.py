@@ -221,3 +221,123 @@ class ConfluentProducer:
         if self._producer is not None:
             self._producer.flush(timeout)
             self._producer = None
+
+
+class ConsumedMessage(NamedTuple):
+    """A consumed record with kafka-python's ``ConsumerRecord`` attributes (``kafka_io.KafkaMessage``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+# kafka-python consumer options (as ``kafka_io.KafkaSource`` builds them) -> librdkafka's names. None: handled here.
+_CONSUMER_NAMES = {
+    "client_id": "client.id", "group_id": "group.id", "enable_auto_commit": "enable.auto.commit",
+    "auto_offset_reset": "auto.offset.reset", "session_timeout_ms": "session.timeout.ms",
+    "max_poll_interval_ms": "max.poll.interval.ms", "heartbeat_interval_ms": "heartbeat.interval.ms",
+    "fetch_max_bytes": "fetch.max.bytes", "request_timeout_ms": None,  # librdkafka's socket.timeout.ms differs
+    "security_protocol": "security.protocol", "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location", "ssl_keyfile": "ssl.key.location",
+    "max_poll_records": None,  # the batch size of ConfluentConsumer.poll
+}
+# Commit errors that mean the group rebalanced: kafka-python's CommitFailedError, handled as the default client's.
+_REBALANCED = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "_ASSIGNMENT_LOST")
+
+
+def librdkafka_consumer_config(config: dict[str, Any]) -> dict[str, Any]:
+    """kafka-python consumer options in librdkafka's names; an option without an equivalent is an error."""
+    servers = config["bootstrap_servers"]
+    out: dict[str, Any] = {"bootstrap.servers": servers if isinstance(servers, str) else ",".join(servers)}
+    for key, value in config.items():
+        if key == "bootstrap_servers":
+            continue
+        if key not in _CONSUMER_NAMES:
+            msg = f"the confluent-kafka backend has no equivalent of kafka-python's consumer option {key!r}"
+            raise ValueError(msg)
+        name = _CONSUMER_NAMES[key]
+        if name is not None:
+            out[name] = str(value).lower() if isinstance(value, bool) else value
+    return out
+
+
+class ConfluentConsumer:
+    """A librdkafka consumer behind the part of kafka-python's ``KafkaConsumer`` that ``kafka_io.KafkaSource`` uses:
+    ``poll`` (records by partition), ``assignment``, ``commit`` (explicit offsets), ``highwater``, ``close``.
+
+    Its failures are kafka-python's exceptions, so the source treats both clients alike: a broker or group error
+    in ``poll`` or ``commit`` is a ``KafkaError`` (retried by the runner), a commit refused because the group
+    rebalanced is a ``CommitFailedError`` (not retried: the partition's new owner reads those records again).
+    """
+
+    def __init__(self, topics: list[str], config: dict[str, Any]) -> None:
+        from confluent_kafka import Consumer
+
+        self.max_records = int(config.get("max_poll_records", 500))
+        # librdkafka's own log lines through Python logging, served by poll, not printed on stderr.
+        self._consumer: Any = Consumer({**librdkafka_consumer_config(config), "logger": log})
+        self._consumer.subscribe(list(topics))
+
+    def poll(self, timeout_ms: int = 0) -> dict[Any, list[ConsumedMessage]]:
+        """Up to ``max_poll_records`` records, by partition, waiting at most ``timeout_ms`` for the first."""
+        from kafka.errors import KafkaError
+        from kafka.structs import TopicPartition
+
+        polled: dict[Any, list[ConsumedMessage]] = {}
+        last: tuple[str, int] | None = None
+        batch: list[ConsumedMessage] = []
+        for m in self._consumer.consume(self.max_records, timeout_ms / 1000):
+            err = m.error()
+            if err is not None:
+                if err.code() == -191:  # _PARTITION_EOF: an event, not an error (off by default anyway)
+                    continue
+                msg = f"{err.name()}: {err.str()}"
+                raise KafkaError(msg)
+            where = (m.topic(), m.partition())
+            if where != last:  # records of one partition come in runs: one dict lookup per run, not per record
+                batch = polled.setdefault(TopicPartition(*where), [])
+                last = where
+            batch.append(ConsumedMessage(where[0], where[1], m.offset(), m.key(), m.value()))
+        return polled
+
+    def assignment(self) -> set[Any]:
+        from kafka.structs import TopicPartition
+
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def commit(self, offsets: dict[Any, Any]) -> None:
+        """Commit ``{TopicPartition: OffsetAndMetadata}`` synchronously, as kafka-python's ``commit`` does."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as RdTopicPartition
+        from kafka.errors import CommitFailedError, KafkaError
+
+        parts = [RdTopicPartition(tp.topic, tp.partition, meta.offset) for tp, meta in offsets.items()]
+        try:
+            done = self._consumer.commit(offsets=parts, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            text = f"{err.name()}: {err.str()}"
+            if err.name() in _REBALANCED:
+                raise CommitFailedError(text) from exc
+            raise KafkaError(text) from exc
+        failed = [f"{tp.topic}/{tp.partition}: {tp.error.str()}" for tp in done or () if tp.error is not None]
+        if failed:
+            msg = "commit refused for " + "; ".join(failed)
+            raise KafkaError(msg)
+
+    def highwater(self, tp: Any) -> int | None:
+        """The partition's end offset as of the last fetch (no broker request); None before any fetch."""
+        from confluent_kafka import TopicPartition as RdTopicPartition
+
+        try:
+            _low, high = self._consumer.get_watermark_offsets(RdTopicPartition(tp.topic, tp.partition), cached=True)
+        except Exception:  # noqa: BLE001 - no fetch yet (librdkafka's "invalid offset"): not known, like kafka-python
+            return None
+        return int(high) if high >= 0 else None
+
+    def close(self) -> None:
+        """Leave the group (its partitions go to the other members at once) and close the connections."""
+        self._consumer.close()

@@ -433,7 +433,8 @@ class KafkaSource:
     never skips one. A new group starts at the earliest offset. Poll and commit failures of the broker (kafka-
     python 3 raises when the group coordinator cannot be reached) become ``TransientError``: the runner backs off
     and retries instead of ending. A commit refused because the group rebalanced is not retried: the partition's
-    new owner gets those messages again (at least once still holds).
+    new owner gets those messages again (at least once still holds). ``MW_KAFKA_CLIENT=confluent-kafka`` consumes
+    with librdkafka behind the same calls (``kafka_confluent.ConfluentConsumer``).
     """
 
     def __init__(self, settings: Settings, topics: Sequence[str], group_id: str, *, name: str, client_id: str = "",
@@ -441,6 +442,7 @@ class KafkaSource:
         self.name = name
         self.topics = list(topics)
         self.group_id = group_id
+        self.client = settings.kafka_client  # kafka-python, or librdkafka behind its interface (kafka_confluent)
         self.config: dict[str, Any] = {
             **settings.kafka_client_config(),
             "group_id": group_id,
@@ -454,7 +456,12 @@ class KafkaSource:
         self._positions: dict[Any, int] = {}  # TopicPartition -> the offset after the last message polled
 
     def open(self) -> None:
-        self.consumer = KafkaConsumer(*self.topics, **self.config)
+        if self.client == "confluent-kafka":
+            from machinewatch.kafka_confluent import ConfluentConsumer
+
+            self.consumer = ConfluentConsumer(self.topics, self.config)
+        else:
+            self.consumer = KafkaConsumer(*self.topics, **self.config)
 
     def poll(self, timeout_s: float) -> Batch:
         try:

@@ -111,11 +111,13 @@ class Source(Protocol):
 @runtime_checkable
 class Sink(Protocol):
     """Where records go. ``write`` returns what it refused (errors as data); ``flush`` makes every record
-    written so far durable or raises ``TransientError`` (called again, it retries what is not durable yet)."""
+    written so far durable or raises ``TransientError`` (called again, it retries what is not durable yet).
+    A sink that writes in the background returns from ``flush`` what it refused since (dead-lettered before the
+    commit); others return None."""
 
     def write(self, records: Sequence[Any]) -> list[Rejected]: ...
 
-    def flush(self) -> None: ...
+    def flush(self) -> list[Rejected] | None: ...
 
     def close(self) -> None: ...
 
@@ -356,7 +358,9 @@ class Runner:
         give_up = self._clock() + self.options.stop_timeout_s if final else None
         while True:
             try:
-                self.sink.flush()
+                for rejected in self.sink.flush() or ():
+                    self._dead_letter(rejected)
+                    self._pending_written -= 1
                 self.dead_letters.flush()
                 if self._checkpoint is not None:
                     self.source.commit(self._checkpoint)

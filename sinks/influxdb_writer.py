@@ -10,7 +10,9 @@ the runner as ``Rejected`` and goes to the dead-letter topic with its exact byte
 Points are written as line protocol by the one encoder of each record kind (``machinewatch.line_protocol``,
 derived from ``machinewatch.schema``; byte for byte what influxdb_client's ``Point`` gives, without its
 per-point cost) in gzip-compressed requests of at most ~1 MB, as the ``influx write`` CLI does. Alerts are
-encoded by their ``kind`` field (threshold, sustained_<rule>, derived).
+encoded by their ``kind`` field (threshold, sustained_<rule>, derived). On the runner a thread of the writer
+makes the requests while the next poll is decoded and converted (the two overlap: the request waits on
+InfluxDB, not on the interpreter); a flush waits for those writes before the runner commits.
 
 Results whose ``site`` is one of ``MW_INFLUX_SITES`` go to that site's own InfluxDB (the same buckets), all
 others to ``MW_INFLUX_URL``: InfluxDB 2 OSS is a single node, so a large installation splits by site.
@@ -18,8 +20,10 @@ others to ``MW_INFLUX_URL``: InfluxDB 2 OSS is a single node, so a large install
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
 import re
 import threading
 import time
@@ -119,8 +123,9 @@ class InfluxWriter:
         self.s = settings
         self.group_id = group_id
         self.routes = routes or Topics().routes()
-        # One poll of up to 5,000 results is one write; offsets are committed at most every half second.
-        self.options = RunOptions(poll_timeout_s=1.0)
+        # One poll of up to 5,000 results is one write, made by the writer thread while the next poll is decoded;
+        # offsets are committed every half second (or 50,000 results), once the writes before them landed.
+        self.options = RunOptions(poll_timeout_s=1.0, max_batch=100_000, flush_interval_s=2.0)
         self.client = InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org)
         # The write endpoint itself, not write_api: that one would re-encode every line and gzip at level 9.
         self.write_service = WriteService(self.client.api_client)
@@ -129,7 +134,9 @@ class InfluxWriter:
         self.written = 0
         self.rejected = 0
         self._refused: list[Rejected] = []
+        self._lock = threading.Lock()  # counts and dead letters: the writer thread adds to them too
         self._retention: dict[str, tuple[float, int | None]] = {}  # bucket -> (read at, seconds; 0 = forever)
+        self._writes: _BackgroundWrites | None = None  # the writer thread of handle(background=True)
         # The sites with an InfluxDB of their own: a writer each (routes unused), sharing the stop event.
         sites: dict[str, InfluxWriter] = {}
         for site, target in settings.influx_sites.items():
@@ -143,12 +150,19 @@ class InfluxWriter:
         self.sites = sites
 
     def _dead_letter(self, raw: bytes, reason: str, origin: str) -> None:
-        self._refused.append(Rejected(raw, reason, origin))
+        with self._lock:
+            self._refused.append(Rejected(raw, reason, origin))
 
     def take_refused(self) -> list[Rejected]:
         """What was dead-lettered since the last call (for the runner's dead-letter output)."""
-        refused, self._refused = self._refused, []
+        with self._lock:
+            refused, self._refused = self._refused, []
         return refused
+
+    def _count(self, written: int = 0, rejected: int = 0) -> None:
+        with self._lock:  # the runner's thread and the writer thread both count
+            self.written += written
+            self.rejected += rejected
 
     def _refuse(self, bucket: str, lines: Sequence[str], reason: str) -> int:
         """Dead-letter lines that cannot land, in letters of whole lines of at most MAX_RAW_BYTES each."""
@@ -163,7 +177,7 @@ class InfluxWriter:
             size += len(data) + 1
         if group:
             self._dead_letter(b"\n".join(group), f"{reason} ({len(group)} points)", f"bucket {bucket}")
-        self.rejected += len(lines)
+        self._count(rejected=len(lines))
         log.warning("InfluxDB bucket '%s': %d points dead-lettered: %s", bucket, len(lines), reason)
         return len(lines)
 
@@ -257,9 +271,13 @@ class InfluxWriter:
         # Nothing of the batch was stored: halving finds the bad points in a few requests, not one per point.
         return self._halves(bucket, lines)
 
-    def handle(self, messages: Iterable[KafkaMessage]) -> int:
+    def handle(self, messages: Iterable[KafkaMessage], background: bool = False) -> int:
         """Write consumed results to their buckets; returns how many points landed. Messages that are not
-        results are dead-lettered with their bytes and ``topic/partition@offset``."""
+        results are dead-lettered with their bytes and ``topic/partition@offset``.
+
+        ``background``: hand the converted points to the writer thread and return 0 at once (the points land,
+        or are dead-lettered, before ``drain()`` returns): the next poll is decoded while InfluxDB writes.
+        """
         by_bucket: dict[tuple[str | None, str], list[str | Point]] = {}  # (site with its own InfluxDB, bucket)
         for msg in messages:
             if msg.value is None:
@@ -271,22 +289,39 @@ class InfluxWriter:
                 target = site if isinstance(site, str) and site in self.sites else None
                 by_bucket.setdefault((target, bucket), []).append(convert(doc))
             except (BadResult, ValueError, TypeError, OverflowError) as exc:  # Overflow: an int too big for float
-                self.rejected += 1
+                self._count(rejected=1)
                 self._dead_letter(msg.value, str(exc), message_origin(msg))
-        written = 0
-        for (target, bucket), points in by_bucket.items():
-            if target is None:
-                refused = self.write(bucket, points)
-            else:
-                site_writer = self.sites[target]
-                refused = site_writer.write(bucket, points)
-                # Its dead letters and counts are this writer's: one runner, one dead-letter output.
+        if background:
+            for (target, bucket), points in by_bucket.items():
+                self._background().submit(target, bucket, points)
+            return 0
+        return sum(self._write_group(target, bucket, points) for (target, bucket), points in by_bucket.items())
+
+    def _write_group(self, target: str | None, bucket: str, points: Sequence[str | Point]) -> int:
+        """Write one bucket's points to the main InfluxDB or a site's; count them; returns how many landed."""
+        if target is None:
+            refused = self.write(bucket, points)
+        else:
+            site_writer = self.sites[target]
+            refused = site_writer.write(bucket, points)
+            # Its dead letters and counts are this writer's: one runner, one dead-letter output.
+            with self._lock:
                 self._refused += site_writer.take_refused()
-                self.rejected += site_writer.rejected
-                site_writer.rejected = 0
-            written += len(points) - refused
-        self.written += written
-        return written
+            self._count(rejected=site_writer.rejected)
+            site_writer.rejected = 0
+        self._count(written=len(points) - refused)
+        return len(points) - refused
+
+    def _background(self) -> _BackgroundWrites:
+        if self._writes is None:
+            self._writes = _BackgroundWrites(self)
+        return self._writes
+
+    def drain(self) -> None:
+        """Wait until every background write landed (or was dead-lettered); raise ``TransientError`` if one could
+        not be done (the writer stopped while InfluxDB was away): then nothing after it may be committed."""
+        if self._writes is not None:
+            self._writes.wait()
 
     def run(self, idle_exit_s: float | None = None) -> Counters:
         """Consume the routes' topics into InfluxDB until stopped (``stop_event``, SIGTERM/SIGINT in the main
@@ -301,26 +336,88 @@ class InfluxWriter:
                             idle_exit_s=idle_exit_s)
 
     def close(self) -> None:
+        if self._writes is not None:
+            self._writes.close()
         self.client.close()
         for site_writer in self.sites.values():
             site_writer.close()
 
 
+class WritesStopped(RuntimeError):
+    """A background write could not be done (``__cause__`` says why): nothing after it was written or committed."""
+
+
+class _BackgroundWrites:
+    """The writer thread of ``InfluxWriter.handle(background=True)``: one bucket's points at a time, in the order
+    handed over (a later point of a series overwrites an earlier one, as without the thread). At most one batch
+    waits while another is written, so the converted points held are bounded and a slow InfluxDB slows the polls.
+
+    A write that could not be done (the writer stopped while InfluxDB was away, or an unexpected error) stops all
+    writes after it: ``wait`` raises it from then on, so the runner commits nothing past it and those results are
+    consumed again on the next start.
+    """
+
+    def __init__(self, writer: InfluxWriter) -> None:
+        self.writer = writer
+        self._queue: queue.Queue[tuple[str | None, str, Sequence[str | Point]] | None] = queue.Queue(maxsize=1)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="influx-writes", daemon=True)
+        self._thread.start()
+
+    def submit(self, target: str | None, bucket: str, points: Sequence[str | Point]) -> None:
+        """Queue one bucket's points; waits while the previous batch still waits for the thread."""
+        self._raise_failure()
+        self._queue.put((target, bucket, points))
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._failed is None:
+                    self.writer._write_group(*job)  # noqa: SLF001 - the writer's own thread
+            except BaseException as exc:  # noqa: BLE001 - kept and raised on the runner's thread by wait()
+                self._failed = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            # Not a TransientError: retrying cannot bring back what the thread gave up on; the run ends here.
+            msg = f"InfluxDB writes stopped: {type(self._failed).__name__}: {str(self._failed)[:200]}"
+            raise WritesStopped(msg) from self._failed
+
+    def wait(self) -> None:
+        """Until every queued write is done; raises the failure that stopped the writes, if one did."""
+        self._queue.join()
+        self._raise_failure()
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout_s)
+        self._thread.join(timeout_s)
+
+
 class InfluxResultSink:
-    """``machinewatch.runtime.Sink`` of the writer: consumed results written at once (each request retried until
-    InfluxDB took it), so ``flush`` has nothing left to do but report; closing closes the writer."""
+    """``machinewatch.runtime.Sink`` of the writer: consumed results converted at once and written by the writer's
+    thread (each request retried until InfluxDB took it); ``flush`` waits for those writes and returns what InfluxDB
+    refused, so the runner dead-letters it before it commits; closing closes the writer."""
 
     def __init__(self, writer: InfluxWriter) -> None:
         self.writer = writer
 
     def write(self, records: Sequence[KafkaMessage]) -> list[Rejected]:
-        self.writer.handle(records)
+        # Decoded and converted here; written by the writer's thread while the runner polls the next batch.
+        self.writer.handle(records, background=True)
         return self.writer.take_refused()
 
-    def flush(self) -> None:
+    def flush(self) -> list[Rejected]:
+        self.writer.drain()
         # The line operators and tests read: points, not messages (a dead letter may hold many points).
         log.info("written %d points so far (%d dead-lettered, never written)", self.writer.written,
                  self.writer.rejected)
+        return self.writer.take_refused()  # what InfluxDB refused in the background: dead-lettered before the commit
 
     def close(self) -> None:
         self.writer.close()

@@ -171,6 +171,8 @@ def _writer(api: _FakeWriteService, retention_s: int | None = None) -> tuple[Inf
     writer.stop_event = threading.Event()
     writer.rejected = 0
     writer.written = 0
+    writer._lock = threading.Lock()
+    writer._writes = None
     letters: list[tuple[bytes, str]] = []
     writer._dead_letter = lambda raw, reason, origin: letters.append((raw, reason))  # type: ignore[method-assign]
     return writer, letters

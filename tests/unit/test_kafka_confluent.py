@@ -157,3 +157,28 @@ def test_a_failed_record_is_counted_and_its_event_id_forgotten_through_the_produ
     # the failed reading's id was forgotten, so sending it again is no duplicate; the delivered one still is
     assert pub.refusal(bad) is None
     assert "duplicate event_id" in (pub.refusal(ok) or "")
+
+
+def test_the_consumer_sources_options_carry_over_to_librdkafka(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, kafka_client="confluent-kafka", kafka_sasl_scram=True,
+                        kafka_sasl_password=SecretStr("s3cret"))
+    source = kafka_io.KafkaSource(settings, ["t"], "g", name="unit")
+    config = kafka_confluent.librdkafka_consumer_config(source.config)
+    # Offsets only as the runner commits them (after the sink flushed), from the earliest for a new group.
+    assert (config["group.id"], config["enable.auto.commit"], config["auto.offset.reset"]) == ("g", "false", "earliest")
+    assert (config["client.id"], config["sasl.password"]) == ("machinewatch-unit", "s3cret")
+    assert "max_poll_records" not in config and "max.poll.records" not in config  # the batch size of poll
+    with pytest.raises(ValueError, match="check_crcs"):
+        kafka_confluent.librdkafka_consumer_config({**source.config, "check_crcs": True})
+
+
+def test_the_setting_picks_the_consumer_backend(tmp_path: Path) -> None:
+    source = kafka_io.KafkaSource(Settings(state_dir=tmp_path, kafka_client="confluent-kafka",
+                                           kafka_bootstrap="127.0.0.1:9"), ["t"], "g", name="unit")
+    source.open()  # librdkafka connects lazily: nothing listens on port 9
+    try:
+        assert isinstance(source.consumer, kafka_confluent.ConfluentConsumer)
+        assert source.consumer.max_records == 5000
+        assert source.poll(0.05).records == [] and source.lag() is None
+    finally:
+        source.close()

@@ -344,3 +344,30 @@ def test_a_source_with_refused_is_told_what_the_sink_refused_before_it_is_dead_l
     assert [r.reason for r in source.told] == ["negative value", "negative value"]
     assert [r for _, r in letters.letters] == source.told
     assert "refused 2" in events
+
+
+class BackgroundSink(ListSink):
+    """Refuses negative values only when flushed, as a sink writing in the background learns of them late."""
+
+    def write(self, records: Sequence[Any]) -> list[Rejected]:
+        self.pending += list(records)
+        self.events.append(f"write {len(records)}")
+        return []
+
+    def flush(self) -> list[Rejected]:  # type: ignore[override]
+        refused = [Rejected(repr(r).encode(), "refused in the background") for r in self.pending if r < 0]
+        self.durable += [r for r in self.pending if r >= 0]
+        self.pending = []
+        self.events.append("flush")
+        return refused
+
+
+def test_what_a_background_sink_refused_by_its_flush_is_dead_lettered_before_the_commit() -> None:
+    events: list[str] = []
+    source = ScriptedSource([Batch([4, -2, 7], [], 1)], events)
+    dead = ListDeadLetters(events)
+    runner = Runner("t", source, BackgroundSink(events), dead, FAST)
+    run_until(runner, lambda: source.commits)
+    assert [(s, r.raw, r.reason) for s, r in dead.letters] == [("scripted", b"-2", "refused in the background")]
+    assert events[events.index("commit 1") - 2:events.index("commit 1")] == ["flush", "dead letters flush"]
+    assert (runner.counters.written, runner.counters.rejected) == (2, 1)

@@ -24,6 +24,9 @@ MIN_ALERTS = 200  # alerts a latency p99 needs before it counts for a goal
 # The settings' own defaults (no environment, no config file): what "with the default settings" means.
 DEFAULTS = Settings.model_construct()
 
+# The phase of the memory goal's load (bench/flink_runs.py names it).
+PIPELINE_PHASE = "pipeline backlog"
+
 
 @dataclass
 class Report:
@@ -200,8 +203,16 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         goals.append(("every dashboard panel query p95 ≤ 100 ms (1,000 devices x 24 h), worst panel",
                       f"{queries['worst_p95_ms']:,.0f} ms", queries["worst_p95_ms"] <= 100))
     if "rss_peak_by_phase" in raw:
-        peak = max(float(v.split()[0]) for v in raw["rss_peak_by_phase"].values())
-        goals.append(("whole stack ≤ 3 GiB peak RSS at load", f"{peak:.2f} GiB", peak <= 3))
+        by_phase = {k: float(v.split()[0]) for k, v in raw["rss_peak_by_phase"].items()}
+        # The goal's load is both jobs on the backlog (the pipeline phase). The whole run's peak is reported beside
+        # it, goal and verdict alike: by then one TaskManager has run some 25 jobs in turn and its heap, once
+        # grown, stays grown.
+        if PIPELINE_PHASE in by_phase:
+            at_load = by_phase[PIPELINE_PHASE]
+            goals.append(("whole stack ≤ 3 GiB peak RSS at that load (both jobs on the backlog)", f"{at_load:.2f} GiB",
+                          at_load <= 3))
+        peak = max(by_phase.values())
+        goals.append(("… peak RSS over the whole run, every phase", f"{peak:.2f} GiB", peak <= 3))
     lines = [
         "# Benchmark results", "",
         "Produced by `bench/run.py` (one command; see its docstring). Every figure below comes from the single run",

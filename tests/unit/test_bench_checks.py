@@ -167,3 +167,17 @@ def test_a_job_has_read_a_record_once_each_of_its_sources_has(monkeypatch: pytes
 
     monkeypatch.setattr(flink_runs.requests, "get", get)
     assert flink_runs.source_count(Settings(), "job") == 400
+
+
+def test_the_memory_goal_is_the_peak_at_its_load_with_the_whole_runs_peak_beside_it(tmp_path: Path) -> None:
+    report = Report()
+    report.raw.update({
+        "machine_before": {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p", "load": "l"},
+        "rss_peak_by_phase": {"start": "1.10 GiB", "pipeline backlog": "2.65 GiB", "latency 20000/s": "3.65 GiB"},
+    })
+    out = tmp_path / "R.md"
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
+    text = out.read_text()
+    assert "| whole stack ≤ 3 GiB peak RSS at that load (both jobs on the backlog) | 2.65 GiB | yes |" in text
+    assert "| … peak RSS over the whole run, every phase | 3.65 GiB | no |" in text

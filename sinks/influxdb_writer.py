@@ -123,8 +123,10 @@ class InfluxWriter:
         self.s = settings
         self.group_id = group_id
         self.routes = routes or Topics().routes()
-        # One poll of up to 5,000 results is one write, made by the writer thread while the next poll is decoded;
-        # offsets are committed every half second (or 50,000 results), once the writes before them landed.
+        # One poll of up to 5,000 results is one write, made by the writer thread while the next poll is decoded.
+        # Offsets are committed every 2 s (or 100,000 results), once the writes before them landed: each commit
+        # waits for the write in flight, so committing after every poll would undo the overlap. A crash repeats
+        # at most those 2 s of results, which overwrite the same points.
         self.options = RunOptions(poll_timeout_s=1.0, max_batch=100_000, flush_interval_s=2.0)
         self.client = InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org)
         # The write endpoint itself, not write_api: that one would re-encode every line and gzip at level 9.
@@ -318,7 +320,7 @@ class InfluxWriter:
         return self._writes
 
     def drain(self) -> None:
-        """Wait until every background write landed (or was dead-lettered); raise ``TransientError`` if one could
+        """Wait until every background write landed (or was dead-lettered); raise ``WritesStopped`` if one could
         not be done (the writer stopped while InfluxDB was away): then nothing after it may be committed."""
         if self._writes is not None:
             self._writes.wait()

@@ -149,15 +149,7 @@ def librdkafka_config(config: dict[str, Any]) -> dict[str, Any]:
         "ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location", "ssl_keyfile": "ssl.key.location",
         "max_block_ms": None,  # kafka-python's wait for metadata or buffer space; see ConfluentProducer.send
     }
-    for key, value in config.items():
-        if key in ("bootstrap_servers", "partitioner"):
-            continue
-        if key not in names:
-            msg = f"the confluent-kafka backend has no equivalent of kafka-python's {key!r}"
-            raise ValueError(msg)
-        name = names[key]
-        if name is not None:
-            out[name] = str(value).lower() if isinstance(value, bool) else value
+    out.update(_translated(config, names, "", skip=("bootstrap_servers", "partitioner")))
     # librdkafka caps a batch at its message.max.bytes (1 MB default, like the broker's): keep kafka-python's size
     return out
 
@@ -252,13 +244,22 @@ def librdkafka_consumer_config(config: dict[str, Any]) -> dict[str, Any]:
     """kafka-python consumer options in librdkafka's names; an option without an equivalent is an error."""
     servers = config["bootstrap_servers"]
     out: dict[str, Any] = {"bootstrap.servers": servers if isinstance(servers, str) else ",".join(servers)}
+    out.update(_translated(config, _CONSUMER_NAMES, "consumer option ", skip=("bootstrap_servers",)))
+    return out
+
+
+def _translated(config: dict[str, Any], names: dict[str, str | None], what: str,
+                skip: tuple[str, ...]) -> dict[str, Any]:
+    """kafka-python options in librdkafka's ``names`` (None: handled by the caller), booleans as librdkafka's
+    strings; an option without an entry is refused, never silently dropped."""
+    out: dict[str, Any] = {}
     for key, value in config.items():
-        if key == "bootstrap_servers":
+        if key in skip:
             continue
-        if key not in _CONSUMER_NAMES:
-            msg = f"the confluent-kafka backend has no equivalent of kafka-python's consumer option {key!r}"
+        if key not in names:
+            msg = f"the confluent-kafka backend has no equivalent of kafka-python's {what}{key!r}"
             raise ValueError(msg)
-        name = _CONSUMER_NAMES[key]
+        name = names[key]
         if name is not None:
             out[name] = str(value).lower() if isinstance(value, bool) else value
     return out

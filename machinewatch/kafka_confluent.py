@@ -21,6 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import TopicPartition
+
 log = logging.getLogger(__name__)
 # Records queued between two non-blocking polls that serve delivery reports (callbacks, acks).
 POLL_EVERY = 1000
@@ -284,9 +287,6 @@ class ConfluentConsumer:
 
     def poll(self, timeout_ms: int = 0) -> dict[Any, list[ConsumedMessage]]:
         """Up to ``max_poll_records`` records, by partition, waiting at most ``timeout_ms`` for the first."""
-        from kafka.errors import KafkaError
-        from kafka.structs import TopicPartition
-
         polled: dict[Any, list[ConsumedMessage]] = {}
         last: tuple[str, int] | None = None
         batch: list[ConsumedMessage] = []
@@ -305,15 +305,12 @@ class ConfluentConsumer:
         return polled
 
     def assignment(self) -> set[Any]:
-        from kafka.structs import TopicPartition
-
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def commit(self, offsets: dict[Any, Any]) -> None:
         """Commit ``{TopicPartition: OffsetAndMetadata}`` synchronously, as kafka-python's ``commit`` does."""
         from confluent_kafka import KafkaException
         from confluent_kafka import TopicPartition as RdTopicPartition
-        from kafka.errors import CommitFailedError, KafkaError
 
         parts = [RdTopicPartition(tp.topic, tp.partition, meta.offset) for tp, meta in offsets.items()]
         try:

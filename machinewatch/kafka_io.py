@@ -87,6 +87,16 @@ def make_producer(settings: Settings, config: dict[str, Any]) -> Any:
     return KafkaProducer(**config)
 
 
+def make_consumer(settings: Settings, topics: Sequence[str], config: dict[str, Any]) -> Any:
+    """The consumer of ``settings.kafka_client``, as ``make_producer`` picks the producer: kafka-python's own, or the
+    librdkafka backend behind the calls ``KafkaSource`` makes."""
+    if settings.kafka_client == "confluent-kafka":
+        from machinewatch.kafka_confluent import ConfluentConsumer
+
+        return ConfluentConsumer(list(topics), config)
+    return KafkaConsumer(*topics, **config)
+
+
 class Publisher:
     """Serialises canonical readings to the readings topic, keyed by device id."""
 
@@ -442,7 +452,7 @@ class KafkaSource:
         self.name = name
         self.topics = list(topics)
         self.group_id = group_id
-        self.client = settings.kafka_client  # kafka-python, or librdkafka behind its interface (kafka_confluent)
+        self.settings = settings
         self.config: dict[str, Any] = {
             **settings.kafka_client_config(),
             "group_id": group_id,
@@ -456,12 +466,7 @@ class KafkaSource:
         self._positions: dict[Any, int] = {}  # TopicPartition -> the offset after the last message polled
 
     def open(self) -> None:
-        if self.client == "confluent-kafka":
-            from machinewatch.kafka_confluent import ConfluentConsumer
-
-            self.consumer = ConfluentConsumer(self.topics, self.config)
-        else:
-            self.consumer = KafkaConsumer(*self.topics, **self.config)
+        self.consumer = make_consumer(self.settings, self.topics, self.config)
 
     def poll(self, timeout_s: float) -> Batch:
         try:

@@ -31,6 +31,18 @@ from machinewatch.config import load_settings
 GOAL_MS = 100.0
 # The roll-ups written beside the windows (window tag -> seconds), those machinewatch.rollups makes.
 ROLLUP_EVERY_S = {r.label: int(r.every.total_seconds()) for r in rollups.ROLLUPS}
+# The baseline beside the panels: no panel asks it, it reads each device's newest window once and returns one
+# number. Its time is what InfluxDB takes to open every device's series (the panels that read each device's
+# latest value pay it whatever the range), so a panel can be judged against it as well as against the goal.
+FLOOR_NAME = "floor: last() of every device's window series, counted (no panel)"
+FLOOR_FLUX = """from(bucket: bucket)
+    |> range(start: start, stop: stop)
+    |> filter(fn: (r) => r._measurement == "window_agg" and r.window == window and r._field == "avg")
+    |> last()
+    |> group()
+    |> count()"""
+# The verdict column of the floor's row: a baseline, not a panel held to the goal.
+BASELINE = "baseline"
 # influxdb-client types the precision as its WritePrecision class, whose members are plain strings
 SECONDS = cast("WritePrecision", WritePrecision.S)
 
@@ -169,6 +181,10 @@ def main() -> None:
                 ms = timed(fn, args.repeat)
                 rows.append((name, statistics.median(ms), p95(ms)))
                 print(f"{name:<50} p50 {rows[-1][1]:8.1f} ms   p95 {rows[-1][2]:8.1f} ms")
+            floor_params = {"bucket": bucket_name, "start": f.start, "stop": f.stop, "window": f.window}
+            ms = timed(lambda: client.query_api().query(FLOOR_FLUX, params=floor_params), args.repeat)
+            floor = (statistics.median(ms), p95(ms))
+            print(f"{FLOOR_NAME:<50} p50 {floor[0]:8.1f} ms   p95 {floor[1]:8.1f} ms")
             dash.close()
         finally:
             for bucket in buckets:
@@ -179,6 +195,7 @@ def main() -> None:
         f"{args.repeat} runs each\n",
         "| panel query | p50 ms | p95 ms | goal p95 ≤ 100 ms |", "|---|---:|---:|---|",
         *[f"| {n} | {a:.1f} | {b:.1f} | {'met' if b <= GOAL_MS else 'missed'} |" for n, a, b in rows],
+        f"| {FLOOR_NAME} | {floor[0]:.1f} | {floor[1]:.1f} | {BASELINE} |",
     ]
     if args.out:
         with args.out.open("a") as out:

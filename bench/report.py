@@ -200,7 +200,10 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
                           "median", f"{cold:,.0f} ms", cold <= limit_ms))
     queries = raw.get("dashboard_1000x24h")
     if queries:
-        goals.append(("every dashboard panel query p95 ≤ 100 ms (1,000 devices x 24 h), worst panel",
+        floor = queries.get("floor_p95_ms")
+        goals.append(("every dashboard panel query p95 ≤ 100 ms (1,000 devices x 24 h), worst panel"
+                      + (f" (InfluxDB's floor, one last() of every device's series: p95 {floor:,.0f} ms)"
+                         if floor is not None else ""),
                       f"{queries['worst_p95_ms']:,.0f} ms", queries["worst_p95_ms"] <= 100))
     if "rss_peak_by_phase" in raw:
         by_phase = {k: float(v.split()[0]) for k, v in raw["rss_peak_by_phase"].items()}
@@ -279,7 +282,9 @@ def write_results(path: Path, report: Report, started: datetime, finished: datet
         "line protocol. The CLI is not installable here from the Go proxy (403 for github.com/influxdata/influx-cli);"
         " set MW_BENCH_INFLUX_CLI to a binary (built from its source, outside the repo) or the run falls back to "
         "raw HTTP writes and says so.",
-        "- **Dashboard**: panel queries by `bench/dashboard_queries.py`; first render by `bench/dashboard_render.py`:"
+        "- **Dashboard**: panel queries by `bench/dashboard_queries.py`, beside a floor no panel asks (one `last()` "
+        "of every device's window series, counted: what InfluxDB takes to open each series, whatever the range; a "
+        "panel that reads every device's latest value cannot be faster); first render by `bench/dashboard_render.py`:"
         " the Streamlit app against the private InfluxDB, Chromium headless over the DevTools protocol; a load is "
         "complete when Streamlit's script run has ended and every chart has drawn its marks (time from navigation "
         "start, measured in the page).",

@@ -34,3 +34,19 @@ def test_rollup_rows_are_the_windows_rolled_up_to_the_bucket_they_close(label: s
     assert len(got) == len(expected) == 3 * (2 * 3600 // every + (1 if label == "1h" else 0))
     pd.testing.assert_frame_equal(got.sort_values(["device_id", "end"], ignore_index=True)[list(expected.columns)],
                                   expected, check_dtype=False)
+
+
+def test_the_floor_row_is_reported_beside_the_panels_and_counts_toward_no_goal() -> None:
+    from bench.dashboard_queries import BASELINE, FLOOR_NAME
+    from bench.io_benchmarks import panel_table
+
+    table = ["| panel query | p50 ms | p95 ms | goal p95 ≤ 100 ms |", "|---|---:|---:|---|",
+             "| chart per region (chart_series) | 40.0 | 90.0 | met |",
+             "| histogram (latest + temperature_histogram) | 300.0 | 410.5 | missed |",
+             f"| {FLOOR_NAME} | 250.0 | 999.0 | {BASELINE} |"]
+    r = panel_table(table, 1000, 24)
+    assert r["worst_p95_ms"] == 410.5  # the floor's 999 is not a panel
+    assert r["median_p95_ms"] == (90.0 + 410.5) / 2
+    assert r["floor_p95_ms"] == 999.0
+    assert len(r["table"]) == 3
+    assert panel_table(table[:-1], 1000, 24)["floor_p95_ms"] is None  # a table of an earlier run

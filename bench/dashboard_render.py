@@ -11,18 +11,26 @@ in the same browser (warm).
 A render counts from navigation start until Streamlit's script run has finished *and* every chart
 has drawn its data; the first load after the server start is reported apart (module imports, first
 connection to InfluxDB). The windows and roll-ups are deleted again at the end.
+
+``--floor`` times, the same way, ``bench/render_floor_app.py``: the page's layout with no queries and three
+points per chart, served by the dashboard's own Streamlit command. It needs no stack; no render of the
+dashboard can be faster than it on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +40,11 @@ from influxdb_client import InfluxDBClient
 from bench.dashboard_queries import ROLLUP_EVERY_S, lines, load, p95, rollup_lines
 from dashboards.streamlit import headless
 from machinewatch import names, rollups
+from machinewatch.cli import streamlit_command
 from machinewatch.config import Settings, load_settings
+
+FLOOR_APP = Path(__file__).resolve().parent / "render_floor_app.py"
+FLOOR_POINTS = 3  # render_floor_app.POINTS (that module is a Streamlit script: importing it would run it)
 
 # The first page with data draws four Vega-Lite charts: per device, per region, histogram, events/s per source.
 CHARTS = 4
@@ -174,6 +186,42 @@ def _stats(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
             "errors": len(errors), "error": errors[0] if errors else ""}
 
 
+@contextlib.contextmanager
+def _floor_app(timeout: float = 60) -> Iterator[str]:
+    """The floor app served as the dashboard is (the same command, a free port); yields its URL."""
+    port = headless.free_port()
+    # a file, not a pipe: nobody reads Streamlit's output while it runs
+    with tempfile.NamedTemporaryFile(prefix="streamlit-floor-", suffix=".log") as log:
+        proc = subprocess.Popen(streamlit_command(FLOOR_APP, "127.0.0.1", port),  # noqa: S603 - our command
+                                cwd=headless.REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            headless.wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout)
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def measure_floor(runs: int = 5, timeout: float = 120) -> dict[str, Any]:
+    """The floor app's cold loads and warm reloads, timed as ``measure`` times the dashboard's."""
+    with _floor_app() as url:
+        first = browser_session(url, 0, timeout)
+        cold: list[dict[str, Any]] = []
+        warm: list[dict[str, Any]] = []
+        for _ in range(runs):
+            session = browser_session(url, 1, timeout)
+            cold.append(session[0])
+            warm.extend(session[1:])
+    return {"runs": runs, "first_load": _stats(first, "rendered"), "cold": _stats(cold, "rendered"),
+            "warm": _stats(warm, "rendered"),
+            "cold_script_done": _stats(cold, "scriptDone"), "warm_script_done": _stats(warm, "scriptDone"),
+            "cold_script_started": _stats(cold, "started"), "warm_script_started": _stats(warm, "started")}
+
+
 def measure(settings: Settings, devices: int = 100, hours: int = 6, runs: int = 5,
             timeout: float = 120) -> dict[str, Any]:
     """Load the data set, time ``runs`` cold loads and as many warm reloads; medians and p95 in ms.
@@ -235,6 +283,18 @@ def markdown(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def floor_markdown(r: dict[str, Any]) -> list[str]:
+    return [
+        f"\n### {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC — floor: the page's layout, no queries, {FLOOR_POINTS} "
+        f"points per chart (bench/render_floor_app.py), {r['runs']} runs\n",
+        "| load | median ms | p95 ms | script run started, median ms | script run done, median ms |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {label} | {r[k]['median_ms']:.0f} | {r[k]['p95_ms']:.0f} | {r[k + '_script_started']['median_ms']:.0f}"
+          f" | {r[k + '_script_done']['median_ms']:.0f} |"
+          for k, label in (("cold", "cold (new browser profile)"), ("warm", "warm (reload)"))),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=100)
@@ -242,9 +302,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="cold loads, each followed by one warm reload")
     parser.add_argument("--timeout", type=float, default=120, help="seconds one render may take")
     parser.add_argument("--out", type=Path, help="append the Markdown table here")
+    parser.add_argument("--floor", action="store_true",
+                        help="time the no-query floor app instead (needs no stack; --devices/--hours unused)")
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped: still stop the app and delete the data
+    if args.floor:
+        f = measure_floor(args.runs, args.timeout)
+        for name in ("cold", "warm"):
+            print(f"floor {name:<5} median {f[name]['median_ms']:7.0f} ms   p95 {f[name]['p95_ms']:7.0f} ms   "
+                  f"(script run started / done: median {f[name + '_script_started']['median_ms']:.0f} / "
+                  f"{f[name + '_script_done']['median_ms']:.0f} ms)   {f[name]['ms']}")
+        if args.out:
+            with args.out.open("a") as out:
+                out.write("\n".join(floor_markdown(f)) + "\n")
+        return
     r = measure(load_settings(), args.devices, args.hours, args.runs, args.timeout)
     print(f"wrote {r['windows']:,} windows in {r['load_s']:.0f} s")
     for name in ("cold", "warm"):

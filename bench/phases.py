@@ -375,6 +375,16 @@ def dashboard(run: Run) -> None:
                        f"{d[kind + '_script_started']['median_ms']:,.0f} / {d[kind + '_script_done']['median_ms']:,.0f}"
                        " ms (median); bench/dashboard_render.py"
                        + (f"; {v['errors']} loads showed an error: {v['error']}" if v.get("errors") else ""))
+    # The floor: the page's layout with no queries, served and timed the same way; no render can beat it here.
+    floor = dashboard_render.measure_floor(runs=3)
+    report.raw["dashboard_render_floor"] = floor
+    for kind in ("cold", "warm"):
+        v = floor[kind]
+        report.add("5 dashboard", f"floor: the page's layout, no queries, {dashboard_render.FLOOR_POINTS} points per "
+                   f"chart, {kind} (new profile{'' if kind == 'cold' else ', then reload'}), median / p95 ms",
+                   f"{v['median_ms']:,.0f} / {v['p95_ms']:,.0f}",
+                   f"script run started / done at {floor[kind + '_script_started']['median_ms']:,.0f} / "
+                   f"{floor[kind + '_script_done']['median_ms']:,.0f} ms (median); bench/render_floor_app.py")
 
 
 # Seconds of event time (readings per device) the scale phase's backlogs hold at least.

@@ -152,15 +152,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo.run(settings, duration=args.duration.total_seconds(), devices=args.devices)
 
 
+def streamlit_command(app: Path, host: str, port: int) -> list[str]:
+    """Streamlit serving ``app`` as the dashboard is served: headless, no telemetry, no file watcher (the
+    first-render benchmark serves its no-query floor app with the same command)."""
+    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+
+
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     """Streamlit in this process's place: headless, no telemetry; the app reads the read-only token itself."""
     import os
 
     settings.read_token()  # no token yet: fail here with the settings' message, not in the browser
     app = Path(__file__).resolve().parent.parent / "dashboards" / "streamlit" / "app.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
-           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+    cmd = streamlit_command(app, args.host, args.port)
     logging.getLogger("machinewatch.dashboard").info("dashboard on http://%s:%d", args.host, args.port)
     # exec, so that stopping this command (a signal to its pid) stops Streamlit too
     os.execve(sys.executable, cmd, {**os.environ, **settings.to_env()})

@@ -20,17 +20,14 @@ dashboard can be faster than it on the same machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -186,40 +183,32 @@ def _stats(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
             "errors": len(errors), "error": errors[0] if errors else ""}
 
 
-@contextlib.contextmanager
-def _floor_app(timeout: float = 60) -> Iterator[str]:
-    """The floor app served as the dashboard is (the same command, a free port); yields its URL."""
-    port = headless.free_port()
-    # a file, not a pipe: nobody reads Streamlit's output while it runs
-    with tempfile.NamedTemporaryFile(prefix="streamlit-floor-", suffix=".log") as log:
-        proc = subprocess.Popen(streamlit_command(FLOOR_APP, "127.0.0.1", port),  # noqa: S603 - our command
-                                cwd=headless.REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-        try:
-            headless.wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout)
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+def _loads(url: str, runs: int, timeout: float) -> dict[str, Any]:
+    """The first load after the server start, then ``runs`` browser sessions of a cold load and one reload."""
+    first = browser_session(url, 0, timeout)
+    cold: list[dict[str, Any]] = []
+    warm: list[dict[str, Any]] = []
+    for _ in range(runs):
+        session = browser_session(url, 1, timeout)
+        cold.append(session[0])
+        warm.extend(session[1:])
+    return {
+        "runs": runs, "first_load": _stats(first, "rendered"),
+        "cold": _stats(cold, "rendered"), "warm": _stats(warm, "rendered"),
+        # when the script run ended in the browser: the rest of a render is the browser drawing charts
+        "cold_script_done": _stats(cold, "scriptDone"), "warm_script_done": _stats(warm, "scriptDone"),
+        # when Streamlit's script run began: before it, the browser loads and compiles the app's JavaScript
+        # and opens its session (the part a cold browser pays and a reload mostly does not)
+        "cold_script_started": _stats(cold, "started"), "warm_script_started": _stats(warm, "started"),
+    }
 
 
 def measure_floor(runs: int = 5, timeout: float = 120) -> dict[str, Any]:
-    """The floor app's cold loads and warm reloads, timed as ``measure`` times the dashboard's."""
-    with _floor_app() as url:
-        first = browser_session(url, 0, timeout)
-        cold: list[dict[str, Any]] = []
-        warm: list[dict[str, Any]] = []
-        for _ in range(runs):
-            session = browser_session(url, 1, timeout)
-            cold.append(session[0])
-            warm.extend(session[1:])
-    return {"runs": runs, "first_load": _stats(first, "rendered"), "cold": _stats(cold, "rendered"),
-            "warm": _stats(warm, "rendered"),
-            "cold_script_done": _stats(cold, "scriptDone"), "warm_script_done": _stats(warm, "scriptDone"),
-            "cold_script_started": _stats(cold, "started"), "warm_script_started": _stats(warm, "started")}
+    """The floor app's cold loads and warm reloads, served by the dashboard's command and timed as ``measure``
+    times the dashboard's."""
+    port = headless.free_port()
+    with headless.serve(streamlit_command(FLOOR_APP, "127.0.0.1", port), dict(os.environ), port) as url:
+        return _loads(url, runs, timeout)
 
 
 def measure(settings: Settings, devices: int = 100, hours: int = 6, runs: int = 5,
@@ -242,27 +231,12 @@ def measure(settings: Settings, devices: int = 100, hours: int = 6, runs: int = 
         load_s = time.perf_counter() - t0
         try:
             with headless.dashboard(settings) as base:
-                url = f"{base}?range={key}&device_prefix={prefix}-&refresh=off"
-                first = browser_session(url, 0, timeout)
-                cold: list[dict[str, Any]] = []
-                warm: list[dict[str, Any]] = []
-                for _ in range(runs):
-                    session = browser_session(url, 1, timeout)
-                    cold.append(session[0])
-                    warm.extend(session[1:])
+                loads = _loads(f"{base}?range={key}&device_prefix={prefix}-&refresh=off", runs, timeout)
         finally:
             # an hourly roll-up row is stamped at its hour's end, up to an hour after the data
             _delete(client, settings, prefix, devices, start - timedelta(minutes=1), stop + timedelta(hours=1))
-    return {
-        "devices": devices, "hours": hours, "step_s": STEP_S, "windows": windows, "load_s": round(load_s, 1),
-        "range": key, "runs": runs, "first_load": _stats(first, "rendered"),
-        "cold": _stats(cold, "rendered"), "warm": _stats(warm, "rendered"),
-        # when the script run ended in the browser: the rest of a render is the browser drawing charts
-        "cold_script_done": _stats(cold, "scriptDone"), "warm_script_done": _stats(warm, "scriptDone"),
-        # when Streamlit's script run began: before it, the browser loads and compiles the app's JavaScript
-        # and opens its session (the part a cold browser pays and a reload mostly does not)
-        "cold_script_started": _stats(cold, "started"), "warm_script_started": _stats(warm, "started"),
-    }
+    return {"devices": devices, "hours": hours, "step_s": STEP_S, "windows": windows, "load_s": round(load_s, 1),
+            "range": key, **loads}
 
 
 def markdown(r: dict[str, Any]) -> list[str]:

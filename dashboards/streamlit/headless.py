@@ -51,18 +51,19 @@ def wait_http(url: str, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def dashboard(settings: Settings, timeout: float = 60) -> Iterator[str]:
-    """``machinewatch dashboard`` on a free port for these settings; yields its base URL and stops it on exit."""
-    port = free_port()
-    env = {**os.environ, **settings.to_env(), "MW_INFLUX_READ_TOKEN": settings.read_token()}
+def serve(argv: list[str], env: dict[str, str], port: int, timeout: float = 60) -> Iterator[str]:
+    """Run ``argv`` (a Streamlit server on ``port``) from the repository; yields its base URL once it is
+    healthy and stops it on exit. Its output is kept in a temporary file, whose end a start failure quotes."""
     # a file, not a pipe: nobody reads Streamlit's output while it runs, and a full pipe would block it
     log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(  # noqa: S603 - our own CLI with the current interpreter
-        [sys.executable, "-m", "machinewatch.cli", "dashboard", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - ours
     try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout)
+        except RuntimeError as exc:
+            tail = Path(log.name).read_text(errors="replace")[-2000:]
+            msg = f"{exc}; its output ({log.name}) ends: {tail!r}"
+            raise RuntimeError(msg) from exc
         yield f"http://127.0.0.1:{port}/"
     finally:
         proc.terminate()
@@ -72,6 +73,17 @@ def dashboard(settings: Settings, timeout: float = 60) -> Iterator[str]:
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+@contextlib.contextmanager
+def dashboard(settings: Settings, timeout: float = 60) -> Iterator[str]:
+    """``machinewatch dashboard`` on a free port for these settings; yields its base URL and stops it on exit."""
+    port = free_port()
+    env = {**os.environ, **settings.to_env(), "MW_INFLUX_READ_TOKEN": settings.read_token()}
+    # our own CLI with the current interpreter
+    with serve([sys.executable, "-m", "machinewatch.cli", "dashboard", "--port", str(port)], env, port,
+               timeout) as url:
+        yield url
 
 
 class Chromium:

@@ -41,7 +41,7 @@ from machinewatch.cli import streamlit_command
 from machinewatch.config import Settings, load_settings
 
 FLOOR_APP = Path(__file__).resolve().parent / "render_floor_app.py"
-FLOOR_POINTS = 3  # render_floor_app.POINTS (that module is a Streamlit script: importing it would run it)
+FLOOR_POINTS = 3  # points per series in each of the floor app's charts (it reads them from here)
 
 # The first page with data draws four Vega-Lite charts: per device, per region, histogram, events/s per source.
 CHARTS = 4
@@ -244,12 +244,7 @@ def markdown(r: dict[str, Any]) -> list[str]:
         f"\n### {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC — dashboard first render in headless Chromium, "
         f"{r['devices']} devices × {r['hours']} h of {r['step_s']} s windows ({r['windows']:,} windows), "
         f"range {r['range']}, {r['runs']} runs\n",
-        "| load | median ms | p95 ms | script run started, median ms | script run done, median ms |",
-        "|---|---:|---:|---:|---:|",
-        f"| cold (new browser profile) | {r['cold']['median_ms']:.0f} | {r['cold']['p95_ms']:.0f} | "
-        f"{r['cold_script_started']['median_ms']:.0f} | {r['cold_script_done']['median_ms']:.0f} |",
-        f"| warm (reload) | {r['warm']['median_ms']:.0f} | {r['warm']['p95_ms']:.0f} | "
-        f"{r['warm_script_started']['median_ms']:.0f} | {r['warm_script_done']['median_ms']:.0f} |",
+        *_load_rows(r),
         f"| first load after server start (1 run) | {r['first_load']['median_ms']:.0f} | | | |",
         *([f"\nLoads that showed an error box instead of the panels: {r['cold']['errors']} cold, "
            f"{r['warm']['errors']} warm, e.g. `{(r['cold']['error'] or r['warm']['error'])[:200]}`"]
@@ -257,16 +252,32 @@ def markdown(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def floor_markdown(r: dict[str, Any]) -> list[str]:
+def _load_rows(r: dict[str, Any]) -> list[str]:
+    """The table's header and its cold and warm rows, for the dashboard's loads and the floor's alike."""
     return [
-        f"\n### {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC — floor: the page's layout, no queries, {FLOOR_POINTS} "
-        f"points per chart (bench/render_floor_app.py), {r['runs']} runs\n",
         "| load | median ms | p95 ms | script run started, median ms | script run done, median ms |",
         "|---|---:|---:|---:|---:|",
         *(f"| {label} | {r[k]['median_ms']:.0f} | {r[k]['p95_ms']:.0f} | {r[k + '_script_started']['median_ms']:.0f}"
           f" | {r[k + '_script_done']['median_ms']:.0f} |"
           for k, label in (("cold", "cold (new browser profile)"), ("warm", "warm (reload)"))),
     ]
+
+
+def floor_markdown(r: dict[str, Any]) -> list[str]:
+    return [
+        f"\n### {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC — floor: the page's layout, no queries, {FLOOR_POINTS} "
+        f"points per chart (bench/render_floor_app.py), {r['runs']} runs\n",
+        *_load_rows(r),
+    ]
+
+
+def _print_loads(r: dict[str, Any], prefix: str = "") -> None:
+    for name in ("cold", "warm"):
+        x = r[name]
+        failed = f"   {x['errors']} loads showed an error: {x['error'][:200]}" if x["errors"] else ""
+        print(f"{prefix}{name:<5} median {x['median_ms']:7.0f} ms   p95 {x['p95_ms']:7.0f} ms   "
+              f"(script run started / done: median {r[name + '_script_started']['median_ms']:.0f} / "
+              f"{r[name + '_script_done']['median_ms']:.0f} ms)   {x['ms']}{failed}")
 
 
 def main() -> None:
@@ -283,22 +294,14 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped: still stop the app and delete the data
     if args.floor:
         f = measure_floor(args.runs, args.timeout)
-        for name in ("cold", "warm"):
-            print(f"floor {name:<5} median {f[name]['median_ms']:7.0f} ms   p95 {f[name]['p95_ms']:7.0f} ms   "
-                  f"(script run started / done: median {f[name + '_script_started']['median_ms']:.0f} / "
-                  f"{f[name + '_script_done']['median_ms']:.0f} ms)   {f[name]['ms']}")
+        _print_loads(f, "floor ")
         if args.out:
             with args.out.open("a") as out:
                 out.write("\n".join(floor_markdown(f)) + "\n")
         return
     r = measure(load_settings(), args.devices, args.hours, args.runs, args.timeout)
     print(f"wrote {r['windows']:,} windows in {r['load_s']:.0f} s")
-    for name in ("cold", "warm"):
-        x = r[name]
-        failed = f"   {x['errors']} loads showed an error: {x['error'][:200]}" if x["errors"] else ""
-        print(f"{name:<5} median {x['median_ms']:7.0f} ms   p95 {x['p95_ms']:7.0f} ms   "
-              f"(script run started / done: median {r[name + '_script_started']['median_ms']:.0f} / "
-              f"{r[name + '_script_done']['median_ms']:.0f} ms)   {x['ms']}{failed}")
+    _print_loads(r)
     print(f"first load after server start: {r['first_load']['median_ms']:.0f} ms")
     if args.out:
         with args.out.open("a") as out:

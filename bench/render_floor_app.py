@@ -14,9 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
+from bench.dashboard_render import FLOOR_POINTS as POINTS
 from dashboards.streamlit import data
-
-POINTS = 3
 
 
 def main() -> None:
@@ -32,7 +31,8 @@ def main() -> None:
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     rows = pd.DataFrame({"_time": [t0 + timedelta(seconds=10 * i) for i in range(POINTS)] * 2,
-                         "series": ["a"] * POINTS + ["b"] * POINTS, "value": [1.0, 2.0, 1.5, 2.0, 1.0, 2.5]})
+                         "series": ["a"] * POINTS + ["b"] * POINTS,
+                         "value": [1.0 + (i % 3) / 2 for i in range(2 * POINTS)]})
     cols = st.columns(5)
     for col, label in zip(cols, ("Avg temperature", "Avg CPU", "Power", "Events/s (last minute)",
                                  "Devices in alarm"), strict=True):

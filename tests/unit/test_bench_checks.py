@@ -169,16 +169,23 @@ def test_a_job_has_read_a_record_once_each_of_its_sources_has(monkeypatch: pytes
     assert flink_runs.source_count(Settings(), "job") == 400
 
 
-def test_the_memory_goal_is_the_peak_at_its_load_with_the_whole_runs_peak_beside_it(tmp_path: Path) -> None:
+MACHINE = {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p", "load": "l"}
+
+
+def results_text(tmp_path: Path, raw: dict[str, Any]) -> str:
+    """The RESULTS.md that ``write_results`` makes of these raw numbers (and a made-up machine)."""
     report = Report()
-    report.raw.update({
-        "machine_before": {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p", "load": "l"},
-        "rss_peak_by_phase": {"start": "1.10 GiB", "pipeline backlog": "2.65 GiB", "latency 20000/s": "3.65 GiB"},
-    })
+    report.raw.update({"machine_before": MACHINE, **raw})
     out = tmp_path / "R.md"
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_the_memory_goal_is_the_peak_at_its_load_with_the_whole_runs_peak_beside_it(tmp_path: Path) -> None:
+    text = results_text(tmp_path, {
+        "rss_peak_by_phase": {"start": "1.10 GiB", "pipeline backlog": "2.65 GiB", "latency 20000/s": "3.65 GiB"},
+    })
     assert "| whole stack ≤ 3 GiB peak RSS at that load (both jobs on the backlog) | 2.65 GiB | yes |" in text
     assert "| … peak RSS over the whole run, every phase | 3.65 GiB | no |" in text
 
@@ -187,21 +194,12 @@ def test_the_render_goals_quote_the_floor_and_are_judged_on_the_dashboards_own_r
     def render(cold_ms: float) -> dict[str, Any]:
         return {"cold": {"median_ms": cold_ms, "p95_ms": cold_ms}, "warm": {"median_ms": 1.0, "p95_ms": 1.0}}
 
-    report = Report()
-    report.raw.update({
-        "machine_before": {"cpu": "c", "ram": "r", "os": "o", "java": "j", "python": "p", "load": "l"},
-        "dashboard_render_100x1h": render(1_900.0), "dashboard_render_1000x24h": render(3_500.0),
-    })
-    out = tmp_path / "R.md"
-    moment = datetime(2026, 1, 1, tzinfo=UTC)
-    write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
-    text = out.read_text()
+    raw = {"dashboard_render_100x1h": render(1_900.0), "dashboard_render_1000x24h": render(3_500.0)}
+    text = results_text(tmp_path, raw)
     assert "| dashboard cold first render ≤ 2 s (100 devices x 1 h), median | 1,900 ms | yes |" in text
     assert "| dashboard cold first render ≤ 3 s (1,000 devices x 24 h), median | 3,500 ms | no |" in text
     # With a floor measured, each goal row quotes it; the verdict is still the dashboard's own render.
-    report.raw["dashboard_render_floor"] = render(2_100.0)
-    write_results(out, report, moment, moment, [], 10, argparse.Namespace(devices=1))
-    text = out.read_text()
+    text = results_text(tmp_path, {**raw, "dashboard_render_floor": render(2_100.0)})
     floor = "(floor, the page's layout with no queries: 2,100 ms)"
     assert f"| dashboard cold first render ≤ 2 s (100 devices x 1 h), median {floor} | 1,900 ms | yes |" in text
     assert f"| dashboard cold first render ≤ 3 s (1,000 devices x 24 h), median {floor} | 3,500 ms | no |" in text

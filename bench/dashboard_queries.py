@@ -47,18 +47,18 @@ BASELINE = "baseline"
 SECONDS = cast("WritePrecision", WritePrecision.S)
 
 
-def _windows(devices: int, start: datetime, hours: int, step_s: int, prefix: str) -> Iterator[tuple[str, int, float]]:
+def _windows(devices: int, start: datetime, hours: float, step_s: int, prefix: str) -> Iterator[tuple[str, int, float]]:
     """(tags without the window tag, window end in epoch seconds, average) of every synthetic window."""
     first = int(start.timestamp())
     for i in range(devices):
         tags = (f"window_agg,device_id={prefix}-{i:04d},metric=temperature,region=r{i % 5},site=s{i % 20},"
                 f"source=src{i % 3},unit=°C")
         base = 40 + (i % 37)
-        for k in range(hours * 3600 // step_s):
+        for k in range(int(hours * 3600) // step_s):
             yield tags, first + (k + 1) * step_s, base + (k % 60) / 10
 
 
-def lines(devices: int, start: datetime, hours: int, step_s: int, prefix: str = "bench") -> Iterator[str]:
+def lines(devices: int, start: datetime, hours: float, step_s: int, prefix: str = "bench") -> Iterator[str]:
     """Line protocol of one temperature window per device and step (deterministic values)."""
     for tags, end, avg in _windows(devices, start, hours, step_s, prefix):
         yield f"{tags},window={step_s}s avg={avg},min={avg - 1.5},max={avg + 1.5},count={step_s}i {end}"
@@ -89,19 +89,19 @@ def rollup_lines(devices: int, start: datetime, hours: int, step_s: int, every_s
         yield row()
 
 
-def load(client: InfluxDBClient, bucket: str, records: Iterable[str]) -> int:
-    """Write the line protocol in batches of 50,000; returns the number of points."""
+def load(client: InfluxDBClient, bucket: str, records: Iterable[str], precision: WritePrecision = SECONDS) -> int:
+    """Write the line protocol (timestamps in ``precision``) in batches of 50,000; returns the number of points."""
     write = client.write_api(write_options=SYNCHRONOUS)
     batch: list[str] = []
     points = 0
     for line in records:
         batch.append(line)
         if len(batch) == 50_000:
-            write.write(bucket, record=batch, write_precision=SECONDS)
+            write.write(bucket, record=batch, write_precision=precision)
             points += len(batch)
             batch = []
     if batch:
-        write.write(bucket, record=batch, write_precision=SECONDS)
+        write.write(bucket, record=batch, write_precision=precision)
         points += len(batch)
     return points
 

@@ -23,6 +23,7 @@ from bench.latency import bench_latency
 from bench.measure import RssSampler, cpu_note, gib, pct
 from bench.report import Report
 from machinewatch.config import Settings
+from machinewatch.rollups import ROLLUP_1M, flux_duration
 
 
 @dataclass
@@ -387,6 +388,45 @@ def dashboard(run: Run) -> None:
                    f"{floor[kind + '_script_done']['median_ms']:,.0f} ms (median); bench/render_floor_app.py")
 
 
+def rollups(run: Run) -> None:
+    """Issue 19, item 1: the 1-minute roll-up made by the InfluxDB task or by Flink, side by side, outputs compared
+    (bench/rollup_cost.py). Runs after the capacity phase, whose writer figure it borrows."""
+    from bench import rollup_cost
+
+    report = run.report
+    r, checks = rollup_cost.measure(run.settings, run.topic, run.events, run.args.devices, run.sampler, run.tmp,
+                                    repeats=1 if run.args.quick else 3, perturb=run.args.perturb_pyspark)
+    for c in checks[1:]:
+        checked(run, c)
+        report.raw.setdefault("self_checks_caught", []).append(not c.equal)
+    equal = checked(run, checks[0])
+    per = r["per_fleet_minute"]
+    writer_pps = report.raw.get("capacity_influxdb", {}).get("points_per_writer_cpu_s")
+    writer = run.args.devices / writer_pps if writer_pps else None
+    # Past Flink, the minute rows travel like any window result: Kafka (in the Flink runs' CPU), writer, influxd.
+    downstream = per["flink_influxd_write_cpu_s"] + (writer or 0.0)
+    flink, flink_max, task = per["flink_cpu_s"] + downstream, per["flink_cpu_s_max"] + downstream, per["task_cpu_s"]
+    report.raw["rollup_cost"] = {**r, "writer_cpu_s_per_fleet_minute": writer, "flink_total_cpu_s": flink,
+                                 "flink_total_cpu_s_max": flink_max}
+    runs = ", ".join(f"{name}: " + " / ".join(f"{v:.1f}" for v in vals)
+                     for name, vals in r["flink_cpu_s_per_million"].items())
+    where = f"{run.args.devices:,} devices, one reading each per second"
+    report.add("5 dashboard", f"1-minute roll-up made by Flink (the window job with a 60 s tumbling window beside its "
+               f"10 s one), CPU-s per fleet-minute ({where}), median difference (largest)",
+               f"{flink:.2f} ({flink_max:.2f})" if equal else "DIFFER",
+               f"Flink {per['flink_cpu_s']:.2f} ({per['flink_cpu_s_max']:.2f}) from CPU-s per million readings of "
+               f"alternated runs ({runs}; below zero counts as nothing) + influxd writing its rows "
+               f"{per['flink_influxd_write_cpu_s']:.2f} + writer "
+               + (f"{writer:.2f} (capacity phase)" if writer is not None else "not counted (capacity phase skipped)"))
+    steady = r["task_steady"]
+    lookback = flux_duration(ROLLUP_1M.lookback)
+    report.add("5 dashboard", f"1-minute roll-up made by the InfluxDB task (machinewatch.rollups), CPU-s of influxd "
+               f"per fleet-minute ({where})", f"{task:.2f}" if equal else "DIFFER",
+               f"one run per minute over its {lookback} lookback: {steady['ms_per_run']:,.0f} ms per run (median of "
+               f"{len(steady['runs'])} on {steady['windows']:,} synthetic 10 s windows); task / Flink "
+               + (f"≥ {task / flink_max:,.1f}× (Flink at its largest difference)" if flink_max > 0 else "–"))
+
+
 # Seconds of event time (readings per device) the scale phase's backlogs hold at least.
 MIN_EVENT_TIME_S = 30
 
@@ -446,7 +486,7 @@ PHASES: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("raw", raw), ("window", window), ("overheat", overheat), ("pipeline", pipeline), ("spark", spark),
     ("spark-overheat", spark_overheat), ("latency", latency), ("latency-wm", latency_small_watermark),
     ("latency-spark", latency_spark), ("disorder", disorder), ("ingest", ingest), ("influx", influx),
-    ("dashboard", dashboard), ("scale", scale), ("capacity", capacity),
+    ("dashboard", dashboard), ("scale", scale), ("capacity", capacity), ("rollups", rollups),
 )
 
 

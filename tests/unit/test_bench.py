@@ -41,7 +41,7 @@ def test_bench_readings_are_the_core_encoding_byte_for_byte(device: str, value: 
 def test_help_lists_every_phase_in_order() -> None:
     names = [name for name, _ in phases.PHASES]
     assert names == ["raw", "window", "overheat", "pipeline", "spark", "spark-overheat", "latency", "latency-wm",
-                     "latency-spark", "disorder", "ingest", "influx", "dashboard", "scale", "capacity"]
+                     "latency-spark", "disorder", "ingest", "influx", "dashboard", "scale", "capacity", "rollups"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
         run.main(["--help"])

@@ -223,6 +223,13 @@ def test_flux_events_per_source(known: Known, dash: data.Dashboard) -> None:
     assert got.to_dict() == readings.to_dict()
     every_s = data.chart_every(f.start, f.stop, series=4).total_seconds()
     assert (rate["per_second"] * every_s).round(6).tolist() == rate["readings"].astype(float).round(6).tolist()
+    # Each window in the bucket its end falls in, [b, b + every) stamped b + every (aggregateWindow's buckets).
+    step = int(every_s)
+    bucket = known.windows["end"].map(lambda t: int(t.timestamp()) // step * step + step)
+    want = known.windows.assign(bucket=bucket).groupby(["source", "bucket"])["count"].sum().to_dict()
+    got_buckets = {(source, int(t.timestamp())): n
+                   for source, t, n in zip(rate["source"], rate["_time"], rate["readings"], strict=True)}
+    assert got_buckets == want
 
 
 def test_flux_data_volume(known: Known, dash: data.Dashboard) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import requests
 from pydantic import SecretStr
 
+from bench.common import scratch_buckets
 from bench.flink_runs import source_count, wait_slots_free
 from bench.kafka_data import create_topic
 from bench.measure import RssSampler
@@ -89,7 +90,7 @@ def job_capacity(settings: Settings, job: str, topic: str, events: int, devices:
 def influx_capacity(settings: Settings, points: int, devices: int, sampler: RssSampler) -> dict[str, Any]:
     """Window points written by our writer into a fresh bucket: points per CPU-second of influxd (its whole
     tree) and of the writer (this process)."""
-    from influxdb_client import BucketRetentionRules, InfluxDBClient
+    from influxdb_client import InfluxDBClient
 
     from sinks.influxdb_writer import InfluxWriter, window_line
 
@@ -99,20 +100,15 @@ def influx_capacity(settings: Settings, points: int, devices: int, sampler: RssS
         "site": "line-a", "unit": "°C", "window_ms": 10000, "slide_ms": 10000,
         "window_end_ms": 1_700_000_000_000 + (i // devices) * 10000, "avg_value": 50.0 + i % 7,
         "min_value": 45.0, "max_value": 55.5, "count": 10}) for i in range(points)]
-    with InfluxDBClient(url=settings.influx, token=settings.operator_token(), org=settings.influx_org) as admin:
-        bucket = admin.buckets_api().create_bucket(
-            bucket_name=f"bench-capacity-{time.time_ns() % 10**6}", org=settings.influx_org,
-            retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
-        try:
-            operator = settings.model_copy(update={"influx_write_token": SecretStr(settings.operator_token())})
-            writer = InfluxWriter(operator, group_id="bench-unused", routes={})
-            cpu0, own0 = sampler.cpu_seconds(), time.process_time()
-            for k in range(0, points, 5000):
-                writer.write(bucket.name, lines[k:k + 5000])
-            cpu1, own1 = sampler.cpu_seconds(), time.process_time()
-            writer.close()
-        finally:
-            admin.buckets_api().delete_bucket(bucket)
+    with (InfluxDBClient(url=settings.influx, token=settings.operator_token(), org=settings.influx_org) as admin,
+          scratch_buckets(admin, settings.influx_org, [f"bench-capacity-{time.time_ns() % 10**6}"]) as (bucket,)):
+        operator = settings.model_copy(update={"influx_write_token": SecretStr(settings.operator_token())})
+        writer = InfluxWriter(operator, group_id="bench-unused", routes={})
+        cpu0, own0 = sampler.cpu_seconds(), time.process_time()
+        for k in range(0, points, 5000):
+            writer.write(bucket, lines[k:k + 5000])
+        cpu1, own1 = sampler.cpu_seconds(), time.process_time()
+        writer.close()
     influxd = cpu1.get("influxdb", 0.0) - cpu0.get("influxdb", 0.0)
     return {"points": points, "series": devices, "influxd_cpu_s": round(influxd, 2),
             "writer_cpu_s": round(own1 - own0, 2),

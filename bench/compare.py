@@ -15,7 +15,8 @@ from typing import Any
 _SIG = 9
 
 
-def _num(x: Any) -> Any:
+def significant(x: Any) -> Any:
+    """A finite non-zero float to 9 significant digits (engines sum in different orders); anything else as is."""
     if isinstance(x, float) and math.isfinite(x) and x != 0.0:
         return float(f"{x:.{_SIG}g}")
     return x
@@ -27,7 +28,8 @@ def window_key(doc: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def window_value(doc: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (_num(doc.get("avg_value")), _num(doc.get("min_value")), _num(doc.get("max_value")), doc.get("count"))
+    return (significant(doc.get("avg_value")), significant(doc.get("min_value")), significant(doc.get("max_value")),
+            doc.get("count"))
 
 
 def transition_key(doc: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -21,9 +21,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from influxdb_client import BucketRetentionRules, InfluxDBClient, WritePrecision
+from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
+from bench.common import scratch_buckets
 from dashboards.streamlit import data
 from machinewatch import rollups
 from machinewatch.config import load_settings
@@ -140,55 +141,48 @@ def main() -> None:
     rollup_buckets = {label: f"{bucket_name}-{label}" for label in ROLLUP_EVERY_S} if args.rollups else {}
     stop = datetime.now(tz=UTC).replace(second=0, microsecond=0)
     start = stop - timedelta(hours=args.hours)
-    with InfluxDBClient(url=settings.influx, token=token, org=settings.influx_org, timeout=120_000) as client:
-        buckets = [client.buckets_api().create_bucket(
-            bucket_name=name, org=settings.influx_org,
-            retention_rules=BucketRetentionRules(type="expire", every_seconds=3 * 86400))
-            for name in (bucket_name, *rollup_buckets.values())]
-        try:
-            t0 = time.perf_counter()
-            points = load(client, bucket_name, lines(args.devices, start, args.hours, args.step_s))
-            load_s = time.perf_counter() - t0
-            print(f"wrote {points:,} windows ({args.devices} devices x {args.hours} h / {args.step_s} s) "
-                  f"in {load_s:.0f} s", flush=True)
-            for label, name in rollup_buckets.items():
-                written = load(client, name, rollup_lines(args.devices, start, args.hours, args.step_s,
-                                                       ROLLUP_EVERY_S[label], label))
-                print(f"wrote {written:,} {label} roll-up rows", flush=True)
+    with (InfluxDBClient(url=settings.influx, token=token, org=settings.influx_org, timeout=120_000) as client,
+          scratch_buckets(client, settings.influx_org, [bucket_name, *rollup_buckets.values()], retention_s=3 * 86400)):
+        t0 = time.perf_counter()
+        points = load(client, bucket_name, lines(args.devices, start, args.hours, args.step_s))
+        load_s = time.perf_counter() - t0
+        print(f"wrote {points:,} windows ({args.devices} devices x {args.hours} h / {args.step_s} s) "
+              f"in {load_s:.0f} s", flush=True)
+        for label, name in rollup_buckets.items():
+            written = load(client, name, rollup_lines(args.devices, start, args.hours, args.step_s,
+                                                   ROLLUP_EVERY_S[label], label))
+            print(f"wrote {written:,} {label} roll-up rows", flush=True)
 
-            dash = data.Dashboard(url=settings.influx, token=token, org=settings.influx_org, timeout_ms=120_000,
-                                  aggregates_bucket=bucket_name, rollup_1m_bucket=rollup_buckets.get("1m", ""),
-                                  rollup_1h_bucket=rollup_buckets.get("1h", ""))
-            f = data.Filters(start=start, stop=stop + timedelta(minutes=1), window=f"{args.step_s}s")
-            region = data.Filters(start=f.start, stop=f.stop, window=f.window, region="r1")
-            eight = tuple(f"bench-{i:04d}" for i in range(8))
-            panels: dict[str, Callable[[], Any]] = {
-                "KPI fleet summary, 4 metrics (4 x fleet_summary)": lambda: dash.fleet_summary(f),
-                "KPI fleet summary, 1 metric (fleet_summary)": lambda: dash.fleet_summary(f, (data.TEMPERATURE,)),
-                "KPI power now (latest_per_device)": lambda: dash.latest(f, (data.POWER,)),
-                "filter choices (latest_per_device, all metrics)": lambda: dash.choices(f),
-                "chart per region (chart_series)": lambda: dash.series(f, "region"),
-                "chart 8 devices (chart_series)": lambda: dash.series(f, "device_id", eight),
-                "hottest 10 (hottest_devices)": lambda: dash.hottest(f, n=10),
-                "histogram (latest + temperature_histogram)": lambda: dash.histogram(f),
-                "data volume (data_volume)": lambda: dash.data_volume(f),
-                "events/s per source (events_per_source)": lambda: dash.events_per_source(f),
-                "KPI events/s now (ingest_rate)": lambda: dash.events_rate(f),
-                "hottest 10, one region filtered": lambda: dash.hottest(region, n=10),
-            }
-            rows = []
-            for name, fn in panels.items():
-                ms = timed(fn, args.repeat)
-                rows.append((name, statistics.median(ms), p95(ms)))
-                print(f"{name:<50} p50 {rows[-1][1]:8.1f} ms   p95 {rows[-1][2]:8.1f} ms")
-            floor_params = {"bucket": bucket_name, "start": f.start, "stop": f.stop, "window": f.window}
-            ms = timed(lambda: client.query_api().query(FLOOR_FLUX, params=floor_params), args.repeat)
-            floor = (statistics.median(ms), p95(ms))
-            print(f"{FLOOR_NAME:<50} p50 {floor[0]:8.1f} ms   p95 {floor[1]:8.1f} ms")
-            dash.close()
-        finally:
-            for bucket in buckets:
-                client.buckets_api().delete_bucket(bucket)
+        dash = data.Dashboard(url=settings.influx, token=token, org=settings.influx_org, timeout_ms=120_000,
+                              aggregates_bucket=bucket_name, rollup_1m_bucket=rollup_buckets.get("1m", ""),
+                              rollup_1h_bucket=rollup_buckets.get("1h", ""))
+        f = data.Filters(start=start, stop=stop + timedelta(minutes=1), window=f"{args.step_s}s")
+        region = data.Filters(start=f.start, stop=f.stop, window=f.window, region="r1")
+        eight = tuple(f"bench-{i:04d}" for i in range(8))
+        panels: dict[str, Callable[[], Any]] = {
+            "KPI fleet summary, 4 metrics (4 x fleet_summary)": lambda: dash.fleet_summary(f),
+            "KPI fleet summary, 1 metric (fleet_summary)": lambda: dash.fleet_summary(f, (data.TEMPERATURE,)),
+            "KPI power now (latest_per_device)": lambda: dash.latest(f, (data.POWER,)),
+            "filter choices (latest_per_device, all metrics)": lambda: dash.choices(f),
+            "chart per region (chart_series)": lambda: dash.series(f, "region"),
+            "chart 8 devices (chart_series)": lambda: dash.series(f, "device_id", eight),
+            "hottest 10 (hottest_devices)": lambda: dash.hottest(f, n=10),
+            "histogram (latest + temperature_histogram)": lambda: dash.histogram(f),
+            "data volume (data_volume)": lambda: dash.data_volume(f),
+            "events/s per source (events_per_source)": lambda: dash.events_per_source(f),
+            "KPI events/s now (ingest_rate)": lambda: dash.events_rate(f),
+            "hottest 10, one region filtered": lambda: dash.hottest(region, n=10),
+        }
+        rows = []
+        for name, fn in panels.items():
+            ms = timed(fn, args.repeat)
+            rows.append((name, statistics.median(ms), p95(ms)))
+            print(f"{name:<50} p50 {rows[-1][1]:8.1f} ms   p95 {rows[-1][2]:8.1f} ms")
+        floor_params = {"bucket": bucket_name, "start": f.start, "stop": f.stop, "window": f.window}
+        ms = timed(lambda: client.query_api().query(FLOOR_FLUX, params=floor_params), args.repeat)
+        floor = (statistics.median(ms), p95(ms))
+        print(f"{FLOOR_NAME:<50} p50 {floor[0]:8.1f} ms   p95 {floor[1]:8.1f} ms")
+        dash.close()
     table = [
         f"\n### {datetime.now(tz=UTC):%Y-%m-%d %H:%M} UTC — {args.devices} devices, {args.hours} h of "
         f"{args.step_s} s windows ({points:,} windows{', with their 1 m and 1 h roll-ups' if args.rollups else ''}), "

@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -21,6 +22,13 @@ from machinewatch.config import Settings
 # The limit row's job (bench/flink_passthrough.py): submitted like ours, registered only for its submission
 # (the registry is what `machinewatch jobs` lists).
 PASSTHROUGH = "bench-passthrough"
+
+
+def no_rules(tmp: Path) -> list[str]:
+    """The window job's arguments for a run without threshold rules (an empty rules file in ``tmp``)."""
+    path = tmp / "no_rules.toml"
+    path.write_text("# no threshold rules: a benchmark run of the window job without them\n")
+    return ["--rules", str(path)]
 
 
 def submit(settings: Settings, job: str, args: list[str]) -> str:

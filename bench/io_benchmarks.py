@@ -3,7 +3,6 @@ write` or raw HTTP) and dashboard queries (bench/dashboard_queries.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import subprocess
@@ -16,7 +15,7 @@ import requests
 from pydantic import SecretStr
 
 from bench.baselines import influx_cli
-from bench.common import REPO
+from bench.common import REPO, scratch_buckets
 from bench.dashboard_queries import BASELINE
 from machinewatch.config import Settings
 
@@ -45,7 +44,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
     import json
     import threading
 
-    from influxdb_client import BucketRetentionRules, InfluxDBClient
+    from influxdb_client import InfluxDBClient
 
     from bench.kafka_data import create_topic, produce, producer
     from sinks.influxdb_writer import InfluxWriter, window_line
@@ -59,18 +58,16 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
     lp.write_text("\n".join(lines) + "\n")
     out: dict[str, Any] = {"points": points}
     with InfluxDBClient(url=settings.influx, token=settings.operator_token(), org=settings.influx_org) as admin:
-        buckets = admin.buckets_api()
-        made = {name: buckets.create_bucket(bucket_name=f"bench-{name}-{time.time_ns() % 10**6}",
-                                            org=settings.influx_org,
-                                            retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
-                for name in ("writer", "e2e", "e2e-librdkafka", "cli")}
-        try:
+        kinds = ("writer", "e2e", "e2e-librdkafka", "cli")
+        stamp = time.time_ns() % 10**6
+        with scratch_buckets(admin, settings.influx_org, [f"bench-{kind}-{stamp}" for kind in kinds]) as names:
+            made = dict(zip(kinds, names, strict=True))
             # The pipeline's write token may write only to its own buckets: these fresh ones need the operator's.
             operator = settings.model_copy(update={"influx_write_token": SecretStr(settings.operator_token())})
             writer = InfluxWriter(operator, group_id="bench-unused", routes={})
             t0 = time.perf_counter()
             for k in range(0, points, 5000):  # the writer's batch is whatever one poll returned (<= 5000)
-                writer.write(made["writer"].name, [window_line(d) for d in docs[k:k + 5000]])
+                writer.write(made["writer"], [window_line(d) for d in docs[k:k + 5000]])
             out["writer_s"] = time.perf_counter() - t0
             writer.close()
             # End to end: the same results as JSON on a topic (loaded before the clock), consumed by the writer as
@@ -85,7 +82,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
             for name, client in (("e2e", "kafka-python"), ("e2e-librdkafka", "confluent-kafka")):
                 e2e = InfluxWriter(operator.model_copy(update={"kafka_client": client}),
                                    group_id=f"bench-{name}-{time.time_ns()}",
-                                   routes={topic: (window_line, made[name].name)})
+                                   routes={topic: (window_line, made[name])})
                 t0 = time.perf_counter()
                 thread = threading.Thread(target=e2e.run, daemon=True)
                 thread.start()
@@ -112,7 +109,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
                 # sends them one at a time in 500 kB batches (neither is a flag; --compression is about the
                 # input file, --rate-limit only throttles and is off by default).
                 t0 = time.perf_counter()
-                res = subprocess.run([str(exe), "write", "--bucket", made["cli"].name, "--precision", "ms",  # noqa: S603
+                res = subprocess.run([str(exe), "write", "--bucket", made["cli"], "--precision", "ms",  # noqa: S603
                                       "--format", "lp", "--file", str(lp)], env=env, capture_output=True, text=True,
                                      check=False)
                 out["cli_s"] = time.perf_counter() - t0
@@ -139,7 +136,7 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
                         continue
                     resp = session.post(f"{settings.influx}/api/v2/write", headers=headers, timeout=120,
                                         data=gzip.compress("\n".join(batch).encode()),
-                                        params={"org": settings.influx_org, "bucket": made["cli"].name,
+                                        params={"org": settings.influx_org, "bucket": made["cli"],
                                                 "precision": "ms"})
                     resp.raise_for_status()
                     batch, size = [], 0
@@ -147,17 +144,13 @@ def bench_influx_writes(settings: Settings, points: int, tmp: Path) -> dict[str,
                 out["baseline"] = "raw HTTP POST of the same line protocol (gzip, 500 kB batches)"
             # Both sides must have stored every point, or the rates compare different work.
             for name, bucket in made.items():
-                flux = (f'from(bucket: "{bucket.name}") |> range(start: 0) |> filter(fn: (r) => r._field == "avg")'
+                flux = (f'from(bucket: "{bucket}") |> range(start: 0) |> filter(fn: (r) => r._field == "avg")'
                         " |> group() |> count()")
                 stored = sum(int(r.get_value()) for t in admin.query_api().query(flux) for r in t.records)
                 out[f"{name}_points_stored"] = stored
                 if stored != points:
                     msg = f"{name}: InfluxDB holds {stored:,} of the {points:,} points written"
                     raise RuntimeError(msg)
-        finally:
-            for bucket in made.values():
-                with contextlib.suppress(Exception):
-                    buckets.delete_bucket(bucket)
     out["writer_pps"] = points / out["writer_s"]
     out["writer_e2e_pps"] = points / out["writer_e2e_s"]
     out["writer_e2e_librdkafka_pps"] = points / out["writer_e2e_librdkafka_s"]

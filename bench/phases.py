@@ -16,7 +16,7 @@ from typing import Any
 from bench.baselines import bench_raw_consume, bench_spark, bench_spark_overheat, spark_overheat_job
 from bench.capacity import influx_capacity, job_capacity
 from bench.compare import Comparison, compare, percentiles, transition_key, tumbling_windows, window_key, window_value
-from bench.flink_runs import PASSTHROUGH, run_job_on_backlog, run_pipeline_on_backlog
+from bench.flink_runs import PASSTHROUGH, no_rules, run_job_on_backlog, run_pipeline_on_backlog
 from bench.io_benchmarks import bench_dashboard, bench_influx_writes, bench_ingest
 from bench.kafka_data import preload, read_alerts
 from bench.latency import bench_latency
@@ -132,11 +132,9 @@ def window(run: Run) -> None:
                f"{src(r)}", "secondary: no job start-up, no downstream drain")
     # Like for like with the PySpark twin (10 s tumbling windows only): the same job with the sliding windows off
     # (MW_HOP_SIZE_S=0) and no threshold rules; its late-event check stays (work PySpark's twin does not do).
-    no_rules = run.tmp / "no_rules.toml"
-    no_rules.write_text("# no threshold rules: the tumbling-only run of the window job\n")
     tumbling = run.settings.model_copy(update={"hop_size_s": 0})
     r = run_job_on_backlog(tumbling, "window-aggregates", run.topic, run.events, "win2", run.sampler,
-                           extra_args=["--rules", str(no_rules)])
+                           extra_args=no_rules(run.tmp))
     report.raw["window_job_tumbling_only"] = r
     report.add("1 throughput", "our window job doing what the PySpark twin does: 10 s tumbling windows only "
                "(MW_HOP_SIZE_S=0, no rules; the late-event check stays), events/s (submission to last output)",

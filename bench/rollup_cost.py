@@ -20,18 +20,19 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from influxdb_client import BucketRetentionRules, InfluxDBClient, WritePrecision
+from influxdb_client import InfluxDBClient, WritePrecision
 
-from bench.compare import Comparison, compare
+from bench.common import scratch_buckets
+from bench.compare import Comparison, compare, significant, tumbling_windows
 from bench.dashboard_queries import lines, load
-from bench.flink_runs import run_job_on_backlog
+from bench.flink_runs import no_rules, run_job_on_backlog
 from bench.kafka_data import read_alerts
 from bench.measure import RssSampler
 from machinewatch import names, rollups
@@ -60,7 +61,7 @@ def minute_key(doc: Mapping[str, Any]) -> tuple[Any, ...]:
 def minute_value(doc: Mapping[str, Any]) -> tuple[Any, ...]:
     """count, min, max always; the average only for a whole minute (see the module's docstring), 9 digits."""
     count = int(doc["count"])
-    avg = float(f"{float(doc['avg_value']):.9g}") if count == 60 else None
+    avg = significant(float(doc["avg_value"])) if count == 60 else None
     return (count, float(doc["min_value"]), float(doc["max_value"]), avg)
 
 
@@ -102,17 +103,9 @@ def run_task(client: InfluxDBClient, rollup: rollups.Rollup, org: str, boundarie
     return runs
 
 
-@contextmanager
-def scratch_buckets(client: InfluxDBClient, org: str, *labels: str) -> Iterator[list[str]]:
+def scratch(client: InfluxDBClient, org: str, *labels: str) -> AbstractContextManager[list[str]]:
     tag = uuid.uuid4().hex[:6]
-    made = [client.buckets_api().create_bucket(
-        bucket_name=f"bench-rollup-{label}-{tag}", org=org,
-        retention_rules=BucketRetentionRules(type="expire", every_seconds=0)) for label in labels]
-    try:
-        yield [b.name for b in made]
-    finally:
-        for b in made:
-            client.buckets_api().delete_bucket(b)
+    return scratch_buckets(client, org, [f"bench-rollup-{label}-{tag}" for label in labels])
 
 
 def minute_boundaries(first_ms: int, last_ms: int, lookback: timedelta) -> list[datetime]:
@@ -128,7 +121,7 @@ def task_steady(client: InfluxDBClient, org: str, devices: int, influxd_cpu: Cal
     10 s windows for STEADY_MINUTES minutes, the task run at each boundary from the 6th on."""
     rollup = rollups.ROLLUP_1M
     start = datetime.now(tz=UTC).replace(second=0, microsecond=0) - timedelta(minutes=STEADY_MINUTES + 5)
-    with scratch_buckets(client, org, "steady-src", "steady-1m") as (src, dst):
+    with scratch(client, org, "steady-src", "steady-1m") as (src, dst):
         points = load(client, src, lines(devices, start, STEADY_MINUTES / 60, 10))
         bound = replace(rollup, source_bucket=src, bucket=dst)
         lookback_min = int(rollup.lookback.total_seconds() // 60)
@@ -145,8 +138,6 @@ def measure(settings: Settings, topic: str, events: int, devices: int, sampler: 
     """Both ways on the backlog ``topic`` (``events`` readings of ``devices`` devices, one per device-second):
     the figures, and the output check (with ``perturb`` also the same check with one task row dropped, which must
     come out DIFFER)."""
-    no_rules = tmp / "no_rules.toml"
-    no_rules.write_text("# no threshold rules: the roll-up cost runs of the window job\n")
     variants = {"10s": settings.model_copy(update={"hop_size_s": 0}),
                 "10s+60s": settings.model_copy(update=FLINK_MINUTE)}
     flink: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
@@ -154,7 +145,7 @@ def measure(settings: Settings, topic: str, events: int, devices: int, sampler: 
         for name, s in variants.items():
             tag = f"ru{name.replace('+', 'p')}-{i}"
             flink[name].append(run_job_on_backlog(s, "window-aggregates", topic, events, tag, sampler,
-                                                  extra_args=["--rules", str(no_rules)]))
+                                                  extra_args=no_rules(tmp)))
 
     cpus = {name: [r["cpu"]["cpu_s_per_million_events"] for r in runs if r.get("cpu")] for name, runs in flink.items()}
     if not all(cpus.values()):
@@ -166,15 +157,14 @@ def measure(settings: Settings, topic: str, events: int, devices: int, sampler: 
     delta_max_per_m = max(max(cpus["10s+60s"]) - min(cpus["10s"]), 0.0)
     last = flink["10s+60s"][-1]
     docs = read_alerts(settings, next(t for t in last["output_topics"] if ".aggregates." in t))
-    ten = [d for d in docs if d.get("window_ms") == 10_000 and d.get("slide_ms") == 10_000]
-    minutes = [d for d in docs if d.get("window_ms") == MINUTE_MS and d.get("slide_ms") == MINUTE_MS]
+    ten, minutes = tumbling_windows(docs, 10_000), tumbling_windows(docs, MINUTE_MS)
     org = settings.influx_org
 
     def influxd_cpu() -> float:
         return sampler.cpu_seconds()["influxdb"]
 
     with InfluxDBClient(url=settings.influx, token=settings.operator_token(), org=org, timeout=600_000) as client:
-        with scratch_buckets(client, org, "src", "1m", "flink-1m") as (src, dst, flink_dst):
+        with scratch(client, org, "src", "1m", "flink-1m") as (src, dst, flink_dst):
             load(client, src, (window_line(d) for d in ten), MILLISECONDS)
             ends = [int(d["window_end_ms"]) for d in ten]
             boundaries = minute_boundaries(min(ends), max(ends), rollups.ROLLUP_1M.lookback)

@@ -67,7 +67,7 @@ def lines(devices: int, start: datetime, hours: float, step_s: int, prefix: str 
 
 def rollup_lines(devices: int, start: datetime, hours: int, step_s: int, every_s: int, label: str,
                  prefix: str = "bench") -> Iterator[str]:
-    """The rows a roll-up task (machinewatch.rollups) makes of ``lines(...)``: per device and ``every_s``
+    """The rows the roll-ups (machinewatch.rollups) make of ``lines(...)``: per device and ``every_s``
     bucket, stamped at its end (a window ending on the boundary counts in the bucket it closes), the mean of
     the averages, min of mins, max of maxes and sum of counts, tagged ``window=label``."""
     key: tuple[str, int] | None = None

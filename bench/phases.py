@@ -126,18 +126,21 @@ def window(run: Run) -> None:
     report.raw["window_job"] = r
     run.outputs["window"] = r["output_topics"]
     report.add("1 throughput", "our window-aggregates job (PyFlink SQL, p=1: 10 s tumbling + 30 s/10 s "
-               "sliding windows + late-event check + threshold rules, one statement set), events/s (submission to "
+               "sliding windows + 1 min/1 h roll-ups + late-event check + threshold rules, one statement set), "
+               "events/s (submission to "
                "last output)", f"{r['events_per_s']:,.0f}", e2e_note(r) + cpu_note(r))
     report.add("1 throughput", "… same run, source only (first to last record read), events/s",
                f"{src(r)}", "secondary: no job start-up, no downstream drain")
-    # Like for like with the PySpark twin (10 s tumbling windows only): the same job with the sliding windows off
-    # (MW_HOP_SIZE_S=0) and no threshold rules; its late-event check stays (work PySpark's twin does not do).
-    tumbling = run.settings.model_copy(update={"hop_size_s": 0})
+    # Like for like with the PySpark twin (10 s tumbling windows only): the same job with the sliding windows and
+    # the roll-ups off (MW_HOP_SIZE_S=0, MW_ROLLUPS=false) and no threshold rules; its late-event check stays
+    # (work PySpark's twin does not do).
+    tumbling = run.settings.model_copy(update={"hop_size_s": 0, "rollups": False})
     r = run_job_on_backlog(tumbling, "window-aggregates", run.topic, run.events, "win2", run.sampler,
                            extra_args=no_rules(run.tmp))
     report.raw["window_job_tumbling_only"] = r
     report.add("1 throughput", "our window job doing what the PySpark twin does: 10 s tumbling windows only "
-               "(MW_HOP_SIZE_S=0, no rules; the late-event check stays), events/s (submission to last output)",
+               "(MW_HOP_SIZE_S=0, MW_ROLLUPS=false, no rules; the late-event check stays), events/s (submission to "
+               "last output)",
                f"{r['events_per_s']:,.0f}", e2e_note(r) + f"; source only {src(r)}/s"
                + cpu_note(r))
 
@@ -419,8 +422,8 @@ def rollups(run: Run) -> None:
     runs = ", ".join(f"{name}: " + " / ".join(f"{v:.1f}" for v in vals)
                      for name, vals in r["flink_cpu_s_per_million"].items())
     where = f"{devices:,} devices, one reading each per second, {events:,} readings"
-    report.add("5 dashboard", f"1-minute roll-up made by Flink (the window job with a 60 s tumbling window beside its "
-               f"10 s one), CPU-s per fleet-minute ({where}), median difference (largest)",
+    report.add("5 dashboard", f"roll-ups made by Flink (the window job with its 1 min/1 h roll-ups against "
+               f"MW_ROLLUPS=false), CPU-s per fleet-minute ({where}), median difference (largest)",
                f"{flink:.2f} ({flink_max:.2f})" if equal else "DIFFER",
                f"Flink {per['flink_cpu_s']:.2f} ({per['flink_cpu_s_max']:.2f}) from CPU-s per million readings of "
                f"alternated runs ({runs}; below zero counts as nothing) + influxd writing its rows "
@@ -428,7 +431,8 @@ def rollups(run: Run) -> None:
                + (f"{writer:.2f} (capacity phase)" if writer is not None else "not counted (capacity phase skipped)"))
     steady = r["task_steady"]
     lookback = flux_duration(ROLLUP_1M.lookback)
-    report.add("5 dashboard", f"1-minute roll-up made by the InfluxDB task (machinewatch.rollups), CPU-s of influxd "
+    report.add("5 dashboard", f"1-minute roll-up made by an InfluxDB task (machinewatch.rollups.task_flux, the way it "
+               f"was made before), CPU-s of influxd "
                f"per fleet-minute ({where})", f"{task:.2f}" if equal else "DIFFER",
                f"one run per minute over its {lookback} lookback: {steady['ms_per_run']:,.0f} ms per run (median of "
                f"{len(steady['runs'])} on {steady['windows']:,} synthetic 10 s windows); task / Flink "

@@ -1,10 +1,11 @@
 """The minute roll-up made two ways, side by side on one stack: by the InfluxDB task or by Flink (issue 19, item 1).
 
-- **Flink**: the window job with its 10 s tumbling windows alone, and with a 60 s tumbling window beside them
-  (``MW_HOP_SIZE_S = MW_HOP_SLIDE_S = 60``: the minute roll-up made from the readings), alternated on the same
-  backlog, no threshold rules. The difference in CPU-seconds per million readings is what the minute costs in
-  Flink. Its rows then travel like any window: through Kafka and the writer into InfluxDB; influxd's share is
-  measured by writing the Flink run's minute rows, the writer's is taken from the capacity phase when it ran.
+- **Flink**: the window job with its 10 s tumbling windows alone (``MW_ROLLUPS=false``) and as it ships, with its
+  roll-ups (minutes cascaded from the 10 s windows, hours from the minutes), alternated on the same backlog, no
+  sliding windows, no threshold rules. The difference in CPU-seconds per million readings is what the roll-ups
+  cost in Flink (the hours' share included). Its rows then travel like any window: through Kafka and the writer
+  into InfluxDB; influxd's share is measured by writing the Flink run's minute rows, the writer's is taken from the
+  capacity phase when it ran.
 - **InfluxDB task**: the 1-minute task's Flux (``machinewatch.rollups``, bound to a fixed ``now``) run as the
   scheduler runs it, once per minute boundary over its 5-minute lookback, on 10 minutes of 10 s windows of as many
   devices; influxd's CPU per run is the cost of one fleet-minute.
@@ -12,7 +13,7 @@
   windows, device-minute by device-minute: count, min and max always, the average where the minute is whole
   (60 readings, six full windows: the mean of their means is the mean of the readings).
 
-The hourly roll-up is made from the minutes by a task either way and is not compared.
+The hourly roll-up is not compared: the job makes it from its minutes as the hourly task made it from the task's.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from machinewatch.line_protocol import window_line
 
 MILLISECONDS = cast("WritePrecision", WritePrecision.MS)
 MINUTE_MS = 60_000
-# The Flink variant's extra window: tumbling, one minute.
-FLINK_MINUTE = {"hop_size_s": 60, "hop_slide_s": 60}
+# The Flink variants: the 10 s windows alone, and with the roll-ups the job makes (no sliding windows either way).
+FLINK_VARIANTS = {"10s": {"hop_size_s": 0, "rollups": False}, "10s+rollups": {"hop_size_s": 0, "rollups": True}}
 # Minutes of synthetic windows for the task's steady cost: its 5-minute lookback full from the 6th boundary on.
 STEADY_MINUTES = 10
 
@@ -138,8 +139,7 @@ def measure(settings: Settings, topic: str, events: int, devices: int, sampler: 
     """Both ways on the backlog ``topic`` (``events`` readings of ``devices`` devices, one per device-second):
     the figures, and the output check (with ``perturb`` also the same check with one task row dropped, which must
     come out DIFFER)."""
-    variants = {"10s": settings.model_copy(update={"hop_size_s": 0}),
-                "10s+60s": settings.model_copy(update=FLINK_MINUTE)}
+    variants = {name: settings.model_copy(update=update) for name, update in FLINK_VARIANTS.items()}
     flink: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for i in range(repeats):  # alternated, so drift in the machine's load touches both alike
         for name, s in variants.items():
@@ -153,9 +153,9 @@ def measure(settings: Settings, topic: str, events: int, devices: int, sampler: 
         raise RuntimeError(msg)
     # The minute's cost in Flink: the difference of the medians, and the largest difference the runs allow (the
     # dearest run with the minute against the cheapest without): below zero is noise, counted as nothing.
-    delta_per_m = max(statistics.median(cpus["10s+60s"]) - statistics.median(cpus["10s"]), 0.0)
-    delta_max_per_m = max(max(cpus["10s+60s"]) - min(cpus["10s"]), 0.0)
-    last = flink["10s+60s"][-1]
+    delta_per_m = max(statistics.median(cpus["10s+rollups"]) - statistics.median(cpus["10s"]), 0.0)
+    delta_max_per_m = max(max(cpus["10s+rollups"]) - min(cpus["10s"]), 0.0)
+    last = flink["10s+rollups"][-1]
     docs = read_alerts(settings, next(t for t in last["output_topics"] if ".aggregates." in t))
     ten, minutes = tumbling_windows(docs, 10_000), tumbling_windows(docs, MINUTE_MS)
     org = settings.influx_org

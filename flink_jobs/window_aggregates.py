@@ -3,6 +3,8 @@
 One statement set, one Flink job:
 - tumbling windows (``MW_WINDOW_SIZE_S``) and sliding windows (``MW_HOP_SIZE_S``/``MW_HOP_SLIDE_S``)
   of avg/min/max/count per device and metric -> the aggregates topic;
+- the roll-ups (``MW_ROLLUPS``, machinewatch.rollups): the tumbling windows rolled up into 1-minute windows and
+  those into hours, on the same topic (the writer puts them into the roll-up buckets);
 - readings that arrive after their tumbling window fired -> the late-events topic (counted, never
   silently dropped);
 - threshold rules (TOML, see flink_jobs/rules/) evaluated per device on sliding windows -> alerts topic;
@@ -22,7 +24,7 @@ from pathlib import Path
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from flink_jobs.rules import DEFAULT_RULES, RuleSet, group_sql, load_rules
-from machinewatch import names, quality, schema
+from machinewatch import names, quality, rollups, schema
 from machinewatch.config import Settings, load_settings
 from machinewatch.record import flink_columns
 
@@ -95,33 +97,75 @@ def render_sql(
         group_id=group_id,
     )
     size = int(settings.window_size_s)
-    inserts_text = (SQL_DIR / "window_inserts.sql").read_text()
-    tvf_part, rest = inserts_text.split("-- @aggregates_with_lateness")
-    group_part, late_part = rest.split("-- @late")
-    aggregates_tpl, group_tpl, late_tpl = (strip_sql_comments(p) for p in (tvf_part, group_part, late_part))
+    tpl = _sections((SQL_DIR / "window_inserts.sql").read_text())
+    rollup_sizes = rollup_shapes(settings, batch)
     shapes = [(size, size)]
     if settings.hop_size_s and settings.hop_slide_s:
         shapes.append((settings.hop_size_s, settings.hop_slide_s))
+    views: list[str] = []
     inserts = []
-    for window_s, slide_s in shapes:
-        tumbling = window_s == slide_s
-        if lateness_ms:
-            inserts.append(group_tpl.format(
+    if lateness_ms:
+        # Each shape over the readings: a late reading updates its window and its roll-ups alike.
+        for window_s, slide_s in [*shapes, *((r, r) for r in rollup_sizes)]:
+            tumbling = window_s == slide_s
+            inserts.append(tpl["aggregates_with_lateness"].format(
                 group_fn="TUMBLE" if tumbling else "HOP",
-                group_args=(f"INTERVAL '{window_s}' SECOND" if tumbling
-                            else f"INTERVAL '{slide_s}' SECOND, INTERVAL '{window_s}' SECOND"),
+                group_args=(_interval(window_s) if tumbling else f"{_interval(slide_s)}, {_interval(window_s)}"),
                 window_s=window_s, slide_s=slide_s,
             ))
-            continue
-        tvf = (f"TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{window_s}' SECOND)" if tumbling else
-               f"HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '{slide_s}' SECOND, "
-               f"INTERVAL '{window_s}' SECOND)")
-        inserts.append(aggregates_tpl.format(window_tvf=tvf, window_s=window_s, slide_s=slide_s))
+    else:
+        # The tumbling windows, then each roll-up from the one before it (minutes from windows, hours from
+        # minutes): a roll-up is the sum of the windows written, never a second read of the readings.
+        views.append(tpl["tumbling_view"].format(view="tumbling_windows", window_s=size))
+        inserts.append(tpl["from_view"].format(view="tumbling_windows", window_s=size))
+        parent = "tumbling_windows"
+        for rollup_s in rollup_sizes:
+            view = f"rollup_{rollup_s}s"
+            views.append(tpl["rollup_view"].format(view=view, parent=parent, interval=_interval(rollup_s)))
+            inserts.append(tpl["from_view"].format(view=view, window_s=rollup_s))
+            parent = view
+        for window_s, slide_s in shapes[1:]:
+            tvf = f"HOP(TABLE readings, DESCRIPTOR(event_time), {_interval(slide_s)}, {_interval(window_s)})"
+            inserts.append(tpl["aggregates"].format(window_tvf=tvf, window_s=window_s, slide_s=slide_s))
     if not batch:
-        inserts.append(late_tpl.format(window_ms=size * 1000, lateness_ms=lateness_ms))
+        inserts.append(tpl["late"].format(window_ms=size * 1000, lateness_ms=lateness_ms))
     for group in (rules or RuleSet()).group:
         inserts.append("INSERT INTO threshold_alerts " + group_sql(group, group_windows=bool(lateness_ms)))
-    return _statements(ddl), [stmt for text in inserts for stmt in _statements(text)]
+    ddl_statements = _statements(ddl) + [stmt for text in views for stmt in _statements(text)]
+    return ddl_statements, [stmt for text in inserts for stmt in _statements(text)]
+
+
+def rollup_shapes(settings: Settings, batch: bool = False) -> list[int]:
+    """The roll-up windows (seconds, tumbling) the job makes beside its own: none in batch mode or with
+    ``MW_ROLLUPS`` off. Raises ``ValueError`` when the windows cannot be rolled up into them."""
+    if batch or not settings.rollups:
+        return []
+    sizes = [r.window_s for r in rollups.ROLLUPS]
+    size = int(settings.window_size_s)
+    if size >= sizes[0] or sizes[0] % size:
+        msg = (f"MW_WINDOW_SIZE_S={size} cannot be rolled up into {sizes[0]} s windows: it must divide "
+               f"{sizes[0]} and be smaller (or turn the roll-ups off with MW_ROLLUPS=false)")
+        raise ValueError(msg)
+    if settings.hop_size_s and settings.hop_slide_s == settings.hop_size_s and settings.hop_size_s in sizes:
+        msg = (f"MW_HOP_SIZE_S = MW_HOP_SLIDE_S = {settings.hop_size_s} is the shape of a roll-up the job already "
+               "makes: its rows would land in the roll-up bucket twice (pick another or set MW_HOP_SIZE_S=0)")
+        raise ValueError(msg)
+    return sizes
+
+
+def _interval(seconds: int) -> str:
+    # A SQL interval literal: SECOND alone holds two digits (INTERVAL '3600' SECOND is refused).
+    if seconds % 3600 == 0:
+        return f"INTERVAL '{seconds // 3600}' HOUR"
+    if seconds % 60 == 0:
+        return f"INTERVAL '{seconds // 60}' MINUTE"
+    return f"INTERVAL '{seconds}' SECOND(9)" if seconds >= 100 else f"INTERVAL '{seconds}' SECOND"
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The ``-- @name`` sections of a SQL template file, comments stripped."""
+    parts = re.split(r"^-- @(\w+)[ \t]*$", text, flags=re.MULTILINE)
+    return {name: strip_sql_comments(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def malformed_sql(

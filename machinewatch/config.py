@@ -154,6 +154,7 @@ class JobsSection(_Section):
     window_size_s: int = Field(alias="window_size_s")
     hop_size_s: int = Field(alias="hop_size_s")
     hop_slide_s: int = Field(alias="hop_slide_s")
+    rollups: bool = Field(alias="rollups")
     watermark_delay_ms: int = Field(alias="watermark_delay_ms")
     source_idle_timeout_ms: int = Field(alias="source_idle_timeout_ms")
     dead_letter_unparsable: bool = Field(alias="flink_dead_letter_unparsable")
@@ -368,6 +369,10 @@ class Settings(BaseSettings):
     # Sliding windows (0 disables): the course project's 30 s windows sliding by 10 s by default.
     hop_size_s: int = 30
     hop_slide_s: int = 10
+    # The window job also rolls its tumbling windows up into 1-minute and hourly windows (machinewatch.rollups),
+    # which the writer puts into the roll-up buckets that long dashboard ranges read. Off: no roll-up rows
+    # (the dashboards then read the windows at every range, slowly over days).
+    rollups: bool = True
     watermark_delay_ms: int = 2000
     # A partition that sent nothing for this long stops holding the watermark back. Long on purpose: a
     # partition wrongly taken as idle (a busy machine, a backlog being read) lets the others move the

@@ -203,10 +203,19 @@ def _formatter(name: str, column: schema.Column | None, const: int) -> Callable[
     return integer
 
 
+def _duration(seconds: int) -> str:
+    # Flux's notation, as the roll-up rows are tagged: 10s, 90s, 1m, 2m, 1h.
+    if seconds and seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds and seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
 def _window_label(window_ms: Any, slide_ms: Any) -> str:
     size_s = int(window_ms) // 1000
     slide_s = int(slide_ms or window_ms) // 1000
-    return f"{size_s}s" if slide_s == size_s else f"{size_s}s@{slide_s}s"
+    return _duration(size_s) if slide_s == size_s else f"{size_s}s@{slide_s}s"
 
 
 # A job writes a few window shapes only: the label of each is computed once (it depends on the two values alone).
@@ -214,7 +223,8 @@ _cached_window_label = functools.lru_cache(maxsize=256)(_window_label)
 
 
 def window_label(doc: Mapping[str, Any]) -> str:
-    """The ``window`` tag of a window result: ``10s`` for tumbling windows, ``60s@20s`` for sliding ones."""
+    """The ``window`` tag of a window result: its size in Flux's notation for tumbling windows (``10s``; the roll-ups'
+    ``1m`` and ``1h``), ``60s@20s`` for sliding ones."""
     window_ms, slide_ms = doc["window_ms"], doc.get("slide_ms")
     try:
         return _cached_window_label(window_ms, slide_ms)

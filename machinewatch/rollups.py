@@ -1,8 +1,14 @@
-"""Roll-ups: 1-minute and hourly window aggregates, produced continuously by InfluxDB tasks into their own buckets.
+"""Roll-ups: 1-minute and hourly window aggregates in their own buckets, which long dashboard ranges read.
 
-Dashboards over long ranges read these instead of the 10 s windows. Each task re-rolls a few of its last
-buckets on every run, so windows that arrive late (up to ``lookback``) are included; rows have fixed
-timestamps (bucket end) and tags, so a re-run overwrites instead of duplicating.
+The window job makes them (``MW_ROLLUPS``, on by default): its tumbling windows rolled up into tumbling 1-minute
+windows, those into hours, in the same Flink job (flink_jobs/window_aggregates.py); the writer sends a window
+result whose shape is a roll-up's to that roll-up's bucket, tagged ``window = label``. The point's time is the
+window end and its tags are fixed, so a replay overwrites instead of duplicating.
+
+They were InfluxDB tasks (dashboards/flux/rollup.flux) until measured: at 10,000 devices the 1-minute task cost
+influxd 19 CPU-s per fleet-minute, the Flink roll-up under 1 (bench/results/rollup-cost.md). ``task_flux`` keeps
+the task way for that comparison (bench/rollup_cost.py); ``stack up`` removes the tasks an older release made
+(``task_name``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ class Rollup:
     offset: timedelta  # after the boundary, so the writer has flushed the windows ending on it
 
     @property
+    def window_s(self) -> int:
+        """The roll-up's window: tumbling, this many seconds (``window_ms`` = ``slide_ms`` = this x 1000)."""
+        return int(self.every.total_seconds())
+
+    @property
     def task_name(self) -> str:
+        """The name of the InfluxDB task that made this roll-up before the window job did (removed by ``stack up``)."""
         return f"machinewatch rollup {self.label}"
 
 
@@ -46,8 +58,14 @@ ROLLUP_1H = Rollup("1h", names.BUCKET_ROLLUP_1H, names.BUCKET_ROLLUP_1M, "1m", t
 ROLLUPS = (ROLLUP_1M, ROLLUP_1H)
 
 
+def by_label() -> dict[str, str]:
+    """The roll-up buckets by the ``window`` tag of their rows ("1m" -> rollup_1m, "1h" -> rollup_1h)."""
+    return {r.label: r.bucket for r in ROLLUPS}
+
+
 def task_flux(rollup: Rollup, org: str | None) -> str:
-    """The task's Flux: the library's rollup.flux with its inputs bound, written to the roll-up's bucket.
+    """The roll-up as an InfluxDB task's Flux (the way measured against the window job's roll-ups): the library's
+    rollup.flux with its inputs bound, written to the roll-up's bucket.
 
     The range is whole buckets: from ``lookback`` before the last boundary up to that boundary (the bucket
     still filling is left for the next run). ``org`` None writes to the task's own organisation (the

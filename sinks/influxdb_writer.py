@@ -1,8 +1,9 @@
 """Writes the Flink jobs' results from Kafka into InfluxDB, idempotently, as a sink on the one runner.
 
 Window aggregates, late events and alerts each become one point with a deterministic timestamp
-(window end or event time) and tags, so a replay overwrites the same point. The runner
-(``machinewatch.runtime``, with ``kafka_io.KafkaSource``) commits offsets only after InfluxDB accepted the
+(window end or event time) and tags, so a replay overwrites the same point. The window job's roll-ups (1-minute
+and hourly windows, machinewatch.rollups) go to the roll-up buckets, every other window to the aggregates bucket.
+The runner (``machinewatch.runtime``, with ``kafka_io.KafkaSource``) commits offsets only after InfluxDB accepted the
 points polled before: an InfluxDB outage leaves the results buffered in Kafka (back-pressure), never
 dropped. What cannot land (not a result, refused by InfluxDB, older than the bucket keeps) comes back to
 the runner as ``Rejected`` and goes to the dead-letter topic with its exact bytes.
@@ -39,11 +40,11 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 from pydantic import SecretStr
 
-from machinewatch import names, quality
+from machinewatch import names, quality, rollups
 from machinewatch.config import Settings
 from machinewatch.influx_admin import bucket_retention_s
 from machinewatch.kafka_io import KafkaMessage, KafkaSource, message_origin, run_consumer
-from machinewatch.line_protocol import alert_line, late_line, window_line
+from machinewatch.line_protocol import alert_line, late_line, window_label, window_line
 from machinewatch.runtime import Counters, Rejected, RunOptions
 from machinewatch.schema import BadRecord
 
@@ -54,9 +55,27 @@ log = logging.getLogger(__name__)
 BadResult = BadRecord  # a message on a result topic that is not a result of its kind
 
 
-__all__ = ["BadResult", "InfluxWriter", "Topics", "alert_line", "late_line", "parse", "window_line"]
+__all__ = ["BadResult", "ByWindow", "InfluxWriter", "Topics", "alert_line", "late_line", "parse", "window_line"]
 
 Converter = Callable[[Mapping[str, Any]], "str | Point"]
+
+
+@dataclass(frozen=True)
+class ByWindow:
+    """The bucket of a window result by its ``window`` tag: a roll-up's rows (``1m``, ``1h``) go to that roll-up's
+    bucket (machinewatch.rollups), every other window to ``default``."""
+
+    default: str
+    buckets: Mapping[str, str]
+
+    def __call__(self, doc: Mapping[str, Any]) -> str:
+        return self.buckets.get(window_label(doc), self.default)
+
+    def __str__(self) -> str:
+        rolled = ", ".join(f"window {label} -> '{bucket}'" for label, bucket in self.buckets.items())
+        return f"'{self.default}' ({rolled})" if rolled else f"'{self.default}'"
+
+
 
 
 # Request bodies of at most this many characters of line protocol (~1 MB, twice the CLI's 500 kB: one
@@ -118,7 +137,7 @@ class InfluxWriter:
 
     def __init__(
         self, settings: Settings, group_id: str = "mw-influx-writer",
-        routes: dict[str, tuple[Converter, str]] | None = None,
+        routes: dict[str, tuple[Converter, str | ByWindow]] | None = None,
     ) -> None:
         self.s = settings
         self.group_id = group_id
@@ -284,12 +303,14 @@ class InfluxWriter:
         for msg in messages:
             if msg.value is None:
                 continue  # a tombstone of an upsert topic: the point it replaced stays as written
-            convert, bucket = self.routes[msg.topic]
+            convert, route = self.routes[msg.topic]
             try:
                 doc = parse(msg.value)
                 site = doc.get("site")
                 target = site if isinstance(site, str) and site in self.sites else None
-                by_bucket.setdefault((target, bucket), []).append(convert(doc))
+                point = convert(doc)  # first: a result that is not one is refused with the encoder's reason
+                bucket = route if isinstance(route, str) else route(doc)
+                by_bucket.setdefault((target, bucket), []).append(point)
             except (BadResult, ValueError, TypeError, OverflowError) as exc:  # Overflow: an int too big for float
                 self._count(rejected=1)
                 self._dead_letter(msg.value, str(exc), message_origin(msg))
@@ -328,8 +349,9 @@ class InfluxWriter:
     def run(self, idle_exit_s: float | None = None) -> Counters:
         """Consume the routes' topics into InfluxDB until stopped (``stop_event``, SIGTERM/SIGINT in the main
         thread) or until no message came for ``idle_exit_s`` seconds."""
-        for topic, (_, bucket) in self.routes.items():
-            log.info("writing %s -> %s bucket '%s'", topic, self.s.influx, bucket)
+        for topic, (_, route) in self.routes.items():
+            log.info("writing %s -> %s bucket %s", topic, self.s.influx, route if isinstance(route, ByWindow)
+                     else f"'{route}'")
         for site, site_writer in self.sites.items():
             log.info("results of site '%s' -> %s", site, site_writer.s.influx)
         source = KafkaSource(self.s, list(self.routes), self.group_id, name=self.name,
@@ -436,11 +458,13 @@ class Topics:
     # keeps data of any age; the live buckets' retention would drop it.
     history: bool = False
 
-    def routes(self) -> dict[str, tuple[Converter, str]]:
+    def routes(self) -> dict[str, tuple[Converter, str | ByWindow]]:
         results = names.BUCKET_HISTORY if self.history else names.BUCKET_AGGREGATES
         alerts = names.BUCKET_HISTORY if self.history else names.BUCKET_ALERTS
+        # The window job's roll-up rows (1m, 1h) go to the roll-up buckets; a backfill's stay in the history bucket.
+        windows: str | ByWindow = results if self.history else ByWindow(results, rollups.by_label())
         return {
-            self.aggregates: (window_line, results),
+            self.aggregates: (window_line, windows),
             self.late: (late_line, results),
             self.alerts: (alert_line, alerts),
         }

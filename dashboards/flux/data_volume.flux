@@ -3,12 +3,13 @@
 // Inputs: bucket, start, stop, window (the tumbling shape, e.g. "10s"), devicePrefix, region, site ("" = all),
 //   rollup1m, rollup1h (the roll-up buckets, e.g. "rollup_1m" and "rollup_1h"; "" = read only the windows).
 // Rows: source, devices (int), readings (int).
-// With roll-ups, the whole hours (and minutes) of the range that the roll-up tasks have surely written
-// (their bucket ended more than 5 min / 1 min ago) are read from hourly (minute) rows, and only the
-// edges from the windows: 24 h of 1,000 devices is some 30,000 rows instead of 8.6 million. A row
-// stamped T counts the windows ending in (T - 1h, T] (machinewatch/rollups.py), so the tiers below
-// split the range's windows without a gap or an overlap; a window that reached InfluxDB after its
-// roll-up stopped re-rolling (5 min for minutes) counts in the windows but not in the roll-up.
+// With roll-ups, the whole hours (and minutes) of the range that have surely been written (their bucket
+// ended more than 5 min / 1 min ago; the window job writes a roll-up seconds after it closes: the watermark
+// delay plus the writer's flush) are read from hourly (minute) rows, and only the edges from the windows:
+// 24 h of 1,000 devices is some 30,000 rows instead of 8.6 million. A row stamped T counts the windows
+// ending in (T - 1h, T] (machinewatch/rollups.py), so the tiers below split the range's windows without a
+// gap or an overlap; the job rolls up exactly the windows it wrote (a reading too late for its window is
+// in neither).
 import "date"
 import "regexp"
 

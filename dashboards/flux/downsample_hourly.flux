@@ -1,6 +1,6 @@
 // What were the hourly aggregates? Tumbling-window results rolled up to 1 h per series (avg = mean of
-// window averages, min of mins, max of maxes, sum of counts) at the hour's end; the roll-up tasks
-// (machinewatch.rollups) write rows of this shape into the rollup_1h bucket.
+// window averages, min of mins, max of maxes, sum of counts) at the hour's end; the window job writes rows
+// of this shape into the rollup_1h bucket (machinewatch.rollups; its avg is the mean of the readings).
 // Inputs: bucket, start, stop, window (the tumbling shape, e.g. "10s"), devicePrefix ("" = all).
 // Rows: one per series, field and hour: _time, _measurement ("window_agg"), tags (window = "1h"), _field, _value.
 import "regexp"

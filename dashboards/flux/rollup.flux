@@ -1,6 +1,7 @@
 // What were the aggregates per `every` (1 minute, 1 hour)? Window results rolled up per series (avg = mean of
 // the window averages, min of mins, max of maxes, sum of counts), stamped at the end of each `every` and tagged
-// window = label; the roll-up tasks (machinewatch/rollups.py) write these rows into their own buckets.
+// window = label. The window job makes the roll-up buckets' rows (machinewatch/rollups.py); this is the
+// InfluxDB-task way it was measured against (bench/rollup_cost.py), and a roll-up of window rows over any period.
 // A window counts in the bucket its end falls in, end included (the 10 s window ending 12:01:00 is in the
 // minute ending 12:01:00); start and stop should be multiples of `every`, so no bucket is cut short.
 // Inputs: bucket, start, stop (times), window (the tag of the rows rolled up: "10s" tumbling, or "1m" for hours

@@ -1,11 +1,12 @@
-"""Builds ``machinewatch.json``, the InfluxDB template (dashboard, variables, the roll-up buckets and tasks).
+"""Builds ``machinewatch.json``, the InfluxDB template (dashboard, variables, the roll-up buckets).
 
-Cells and the task are made from the Flux library's own files: the inputs a file takes from
+Cells are made from the Flux library's own files: the inputs a file takes from
 influxdb-client ``params`` become assignments at the top bound to the UI's variables (v.timeRangeStart,
 v.region ...), so the InfluxDB UI and the Streamlit app run the same queries.
 Run ``python -m dashboards.influxdb.build`` after changing a Flux file; a test checks the file is current.
-Apply it with ``influx apply -f dashboards/influxdb/machinewatch.json`` (operator token). The buckets and
-tasks are the roll-ups ``stack up`` makes (``machinewatch.rollups``), so an InfluxDB set up either way is the same.
+Apply it with ``influx apply -f dashboards/influxdb/machinewatch.json`` (operator token). The buckets are the
+roll-up buckets ``stack up`` makes (``machinewatch.rollups``), so an InfluxDB set up either way is the same; the
+window job fills them (no InfluxDB task).
 """
 
 from __future__ import annotations
@@ -120,12 +121,6 @@ def _retention_s(bucket: str) -> int:
     return int(Settings.model_fields[field_name].default)
 
 
-def task_query(rollup: rollups.Rollup) -> str:
-    """The roll-up task's Flux without its ``option task`` line: the template's spec carries name and schedule."""
-    flux = rollups.task_flux(rollup, org=None)
-    return flux.replace(next(ln for ln in flux.splitlines() if ln.startswith("option task")) + "\n\n", "")
-
-
 def _rollup_objects() -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for r in rollups.ROLLUPS:
@@ -133,12 +128,8 @@ def _rollup_objects() -> list[dict[str, Any]]:
         rules = [{"type": "expire", "everySeconds": retention}] if retention else []  # 0 = kept forever
         objects.append({"apiVersion": API, "kind": "Bucket", "metadata": {"name": f"mw-{r.bucket.replace('_', '-')}"},
                         "spec": {"name": r.bucket, "retentionRules": rules,
-                                 "description": f"{r.label} roll-up of window_agg (machinewatch.rollups)"}})
-        objects.append({"apiVersion": API, "kind": "Task", "metadata": {"name": f"mw-rollup-{r.label}"},
-                        "spec": {"name": r.task_name, "every": rollups.flux_duration(r.every),
-                                 "offset": rollups.flux_duration(r.offset),
-                                 "description": f"dashboards/flux/rollup.flux: {r.source_bucket} into {r.bucket}",
-                                 "query": task_query(r)}})
+                                 "description": f"{r.label} roll-up of window_agg, made by the window job "
+                                                "(machinewatch.rollups)"}})
     return objects
 
 

@@ -270,7 +270,7 @@ class Dashboard:
     def data_volume(self, f: Filters) -> pd.DataFrame:
         """Readings and devices per source from the tumbling windows (the 30s@10s windows the charts may show
         count each reading three times); over the ranges whose charts read roll-ups, the whole minutes and
-        hours the roll-up tasks have written come from their rows (data_volume.flux), the edges from the windows."""
+        hours surely written come from the roll-up rows (data_volume.flux), the edges from the windows."""
         long = self.chart_source(f)[0] != self.aggregates_bucket
         return self.run("data_volume", {**f.common(), "bucket": self.aggregates_bucket, "window": TUMBLING,
                                         "rollup1m": self.rollup_1m_bucket if long else "",

@@ -173,25 +173,23 @@ class InfluxDB(Service):
             ).json()
             write_secret(secrets / filename, auth["token"])
             provision.say(f"influxdb: created {description} token in {secrets / filename}")
-        self._ensure_rollup_tasks(token, org_id)
+        self._remove_rollup_tasks(token, org_id)
         if not self._write_and_query():
             msg = "InfluxDB accepted the set-up but a test write could not be read back"
             raise StackError(msg)
 
-    def _ensure_rollup_tasks(self, token: str, org_id: str) -> None:
-        """The roll-up tasks (machinewatch.rollups), created or brought up to date, and active."""
+    def _remove_rollup_tasks(self, token: str, org_id: str) -> None:
+        """Delete the roll-up tasks an older release made: the window job makes the roll-ups now
+        (machinewatch.rollups), and a task would write the same rows again from the windows."""
         from machinewatch import rollups
 
         for rollup in rollups.ROLLUPS:
-            flux = rollups.task_flux(rollup, self.s.influx_org)
             found = self._api("GET", "/api/v2/tasks", token,
                               params={"orgID": org_id, "name": rollup.task_name}).json().get("tasks", [])
-            if not found:
-                self._api("POST", "/api/v2/tasks", token, json={"orgID": org_id, "flux": flux, "status": "active"})
-                provision.say(f"influxdb: created task '{rollup.task_name}' -> bucket '{rollup.bucket}'")
-            elif found[0].get("flux") != flux or found[0].get("status") != "active":
-                self._api("PATCH", f"/api/v2/tasks/{found[0]['id']}", token, json={"flux": flux, "status": "active"})
-                provision.say(f"influxdb: updated task '{rollup.task_name}'")
+            for task in found:
+                self._api("DELETE", f"/api/v2/tasks/{task['id']}", token)
+                provision.say(f"influxdb: deleted task '{rollup.task_name}': the window job makes the "
+                              f"'{rollup.bucket}' rows now")
 
     def _revoke_tokens(self, operator: str, filenames: tuple[str, ...]) -> None:
         """Delete the pipeline's tokens (in InfluxDB and their files) so set-up makes them anew."""

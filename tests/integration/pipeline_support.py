@@ -12,9 +12,9 @@ from collections.abc import Callable
 import pandas as pd
 from kafka import KafkaConsumer, TopicPartition
 
-from machinewatch import jobs, names
+from machinewatch import jobs, names, rollups
 from machinewatch.config import Settings
-from sinks.influxdb_writer import InfluxWriter, alert_line, window_line
+from sinks.influxdb_writer import ByWindow, InfluxWriter, alert_line, window_line
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
 
@@ -40,7 +40,8 @@ class WindowPipeline:
             "--group-id", f"g-{run}", "--job-name", self.job_name,
         ])
         self.writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
-            self.topics["aggregates"]: (window_line, names.BUCKET_AGGREGATES),
+            # as the writer routes them: the roll-ups to their buckets
+            self.topics["aggregates"]: (window_line, ByWindow(names.BUCKET_AGGREGATES, rollups.by_label())),
             self.topics["alerts"]: (alert_line, names.BUCKET_ALERTS),
         })
         self.thread = threading.Thread(target=self.writer.run, daemon=True)

@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.partitioner.default import murmur2
 
-from machinewatch import names
+from machinewatch import names, rollups
 from machinewatch.config import Settings
 from machinewatch.kafka_io import _topic_config_values, ensure_topics
 from machinewatch.stack import Stack
@@ -135,14 +135,17 @@ def course_slice(run: str) -> pd.DataFrame:
 
 
 def reference(settings: Settings, df: pd.DataFrame) -> tuple[pd.DataFrame, set[tuple[Any, ...]]]:
-    """pandas: the tumbling and sliding windows up to where the watermark stops, and the threshold alerts."""
+    """pandas: the tumbling and sliding windows and the roll-ups (minutes, hours: windows of the readings, as the
+    job's roll-ups of its windows must equal) up to where the watermark stops, and the threshold alerts."""
     horizon = int(df.ts.max()) - settings.watermark_delay_ms
     size_ms, slide_ms = settings.hop_size_s * 1000, settings.hop_slide_s * 1000
     tumbling_ms = settings.window_size_s * 1000
     sliding = hop_windows(df, size_ms, slide_ms)
     sliding = sliding[sliding.window_end_ms <= horizon]
     tumbling = hop_windows(df, tumbling_ms, tumbling_ms).assign(window_ms=tumbling_ms)
-    windows = pd.concat([tumbling, sliding.assign(window_ms=size_ms)])
+    rolled = [hop_windows(df, r.window_s * 1000, r.window_s * 1000).assign(window_ms=r.window_s * 1000)
+              for r in rollups.ROLLUPS if settings.rollups]
+    windows = pd.concat([tumbling, sliding.assign(window_ms=size_ms), *rolled])
     windows = windows[windows.window_end_ms <= horizon]
     alerts = expected_alerts(sliding)
     return windows, set(zip(alerts.device_id, alerts.window_end_ms, alerts.label, strict=True))

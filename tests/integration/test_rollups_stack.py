@@ -1,14 +1,11 @@
-"""The roll-up tasks against the real InfluxDB: provisioned by ``stack up``, and their rows are the 1-minute and
-hourly aggregates of known windows (windows ending on a boundary count in the bucket they close).
-
-Known 10 s windows are written under a device prefix unique to the run; the tasks are run at once through
-InfluxDB's API (a manual run is the scheduled query at "now"), and the 1-minute task's own schedule is
-checked to run too.
+"""The roll-ups on the real stack: the window job on Flink makes them from readings, the writer puts them into
+the roll-up buckets, and they are the 1-minute and hourly aggregates of those readings (pandas); ``stack up``
+provisions their buckets and removes the InfluxDB tasks that made them in an older release. The dashboards read
+them over long ranges (known rows written directly, as the job writes them).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,13 +18,16 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from machinewatch import names, rollups
 from machinewatch.config import Settings
+from machinewatch.kafka_io import Publisher
 from machinewatch.query import run_flux
+from machinewatch.record import Reading, make_event_id
 from machinewatch.stack import Stack
+from machinewatch.stack.influxdb import InfluxDB
 from tests.influx_points import to_point
+from tests.integration.pipeline_support import WindowPipeline, hop_windows
+from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
-# The runs this module asked for; any other run of a task is one its schedule started.
-MANUAL_RUNS: set[str] = set()
 
 
 def _api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
@@ -37,29 +37,12 @@ def _api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
     return resp.json() if resp.content else None
 
 
-def _task(settings: Settings, rollup: rollups.Rollup) -> dict[str, Any]:
-    found = _api(settings, "GET", "/api/v2/tasks", params={"org": settings.influx_org, "name": rollup.task_name})
-    assert len(found["tasks"]) == 1, found
-    return dict(found["tasks"][0])
+def _tasks(settings: Settings, name: str) -> list[dict[str, Any]]:
+    return list(_api(settings, "GET", "/api/v2/tasks", params={"org": settings.influx_org, "name": name})["tasks"])
 
 
-def _run_now(settings: Settings, task: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    run = _api(settings, "POST", f"/api/v2/tasks/{task['id']}/runs", json={})
-    MANUAL_RUNS.add(run["id"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = _api(settings, "GET", f"/api/v2/tasks/{task['id']}/runs/{run['id']}")
-        if got["status"] in ("success", "failed", "canceled"):
-            if got["status"] != "success":
-                logs = _api(settings, "GET", f"/api/v2/tasks/{task['id']}/runs/{run['id']}/logs")
-                pytest.fail(f"{task['name']} run {got['status']}: {logs}")
-            return dict(got)
-        time.sleep(1)
-    pytest.fail(f"{task['name']} run did not finish within {timeout:.0f}s")
-
-
-def _rows(settings: Settings, bucket: str, prefix: str, window: str) -> pd.DataFrame:
-    flux = (f'from(bucket: "{bucket}") |> range(start: -1d, stop: 1m) '
+def _rows(settings: Settings, bucket: str, prefix: str, window: str, start: str = "-1d") -> pd.DataFrame:
+    flux = (f'from(bucket: "{bucket}") |> range(start: {start}, stop: 1m) '
             f'|> filter(fn: (r) => r._measurement == "window_agg" and r.window == "{window}") '
             f'|> filter(fn: (r) => r.device_id =~ /^{prefix}-/) '
             '|> pivot(rowKey: ["_time", "device_id", "metric"], columnKey: ["_field"], valueColumn: "_value") '
@@ -67,83 +50,76 @@ def _rows(settings: Settings, bucket: str, prefix: str, window: str) -> pd.DataF
     return run_flux(settings, flux)
 
 
-def test_stack_provisions_the_rollup_buckets_and_active_tasks(stack: Stack, settings: Settings) -> None:
+def test_stack_provisions_the_rollup_buckets_and_removes_old_rollup_tasks(stack: Stack, settings: Settings) -> None:
+    org_id = _api(settings, "GET", "/api/v2/orgs", params={"org": settings.influx_org})["orgs"][0]["id"]
     for rollup in rollups.ROLLUPS:
-        task = _task(settings, rollup)
-        assert task["status"] == "active" and task["every"] == rollups.flux_duration(rollup.every)
-        assert f'to(bucket: "{rollup.bucket}"' in task["flux"]
         found = _api(settings, "GET", "/api/v2/buckets", params={"org": settings.influx_org, "name": rollup.bucket})
         assert [b["name"] for b in found["buckets"]] == [rollup.bucket]
+        assert not _tasks(settings, rollup.task_name), "the window job makes the roll-ups, not a task"
     # the dashboards' read-only token reads the roll-ups
     assert run_flux(settings, f'from(bucket: "{names.BUCKET_ROLLUP_1M}") |> range(start: -1m) |> limit(n: 1)') \
         is not None
+    # a task an older release made is deleted when the stack comes up again (the set-up after InfluxDB is ready)
+    old = rollups.ROLLUP_1M
+    _api(settings, "POST", "/api/v2/tasks", json={"orgID": org_id, "status": "inactive",
+                                                  "flux": rollups.task_flux(old, settings.influx_org)})
+    assert len(_tasks(settings, old.task_name)) == 1
+    InfluxDB(settings).after_ready()
+    assert not _tasks(settings, old.task_name)
 
 
-def test_minute_rollup_of_known_windows(stack: Stack, settings: Settings) -> None:
-    prefix = f"ru-{uuid.uuid4().hex[:6]}"
-    boundary = datetime.now(tz=UTC).replace(second=0, microsecond=0)  # the run's stop is this minute's start
-    # three whole minutes before it; window k ends at first + 10 s * k, the last ones on each boundary
-    first = boundary - timedelta(minutes=3)
-    docs = []
-    for d in range(2):
-        for k in range(1, 19):
-            end = first + timedelta(seconds=10 * k)
-            avg = 20.0 + d * 10 + k
-            docs.append({"device_id": f"{prefix}-{d}", "metric": "temperature", "source": "ru", "region": "r",
-                         "site": "s", "unit": "°C", "window_ms": 10_000, "window_end_ms": int(end.timestamp() * 1000),
-                         "avg_value": avg, "min_value": avg - k, "max_value": avg + k, "count": k})
-    with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
-        client.write_api(write_options=SYNCHRONOUS).write(names.BUCKET_AGGREGATES, record=[to_point(x) for x in docs])
-    _run_now(settings, _task(settings, rollups.ROLLUP_1M))
-    got = _rows(settings, names.BUCKET_ROLLUP_1M, prefix, "1m")
-    windows = pd.DataFrame(docs)
-    windows["minute_end"] = [first + timedelta(minutes=(i - 1) // 6 + 1) for i in range(1, 19)] * 2
-    expected = windows.groupby(["device_id", "minute_end"]).agg(
-        avg=("avg_value", "mean"), min=("min_value", "min"), max=("max_value", "max"), count=("count", "sum"))
-    got = got.assign(minute_end=pd.to_datetime(got["_time"], utc=True)).set_index(["device_id", "minute_end"])
-    assert len(got) == len(expected) == 6, got
-    for key, row in expected.iterrows():
-        assert got.loc[key, ["avg", "min", "max"]].tolist() == pytest.approx(row[["avg", "min", "max"]].tolist())
-        assert int(got.loc[key, "count"]) == int(row["count"])
-    # a re-run overwrites the same rows: nothing is counted twice
-    _run_now(settings, _task(settings, rollups.ROLLUP_1M))
-    again = _rows(settings, names.BUCKET_ROLLUP_1M, prefix, "1m")
-    assert len(again) == 6 and int(again["count"].sum()) == int(expected["count"].sum())
+def test_window_job_rolls_readings_up_into_minutes_and_hours(stack: Stack, settings: Settings) -> None:
+    """Readings over two whole hours and the edges of two more go through the window job and the writer: the
+    rows in rollup_1m and rollup_1h are each minute's and hour's count, min, max and mean of those readings, for
+    every minute and hour the watermark has passed, and none of them lands in the windows' bucket."""
+    run = uuid.uuid4().hex[:8]
+    prefix = f"rj{run}"
+    hour = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    t0 = int(hour.timestamp() * 1000) - 50_000  # 50 s of the hour before
+    steps = (2 * 3600 + 95) // 2  # one reading every 2 s until 95 s into the hour after the two whole ones
+    readings = [Reading(source="rollup-test", device_id=f"{prefix}-{d}", metric="temperature",
+                        value=20.0 + d + (k * 7 % 41) * 0.25, unit="°C", ts=t0 + 2000 * k, region="r", site="s",
+                        event_id=make_event_id("rollup-test", f"{prefix}-{d}", t0 + 2000 * k))
+                for k in range(steps) for d in range(2)
+                if k % 7 != 3]  # gaps: windows of 4 and 5 readings, so a mean of the windows' means is not the mean
+    df = pd.DataFrame([{"device_id": r.device_id, "metric": r.metric, "ts": r.ts, "value": r.value}
+                       for r in readings])
+    horizon = int(df.ts.max()) - settings.watermark_delay_ms  # windows ending here or before have fired
 
+    def publish(topics: dict[str, str]) -> None:
+        with Publisher(settings, topic=topics["readings"]) as pub:
+            pub.send_many(readings)
 
-def test_hourly_rollup_of_known_minutes(stack: Stack, settings: Settings) -> None:
-    prefix = f"rh-{uuid.uuid4().hex[:6]}"
-    hour = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)  # the run's stop
-    docs = []
-    for m in range(1, 121):  # two whole hours of minutes, the last of each on the hour
-        end = hour - timedelta(hours=2) + timedelta(minutes=m)
-        docs.append({"device_id": f"{prefix}-0", "metric": "temperature", "source": "ru", "region": "r", "site": "s",
-                     "unit": "°C", "window_ms": 60_000, "window_end_ms": int(end.timestamp() * 1000),
-                     "avg_value": float(m), "min_value": float(m) - 1, "max_value": float(m) + 1, "count": 6})
-    points = [to_point(x) for x in docs]
-    for p in points:
-        p.tag("window", "1m")  # rows as the minute task writes them
-    with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
-        client.write_api(write_options=SYNCHRONOUS).write(names.BUCKET_ROLLUP_1M, record=points)
-    _run_now(settings, _task(settings, rollups.ROLLUP_1H))
-    got = _rows(settings, names.BUCKET_ROLLUP_1H, prefix, "1h").sort_values("_time", ignore_index=True)
-    assert pd.to_datetime(got["_time"], utc=True).tolist() == [pd.Timestamp(hour - timedelta(hours=1)),
-                                                               pd.Timestamp(hour)]
-    assert got["avg"].tolist() == pytest.approx([30.5, 90.5])  # mean of minutes 1..60 and 61..120
-    assert got["min"].tolist() == [0.0, 60.0] and got["max"].tolist() == [61.0, 121.0]
-    assert got["count"].tolist() == [360, 360]
+    pipeline = WindowPipeline(settings, run, "rollups", before_job=publish)
+    try:
+        for rollup in rollups.ROLLUPS:
+            size_ms = rollup.window_s * 1000
+            want = hop_windows(df, size_ms, size_ms)
+            want = want[want.window_end_ms <= horizon].set_index(["device_id", "window_end_ms"])
+            assert len(want) >= (4 if rollup is rollups.ROLLUP_1H else 240), "the readings span whole buckets"
 
+            def got(rollup: rollups.Rollup = rollup) -> pd.DataFrame:
+                rows = _rows(settings, rollup.bucket, prefix, rollup.label, start="-1d")
+                if rows.empty:
+                    return rows
+                rows["window_end_ms"] = pd.to_datetime(rows["_time"], utc=True).map(
+                    lambda t: int(t.timestamp() * 1000))
+                return rows.set_index(["device_id", "window_end_ms"])
 
-def test_minute_task_runs_on_its_schedule(stack: Stack, settings: Settings) -> None:
-    task = _task(settings, rollups.ROLLUP_1M)
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        runs = _api(settings, "GET", f"/api/v2/tasks/{task['id']}/runs", params={"limit": 20})["runs"]
-        scheduled = [r for r in runs if r.get("status") == "success" and r["id"] not in MANUAL_RUNS]
-        if scheduled:
-            return
-        time.sleep(5)
-    pytest.fail(f"no scheduled run of {task['name']} succeeded within 150 s: {runs}")
+            n = len(want)
+            rows = poll(got, lambda r, n=n: len(r) >= n, 240, f"{n} {rollup.label} roll-up rows", every=3)
+            assert set(rows.index) == set(want.index), (sorted(set(want.index) ^ set(rows.index))[:4],
+                                                        pipeline.state())
+            for key, row in want.iterrows():
+                assert int(rows.loc[key, "count"]) == int(row["count"]), key
+                assert rows.loc[key, ["min", "max"]].tolist() == [row["min"], row["max"]], key
+                assert float(rows.loc[key, "avg"]) == pytest.approx(float(row["avg"]), abs=1e-9), key
+        # the roll-ups went to their buckets only; the 10 s windows to theirs
+        for label in ("1m", "1h"):
+            assert _rows(settings, names.BUCKET_AGGREGATES, prefix, label).empty
+        assert len(_rows(settings, names.BUCKET_AGGREGATES, prefix, f"{settings.window_size_s}s")) > 0
+    finally:
+        pipeline.stop()
 
 
 def test_dashboard_summaries_over_a_day_read_the_minute_rollups(stack: Stack, settings: Settings) -> None:
@@ -194,11 +170,12 @@ def _volume_reference(windows: pd.DataFrame, start: datetime, stop: datetime) ->
 
 def test_data_volume_over_a_day_reads_whole_hours_and_minutes_from_the_rollups(stack: Stack,
                                                                                 settings: Settings) -> None:
-    """Over 24 h the data-volume panel reads hourly and minute roll-up rows for the whole hours and minutes the
-    tasks have written, and the windows at the edges: the sums must be the windows' own, to the reading, for
+    """Over 24 h the data-volume panel reads hourly and minute roll-up rows for the whole hours and minutes that
+    have surely been written, and the windows at the edges: the sums must be the windows' own, to the reading, for
     the live range and for one whose ends fall on a window end (included) and a minute boundary (excluded).
-    The roll-up rows are written only as far as the tasks would have by now, so a panel that read a roll-up
-    beyond that would miss readings."""
+    The roll-up rows are written only as far as the margins the panel assumes (minutes ended 20 s ago, hours
+    2 min ago: the job writes them seconds after they close), so a panel that read a roll-up beyond that would
+    miss readings."""
     import numpy as np
 
     from dashboards.streamlit import data
@@ -238,7 +215,7 @@ def test_data_volume_over_a_day_reads_whole_hours_and_minutes_from_the_rollups(s
                                          (names.BUCKET_ROLLUP_1H, hour_rows, "1h", 3_600_000)):
             points = [to_point(x) for x in docs(frame, ms)]
             for p in points:
-                p.tag("window", label)  # rows as the tasks write them
+                p.tag("window", label)  # rows as the writer writes the job's roll-ups
             write.write(bucket, record=points)
 
     hour = now.replace(minute=0, second=0, microsecond=0)

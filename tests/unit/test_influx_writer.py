@@ -303,3 +303,31 @@ def test_an_influx_site_needs_exactly_one_token_source() -> None:
     s = load_settings(influx_sites={"p": {"url": "http://x:8086", "token_env": "MW_TEST_PLANT_TOKEN"}})
     assert s.to_env()["MW_INFLUX_SITES"] == '{"p": {"url": "http://x:8086", "org": null, "token_file": null, ' \
         '"token_env": "MW_TEST_PLANT_TOKEN"}}'
+
+
+def test_the_window_jobs_rollups_go_to_the_rollup_buckets_tagged_1m_and_1h() -> None:
+    """A window result of a roll-up's shape lands in that roll-up's bucket (tag window=1m / 1h); every other
+    window, tumbling or sliding, in the windows' bucket; a backfill's roll-up shapes stay in history."""
+    from machinewatch import names
+    from tests.unit.test_kafka_source import Msg
+
+    writer, letters = _writer(_FakeWriteService([]))
+    writer.sites = {}
+    writer.routes = influxdb_writer.Topics().routes()
+    buckets: list[tuple[str, str]] = []
+
+    def write(bucket: str, points: Any) -> int:
+        buckets.extend((bucket, str(p)) for p in points)
+        return 0
+
+    writer.write = write  # type: ignore[method-assign]
+    shapes = [(10_000, 10_000), (30_000, 10_000), (60_000, 60_000), (3_600_000, 3_600_000), (60_000, 20_000)]
+    msgs = [Msg(names.TOPIC_AGGREGATES, 0, i, json.dumps({**RESULT, "window_ms": w, "slide_ms": s}).encode())
+            for i, (w, s) in enumerate(shapes)]
+    assert writer.handle(msgs) == len(shapes) and not letters
+    got = [(bucket, line.split(",window=")[1].split()[0].split(",")[0]) for bucket, line in buckets]
+    assert sorted(got) == sorted([(names.BUCKET_AGGREGATES, "10s"), (names.BUCKET_AGGREGATES, "30s@10s"),
+                                  (names.BUCKET_ROLLUP_1M, "1m"), (names.BUCKET_ROLLUP_1H, "1h"),
+                                  (names.BUCKET_AGGREGATES, "60s@20s")])
+    history = influxdb_writer.Topics(history=True).routes()[names.TOPIC_AGGREGATES][1]
+    assert history == names.BUCKET_HISTORY

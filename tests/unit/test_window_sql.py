@@ -22,9 +22,12 @@ def test_statements_use_settings_and_generated_columns() -> None:
     assert "'properties.group.id' = 'g-test'" in source
     assert "INTERVAL '1.500' SECOND" in source
     assert any(f"'topic' = '{names.TOPIC_AGGREGATES}'" in d for d in ddl)
-    tumble, hop, late = inserts
-    assert "TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '30' SECOND)" in tumble
-    assert "HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '20' SECOND, INTERVAL '60' SECOND)" in hop
+    tumble, minute, hour, hop, late = inserts
+    view = next(d for d in ddl if "CREATE TEMPORARY VIEW tumbling_windows" in d)
+    assert "TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '30' SECOND)" in view
+    assert "FROM tumbling_windows" in tumble and "CAST(30 AS BIGINT)" in tumble
+    assert "FROM rollup_60s" in minute and "FROM rollup_3600s" in hour
+    assert "HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '20' SECOND, INTERVAL '1' MINUTE)" in hop
     assert "INSERT INTO late_events" in late and "30000 - 1" in late
     for stmt in ddl + inserts:
         assert "{" not in stmt and "}" not in stmt, "unfilled placeholder"
@@ -34,7 +37,7 @@ def test_statements_use_settings_and_generated_columns() -> None:
 def test_hop_can_be_disabled_and_topics_overridden() -> None:
     s = load_settings(hop_size_s=0)
     ddl, inserts = render_sql(s, topics=Topics(readings="t-in", aggregates="t-agg", late="t-late", alerts="t-al"))
-    assert len(inserts) == 2
+    assert len(inserts) == 4  # windows, minutes, hours, late events
     joined = "\n".join(ddl)
     for topic in ("t-in", "t-agg", "t-late", "t-al"):
         assert f"'topic' = '{topic}'" in joined
@@ -53,9 +56,13 @@ def test_allowed_lateness_switches_to_group_windows_and_an_upsert_sink() -> None
     ddl, inserts = render_sql(s)
     sink = next(d for d in ddl if "CREATE TABLE window_aggregates" in d)
     assert "'connector' = 'upsert-kafka'" in sink and "PRIMARY KEY" in sink
-    tumble, hop, late = inserts
+    tumble, hop, minute, hour, late = inserts
     assert "GROUP BY TUMBLE(event_time, INTERVAL '10' SECOND)" in tumble and "TUMBLE_END(event_time" in tumble
     assert "GROUP BY HOP(event_time, INTERVAL '10' SECOND, INTERVAL '30' SECOND)" in hop
+    # the roll-ups too read the readings: a late reading updates them as it updates its window
+    assert "GROUP BY TUMBLE(event_time, INTERVAL '1' MINUTE)" in minute
+    assert "GROUP BY TUMBLE(event_time, INTERVAL '1' HOUR)" in hour
+    assert not any("VIEW" in d for d in ddl)
     assert "10000 - 1 + 20000" in late  # late only once the allowed lateness has passed too
     ddl0, inserts0 = render_sql(load_settings(allowed_lateness_s=0))
     assert "'connector' = 'kafka'" in next(d for d in ddl0 if "CREATE TABLE window_aggregates" in d)
@@ -67,14 +74,18 @@ def test_batch_backfill_is_bounded_and_has_no_late_path() -> None:
     source = ddl[0]
     assert "'scan.bounded.mode' = 'latest-offset'" in source and "'scan.startup.mode' = 'earliest-offset'" in source
     assert not any("late_events" in i for i in inserts)
-    assert all("TUMBLE(TABLE" in i or "HOP(TABLE" in i for i in inserts)  # lateness does not apply in batch
+    # lateness does not apply in batch (window TVFs, no group windows), nor do roll-ups (a backfill's history)
+    assert not any("GROUP BY TUMBLE(" in i or "GROUP BY HOP(" in i for i in inserts)
+    assert [i.split("FROM ")[-1].split()[0] for i in inserts] == ["tumbling_windows", "TABLE(HOP(TABLE"]
+    assert not any("rollup_" in d for d in ddl)
 
 
 def test_kafka_login_reaches_every_kafka_table_intact() -> None:
     s = load_settings(kafka_sasl_scram=True, kafka_sasl_password="pa;ss'wo\"rd")
     ddl, inserts = render_sql(s)
-    assert len(ddl) == 4 and len(inserts) >= 3  # the ';' inside the JAAS value splits nothing
-    for table in ddl:
+    tables = [d for d in ddl if d.startswith("CREATE TABLE")]
+    assert len(tables) == 4 and len(inserts) >= 3  # the ';' inside the JAAS value splits nothing
+    for table in tables:
         assert "'properties.sasl.mechanism' = 'SCRAM-SHA-256'" in table
         assert 'password="pa;ss\'\'wo\\"rd";' in table  # SQL-quoted ' and JAAS-escaped "
 
@@ -86,7 +97,27 @@ def test_kafka_login_reaches_every_kafka_table_intact() -> None:
 def test_kafka_sasl_mechanism_reaches_every_kafka_table_and_the_python_clients(mechanism: str, module: str) -> None:
     s = load_settings(kafka_sasl_scram=True, kafka_sasl_password="pw", kafka_sasl_mechanism=mechanism)
     ddl, _ = render_sql(s)
-    for table in ddl:
+    for table in (d for d in ddl if d.startswith("CREATE TABLE")):
         assert f"'properties.sasl.mechanism' = '{mechanism}'" in table
         assert f"'properties.sasl.jaas.config' = '{module} required" in table
     assert s.kafka_client_config()["sasl_mechanism"] == mechanism
+
+
+def test_rollups_are_cascaded_from_the_windows_and_checked_against_the_settings() -> None:
+    ddl, inserts = render_sql(load_settings())
+    views = [d for d in ddl if d.startswith("CREATE TEMPORARY VIEW")]
+    assert [v.split()[3] for v in views] == ["tumbling_windows", "rollup_60s", "rollup_3600s"]
+    # minutes from the windows, hours from the minutes: the readings are aggregated once
+    assert "TUMBLE(TABLE tumbling_windows, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE)" in views[1]
+    assert "TUMBLE(TABLE rollup_60s, DESCRIPTOR(rowtime), INTERVAL '1' HOUR)" in views[2]
+    # the mean of the readings (their sum over their count), not a mean of the windows' means
+    assert "SUM(total) AS total" in views[1] and "SUM(cnt) AS cnt" in views[1]
+    assert all("total / cnt" in i for i in inserts if "FROM rollup_" in i)
+    assert sum("rollup_" in i for i in inserts) == 2
+    _, off = render_sql(load_settings(rollups=False))
+    assert not any("rollup_" in i for i in off) and len(off) == len(inserts) - 2
+    with pytest.raises(ValueError, match="MW_WINDOW_SIZE_S=7"):
+        render_sql(load_settings(window_size_s=7))
+    with pytest.raises(ValueError, match="MW_HOP_SIZE_S = MW_HOP_SLIDE_S = 60"):
+        render_sql(load_settings(hop_size_s=60, hop_slide_s=60))
+    assert render_sql(load_settings(window_size_s=7, rollups=False))  # no roll-ups, no constraint

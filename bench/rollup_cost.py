@@ -67,8 +67,8 @@ def minute_value(doc: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def compare_minutes(flink: list[dict[str, Any]], task: list[dict[str, Any]], last_end_ms: int,
-                    what: str = "1-minute roll-up: Flink's 60 s windows vs the InfluxDB task on the same run's 10 s "
-                                "windows") -> Comparison:
+                    what: str = "1-minute roll-up: the window job's minutes vs the InfluxDB task on the same run's "
+                                "10 s windows") -> Comparison:
     """Device-minute by device-minute, up to ``last_end_ms`` (the newest 10 s window end): the watermark is one
     for all devices, so Flink has closed every minute ending there or before and none after, while the task would
     also roll the newest minute's first windows into a row Flink has not closed yet."""

@@ -103,8 +103,10 @@ def compare(what: str, left: tuple[str, Iterable[Mapping[str, Any]]], right: tup
 
 
 def tumbling_windows(docs: Iterable[dict[str, Any]], window_ms: int) -> list[dict[str, Any]]:
-    """The tumbling windows of one size among a window job's results (its topic also carries sliding ones)."""
-    return [d for d in docs if d.get("window_ms") == window_ms and d.get("slide_ms", window_ms) == window_ms]
+    """A device's tumbling windows of one size among a window job's results (its topic also carries sliding ones,
+    and fleet roll-ups, which count ``devices``)."""
+    return [d for d in docs if d.get("window_ms") == window_ms and d.get("slide_ms", window_ms) == window_ms
+            and "devices" not in d]
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
     python -m bench.dashboard_queries [--devices 1000 --hours 24 --step-s 10 --repeat 20 --no-rollups]
 
-Writes synthetic 10 s window aggregates into a throw-away bucket (operator token) and, as the roll-up
-tasks would have made them, their 1-minute and hourly roll-ups into two more (``--no-rollups``: none,
+Writes synthetic 10 s window aggregates into a throw-away bucket (operator token) and, as the window job
+makes them, their 1-minute and hourly roll-ups (each device's and the fleet's) into two more (``--no-rollups``: none,
 every panel reads the windows, as before the roll-ups); runs the Streamlit app's panel queries
 (dashboards/streamlit/data.py, i.e. the Flux library) with the range set to the whole period, and deletes
 the buckets. Results go to stdout and, with --out, to a Markdown file. Goal: p95 <= 100 ms per panel.
@@ -90,6 +90,29 @@ def rollup_lines(devices: int, start: datetime, hours: int, step_s: int, every_s
         yield row()
 
 
+def fleet_lines(devices: int, start: datetime, hours: int, step_s: int, every_s: int, label: str,
+                prefix: str = "bench") -> Iterator[str]:
+    """The fleet rows the window job makes beside ``rollup_lines(...)``: per source, region, site, metric and
+    ``every_s`` bucket, the device rows counted (``devices``), their averages summed (``avg_sum``), min of mins,
+    max of maxes and sum of counts, tagged ``window=label`` (schema.FLEET_RESULT)."""
+    fleet: dict[tuple[str, int], list[float]] = {}  # (tags, end) -> [devices, avg_sum, min, max, count]
+    for line in rollup_lines(devices, start, hours, step_s, every_s, label, prefix):
+        series, fields, end_text = line.split(" ")
+        tags = dict(kv.split("=", 1) for kv in series.split(",")[1:])
+        values = dict(kv.split("=", 1) for kv in fields.split(","))
+        key = (",".join(f"{k}={tags[k]}" for k in ("metric", "region", "site", "source", "unit", "window")),
+               int(end_text))
+        acc = fleet.setdefault(key, [0, 0.0, float("inf"), float("-inf"), 0])
+        acc[0] += 1
+        acc[1] += float(values["avg"])
+        acc[2] = min(acc[2], float(values["min"]))
+        acc[3] = max(acc[3], float(values["max"]))
+        acc[4] += int(values["count"].rstrip("i"))
+    for (tags_text, end), (n, avg_sum, low, high, count) in sorted(fleet.items(), key=lambda kv: kv[0][1]):
+        yield (f"fleet_agg,{tags_text} avg_sum={avg_sum},count={int(count)}i,devices={int(n)}i,max={high},min={low} "
+               f"{end}")
+
+
 def load(client: InfluxDBClient, bucket: str, records: Iterable[str], precision: WritePrecision = SECONDS) -> int:
     """Write the line protocol (timestamps in ``precision``) in batches of 50,000; returns the number of points."""
     write = client.write_api(write_options=SYNCHRONOUS)
@@ -151,7 +174,9 @@ def main() -> None:
         for label, name in rollup_buckets.items():
             written = load(client, name, rollup_lines(args.devices, start, args.hours, args.step_s,
                                                    ROLLUP_EVERY_S[label], label))
-            print(f"wrote {written:,} {label} roll-up rows", flush=True)
+            fleet = load(client, name, fleet_lines(args.devices, start, args.hours, args.step_s,
+                                                   ROLLUP_EVERY_S[label], label))
+            print(f"wrote {written:,} {label} roll-up rows and {fleet:,} fleet rows", flush=True)
 
         dash = data.Dashboard(url=settings.influx, token=token, org=settings.influx_org, timeout_ms=120_000,
                               aggregates_bucket=bucket_name, rollup_1m_bucket=rollup_buckets.get("1m", ""),

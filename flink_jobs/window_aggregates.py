@@ -4,7 +4,8 @@ One statement set, one Flink job:
 - tumbling windows (``MW_WINDOW_SIZE_S``) and sliding windows (``MW_HOP_SIZE_S``/``MW_HOP_SLIDE_S``)
   of avg/min/max/count per device and metric -> the aggregates topic;
 - the roll-ups (``MW_ROLLUPS``, machinewatch.rollups): the tumbling windows rolled up into 1-minute windows and
-  those into hours, on the same topic (the writer puts them into the roll-up buckets);
+  those into hours, and each of those over all devices of a source, region and site (fleet roll-ups, not with an
+  allowed lateness), on the same topic (the writer puts them into the roll-up buckets);
 - readings that arrive after their tumbling window fired -> the late-events topic (counted, never
   silently dropped);
 - threshold rules (TOML, see flink_jobs/rules/) evaluated per device on sliding windows -> alerts topic;
@@ -86,6 +87,7 @@ def render_sql(
         alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
         reading_columns=flink_columns(),
         window_result_columns=schema.WINDOW_RESULT.sql_columns(),
+        fleet_result_columns=schema.FLEET_RESULT.sql_columns(),
         late_event_columns=schema.LATE_EVENT.sql_columns(),
         threshold_alert_columns=schema.THRESHOLD_ALERT.sql_columns(),
         watermark_delay_s=f"{settings.watermark_delay_ms / 1000:.3f}",
@@ -123,6 +125,7 @@ def render_sql(
             view = f"rollup_{rollup_s}s"
             views.append(tpl["rollup_view"].format(view=view, parent=parent, interval=_interval(rollup_s)))
             inserts.append(tpl["from_view"].format(view=view, window_s=rollup_s))
+            inserts.append(tpl["fleet"].format(view=view, window_s=rollup_s, interval=_interval(rollup_s)))
             parent = view
         for window_s, slide_s in shapes[1:]:
             tvf = f"HOP(TABLE readings, DESCRIPTOR(event_time), {_interval(slide_s)}, {_interval(window_s)})"

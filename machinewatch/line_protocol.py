@@ -7,9 +7,9 @@ that want the values (the tests compare the line with what influxdb_client's ``P
 The lines are byte for byte what ``Point`` writes: tags and fields sorted by key, empty tags and None,
 NaN and infinite fields left out, whole floats without ".0", ints as ``Ni``.
 
-``window_line``, ``late_line`` and ``alert_line`` are the encoders of the result topics; the writer and
-every test use these (no second encoder per kind). Alerts are found by their ``kind`` field
-(``schema.alert_def``).
+``aggregate_line`` (``window_line`` for a device's window, ``fleet_line`` for a fleet roll-up, told apart by its
+``devices`` field), ``late_line`` and ``alert_line`` are the encoders of the result topics; the writer and every
+test use these (no second encoder per kind). Alerts are found by their ``kind`` field (``schema.alert_def``).
 """
 
 from __future__ import annotations
@@ -233,6 +233,12 @@ def window_label(doc: Mapping[str, Any]) -> str:
 
 
 window_line = LineEncoder(schema.WINDOW_RESULT, {"window": window_label})
+fleet_line = LineEncoder(schema.FLEET_RESULT, {"window": window_label})
+
+
+def aggregate_line(doc: Mapping[str, Any]) -> str:
+    """A result of the aggregates topic: a fleet roll-up (it counts ``devices``) or a device's window."""
+    return fleet_line(doc) if "devices" in doc else window_line(doc)
 late_line = LineEncoder(schema.LATE_EVENT)
 _ALERT_ENCODERS = {d.name: LineEncoder(d) for d in (schema.THRESHOLD_ALERT, schema.SUSTAINED_ALERT,
                                                     schema.DERIVED_ALERT)}

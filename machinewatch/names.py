@@ -50,6 +50,8 @@ BUCKET_ROLLUP_1H = "rollup_1h"
 ALL_BUCKETS = (BUCKET_RAW, BUCKET_AGGREGATES, BUCKET_ALERTS, BUCKET_HISTORY, BUCKET_ROLLUP_1M, BUCKET_ROLLUP_1H)
 
 MEASUREMENT_WINDOW = "window_agg"
+# Roll-ups of all devices of one source, region and site (machinewatch.schema.FLEET_RESULT): the fleet panels.
+MEASUREMENT_FLEET = "fleet_agg"
 MEASUREMENT_LATE = "late_event"
 MEASUREMENT_THRESHOLD_ALERT = "threshold_alert"
 # Alerts with a lifecycle (sustained-condition rules, alerts derived from device events).

@@ -172,6 +172,24 @@ WINDOW_RESULT = RecordDef("window_result", "window result: avg/min/max/count of 
     _c("count", int, "BIGINT", "field", required=True),
 ), topic=names.TOPIC_AGGREGATES, measurement=names.MEASUREMENT_WINDOW)
 
+FLEET_RESULT = RecordDef("fleet_result", "fleet roll-up: one metric of all devices of a source, region and site in "
+                         "one roll-up window (1 minute, 1 hour)", (
+    _c("source", str, "STRING", "tag"),
+    _c("region", str, "STRING", "tag"),
+    _c("site", str, "STRING", "tag"),
+    _c("metric", str, "STRING", "tag", required=True),
+    _c("unit", str, "STRING", "tag"),
+    _c("window_ms", int, "BIGINT", "none", "the roll-up's size (the `window` tag: 1m, 1h)", required=True),
+    _c("slide_ms", int, "BIGINT", "none", "= window_ms (roll-ups are tumbling)"),
+    _c("window_end_ms", int, "BIGINT", "time", "the point's time: a replay overwrites it", required=True),
+    _c("devices", int, "BIGINT", "field", "device series with readings in the window", required=True),
+    _c("avg_sum", float, "DOUBLE", "field", "sum of those devices' averages: avg_sum / devices is the mean device",
+       required=True),
+    _c("min_value", float, "DOUBLE", "field", required=True, influx="min"),
+    _c("max_value", float, "DOUBLE", "field", required=True, influx="max"),
+    _c("count", int, "BIGINT", "field", "readings", required=True),
+), topic=names.TOPIC_AGGREGATES, measurement=names.MEASUREMENT_FLEET)
+
 LATE_EVENT = RecordDef("late_event", "late event: a reading that arrived after its window fired", (
     _c("source", str, "STRING", "tag", required=True),
     _c("device_id", str, "STRING", "tag", required=True),
@@ -245,8 +263,8 @@ DEAD_LETTER = RecordDef("dead_letter", "dead letter: input that did not become a
     _c("received_ms", int, "BIGINT", "time", "when the stage refused it, UTC epoch ms"),
 ), topic=names.TOPIC_DEAD_LETTER)
 
-RECORDS = (READING, DEVICE_EVENT, WINDOW_RESULT, LATE_EVENT, THRESHOLD_ALERT, SUSTAINED_ALERT, DERIVED_ALERT,
-           DEAD_LETTER)
+RECORDS = (READING, DEVICE_EVENT, WINDOW_RESULT, FLEET_RESULT, LATE_EVENT, THRESHOLD_ALERT, SUSTAINED_ALERT,
+           DERIVED_ALERT, DEAD_LETTER)
 
 def alert_def(doc: Mapping[str, Any]) -> RecordDef | None:
     """The definition of an alert by its ``kind``; None when it has no kind (an alert of an older release).

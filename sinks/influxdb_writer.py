@@ -2,7 +2,8 @@
 
 Window aggregates, late events and alerts each become one point with a deterministic timestamp
 (window end or event time) and tags, so a replay overwrites the same point. The window job's roll-ups (1-minute
-and hourly windows, machinewatch.rollups) go to the roll-up buckets, every other window to the aggregates bucket.
+and hourly windows of each device, and of each source, region and site: ``fleet_agg``) go to the roll-up buckets,
+every other window to the aggregates bucket.
 The runner (``machinewatch.runtime``, with ``kafka_io.KafkaSource``) commits offsets only after InfluxDB accepted the
 points polled before: an InfluxDB outage leaves the results buffered in Kafka (back-pressure), never
 dropped. What cannot land (not a result, refused by InfluxDB, older than the bucket keeps) comes back to
@@ -44,7 +45,7 @@ from machinewatch import names, quality, rollups
 from machinewatch.config import Settings
 from machinewatch.influx_admin import bucket_retention_s
 from machinewatch.kafka_io import KafkaMessage, KafkaSource, message_origin, run_consumer
-from machinewatch.line_protocol import alert_line, late_line, window_label, window_line
+from machinewatch.line_protocol import aggregate_line, alert_line, late_line, window_label, window_line
 from machinewatch.runtime import Counters, Rejected, RunOptions
 from machinewatch.schema import BadRecord
 
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 BadResult = BadRecord  # a message on a result topic that is not a result of its kind
 
 
-__all__ = ["BadResult", "ByWindow", "InfluxWriter", "Topics", "alert_line", "late_line", "parse", "window_line"]
+__all__ = ["BadResult", "ByWindow", "InfluxWriter", "Topics", "aggregate_line", "alert_line", "late_line", "parse",
+           "window_line"]
 
 Converter = Callable[[Mapping[str, Any]], "str | Point"]
 
@@ -464,7 +466,7 @@ class Topics:
         # The window job's roll-up rows (1m, 1h) go to the roll-up buckets; a backfill's stay in the history bucket.
         windows: str | ByWindow = results if self.history else ByWindow(results, rollups.by_label())
         return {
-            self.aggregates: (window_line, windows),
+            self.aggregates: (aggregate_line, windows),
             self.late: (late_line, results),
             self.alerts: (alert_line, alerts),
         }

@@ -51,6 +51,8 @@ ALERT_LOOKBACK = timedelta(days=7)
 # windows (a sliding window counts each reading several times, whichever shape the charts show).
 RATE_SPAN = timedelta(minutes=1)
 TUMBLING = "10s"
+# The tags a chart may split the fleet by from the fleet roll-ups (fleet_series.flux) instead of every device's rows.
+FLEET_TAGS = ("region", "source", "site")
 
 
 class InfluxUnavailable(RuntimeError):
@@ -245,10 +247,26 @@ class Dashboard:
                 return bucket, window, seconds
         return self.aggregates_bucket, f.window, window_seconds(f.window)
 
+    def fleet_source(self, f: Filters) -> tuple[str, str, int] | None:
+        """(bucket, window tag, seconds per row) of the fleet roll-ups a fleet-wide chart over ``f`` reads instead
+        of every device's rows, or None: a range the windows serve, or a device filter (fleet rows have no devices)."""
+        source = self.chart_source(f)
+        if source[0] == self.aggregates_bucket or f.device_prefix:
+            return None
+        return source
+
     def series(self, f: Filters, by: str, devices: tuple[str, ...] = ()) -> pd.DataFrame:
         bucket, window, step_s = self.chart_source(f)
         every = chart_every(f.start, f.stop, series=max(1, len(devices)) if by == "device_id" else 8,
                             window_s=step_s)
+        fleet = self.fleet_source(f) if by in FLEET_TAGS and not devices else None
+        if fleet is not None:
+            # A few series per source, region and site instead of one per device: the same means (fleet_series.flux).
+            # Empty where the job made no fleet rows (an older release, an allowed lateness): then every device's.
+            frame = self.run("fleet_series", {**f.common(), "bucket": fleet[0], "window": fleet[1],
+                                              "metric": f.metric, "by": by, "every": every})
+            if not frame.empty:
+                return frame
         params = {**f.common(), "bucket": bucket, "window": window, "metric": f.metric, "by": by,
                   "every": every, "devices": list(devices)}
         return self.run("chart_series", params)
@@ -260,6 +278,13 @@ class Dashboard:
         if bucket == self.aggregates_bucket:
             window, step_s = TUMBLING, window_seconds(TUMBLING)
         every = chart_every(f.start, f.stop, series=4, window_s=step_s)
+        if self.fleet_source(f) is not None:
+            # the fleet roll-ups' counts (fleet_events_per_source.flux); every device's where there are none
+            frame = self.run("fleet_events_per_source", {"bucket": bucket, "start": f.start, "stop": f.stop,
+                                                         "window": window, "every": every, "region": f.region,
+                                                         "site": f.site})
+            if not frame.empty:
+                return frame
         return self.run("events_per_source", {**f.common(), "bucket": bucket, "window": window, "every": every})
 
     def events_rate(self, f: Filters) -> float:

@@ -31,6 +31,20 @@ CREATE TABLE window_aggregates (
 {kafka_security}  {aggregates_sink}
 );
 
+-- Fleet roll-ups (per source, region, site and metric) share the windows' topic; the writer tells them apart.
+CREATE TABLE fleet_aggregates (
+  {fleet_result_columns}
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '{aggregates_topic}',
+  'properties.bootstrap.servers' = '{bootstrap}',
+{kafka_security}  'key.format' = 'raw',
+  'key.fields' = 'metric',
+  'value.format' = 'json',
+  'value.fields-include' = 'ALL',
+  'sink.delivery-guarantee' = 'at-least-once'
+);
+
 CREATE TABLE late_events (
   {late_event_columns}
 ) WITH (

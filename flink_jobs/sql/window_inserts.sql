@@ -55,6 +55,20 @@ SELECT
   total / cnt, min_value, max_value, cnt
 FROM {view};
 
+-- @fleet
+-- All devices of one source, region and site: how many reported, the sum of their averages (the mean device is
+-- avg_sum / devices, what a chart averaging the devices' rows shows), extremes and readings. Fleet panels read
+-- these few series instead of every device's.
+INSERT INTO fleet_aggregates
+SELECT
+  source, region, site, metric, unit,
+  CAST({window_s} AS BIGINT) * 1000,
+  CAST({window_s} AS BIGINT) * 1000,
+  1000 * (EXTRACT(EPOCH FROM window_time) + 1),
+  COUNT(*), SUM(total / cnt), MIN(min_value), MAX(max_value), SUM(cnt)
+FROM TABLE(TUMBLE(TABLE {view}, DESCRIPTOR(rowtime), {interval}))
+GROUP BY window_start, window_end, window_time, source, region, site, metric, unit;
+
 -- @aggregates_with_lateness
 INSERT INTO window_aggregates
 SELECT

@@ -420,6 +420,8 @@ class KafkaResults:
     def read(cls, settings: Settings, pipeline: Pipeline) -> KafkaResults:
         windows: dict[str, dict[tuple[str, str, int], list[dict[str, Any]]]] = {}
         for doc in read_topic(settings, pipeline.topics["aggregates"]):
+            if "devices" in doc:
+                continue  # a fleet roll-up (all devices of a site), not a device's window
             key = (doc["device_id"], doc["metric"], int(doc["window_end_ms"]))
             windows.setdefault(_shape(doc), {}).setdefault(key, []).append(doc)
         thresholds: Counter[tuple[str, int, str]] = Counter()

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from machinewatch import jobs, names, rollups
 from machinewatch.config import Settings
-from sinks.influxdb_writer import ByWindow, InfluxWriter, alert_line, window_line
+from sinks.influxdb_writer import ByWindow, InfluxWriter, aggregate_line, alert_line
 from tests.integration.conftest import require_free_slot
 from tests.stack_support import create_topics
 
@@ -41,7 +41,7 @@ class WindowPipeline:
         ])
         self.writer = InfluxWriter(settings, group_id=f"w-{run}", routes={
             # as the writer routes them: the roll-ups to their buckets
-            self.topics["aggregates"]: (window_line, ByWindow(names.BUCKET_AGGREGATES, rollups.by_label())),
+            self.topics["aggregates"]: (aggregate_line, ByWindow(names.BUCKET_AGGREGATES, rollups.by_label())),
             self.topics["alerts"]: (alert_line, names.BUCKET_ALERTS),
         })
         self.thread = threading.Thread(target=self.writer.run, daemon=True)

@@ -232,6 +232,76 @@ def test_flux_events_per_source(known: Known, dash: data.Dashboard) -> None:
     assert got_buckets == want
 
 
+@dataclass(frozen=True)
+class Fleet:
+    region: str
+    rows: pd.DataFrame  # time, source, site, devices, avg_sum, count
+    filters: data.Filters
+
+
+@pytest.fixture(scope="module")
+def fleet(stack: Stack, settings: Settings) -> Fleet:
+    """Seven hours of known fleet rows (rollup_1m, as the window job writes them) in a region of this run alone:
+    two sources x two sites, a different number of devices in each row."""
+    region = f"fl-{uuid.uuid4().hex[:6]}"
+    stop = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+    rows = []
+    for m in range(7 * 60):
+        t = stop - timedelta(minutes=m)
+        for i, (source, site) in enumerate((("fa", "s1"), ("fa", "s2"), ("fb", "s1"), ("fb", "s2"))):
+            devices = 1 + (m * 7 + i * 3) % 5
+            rows.append({"time": t, "source": source, "site": site, "devices": devices,
+                         "avg_sum": devices * (20.0 + i + (m % 13) / 4), "count": devices * (50 + m % 11)})
+    frame = pd.DataFrame(rows)
+    lines = [f"fleet_agg,metric=temperature,region={region},site={r.site},source={r.source},unit=°C,window=1m "
+             f"avg_sum={r.avg_sum},count={r.count}i,devices={r.devices}i,max=99,min=1 {int(r.time.timestamp())}"
+             for r in frame.itertuples()]
+    with InfluxDBClient(url=settings.influx, token=settings.write_token(), org=settings.influx_org) as client:
+        client.write_api(write_options=SYNCHRONOUS).write(names.BUCKET_ROLLUP_1M, record=lines,
+                                                          write_precision=WritePrecision.S)
+    f = data.Filters(start=stop - timedelta(hours=7), stop=stop + timedelta(minutes=1), region=region)
+    return Fleet(region, frame, f)
+
+
+def _fleet_buckets(fleet: Fleet, series: int) -> tuple[pd.DataFrame, int]:
+    """The known rows with the bucket each falls in: [b, b + every) stamped b + every, as aggregateWindow does (the
+    last one at the range's stop when that comes first)."""
+    step = int(data.chart_every(fleet.filters.start, fleet.filters.stop, series=series, window_s=60).total_seconds())
+    rows = fleet.rows[fleet.rows["time"] >= fleet.filters.start]
+    stop = int(fleet.filters.stop.timestamp())
+    return rows.assign(bucket=rows["time"].map(lambda t: min(int(t.timestamp()) // step * step + step, stop))), step
+
+
+def test_flux_fleet_series(fleet: Fleet, dash: data.Dashboard) -> None:
+    """The per-region (and per-source) chart over a long range reads the fleet rows: in each bucket the mean of
+    the device rows they stand for (their averages summed over their number), not a mean of the fleet rows."""
+    assert dash.fleet_source(fleet.filters) == (names.BUCKET_ROLLUP_1M, "1m", 60)
+    rows, _ = _fleet_buckets(fleet, series=8)
+    for by, tag in (("region", None), ("source", "source")):
+        got = dash.series(fleet.filters, by)
+        sums = rows.assign(series=rows[tag] if tag else fleet.region).groupby(["series", "bucket"])[
+            ["avg_sum", "devices"]].sum()
+        want = {(s, b): r.avg_sum / r.devices for (s, b), r in sums.iterrows()}
+        have = {(s, int(t.timestamp())): v for s, t, v in zip(got["series"], got["_time"], got["value"], strict=True)}
+        assert have.keys() == want.keys(), by
+        assert [have[k] for k in want] == pytest.approx(list(want.values()), abs=1e-9), by
+
+
+def test_flux_fleet_events_per_source(fleet: Fleet, dash: data.Dashboard) -> None:
+    """Readings per source per bucket over a long range, from the fleet rows' counts."""
+    rows, step = _fleet_buckets(fleet, series=4)
+    got = dash.events_per_source(fleet.filters)
+    want = rows.groupby(["source", "bucket"])["count"].sum().to_dict()
+    have = {(s, int(t.timestamp())): int(n) for s, t, n in zip(got["source"], got["_time"], got["readings"],
+                                                               strict=True)}
+    assert have == want
+    assert got["per_second"].tolist() == pytest.approx((got["readings"] / step).tolist())
+    # one site filtered: only its rows
+    one = dash.events_per_source(data.Filters(start=fleet.filters.start, stop=fleet.filters.stop,
+                                              region=fleet.region, site="s1"))
+    assert int(one["readings"].sum()) == int(rows[rows["site"] == "s1"]["count"].sum())
+
+
 def test_flux_data_volume(known: Known, dash: data.Dashboard) -> None:
     volume = dash.data_volume(_filters(known)).set_index("source")
     w = known.windows

@@ -73,7 +73,9 @@ def test_malformed_readings_are_dead_lettered_by_the_job_and_valid_ones_unaffect
         windows: list[dict[str, Any]] = []
 
         def closed_windows() -> bool:
-            windows[:] = [d for d in read_topic(settings, topics["aggregates"]) if d["device_id"] in devices]
+            # the devices' 10 s windows (the topic also carries their roll-ups and the fleet's)
+            windows[:] = [d for d in read_topic(settings, topics["aggregates"]) if d.get("device_id") in devices
+                          and d["window_ms"] == d.get("slide_ms") == size_ms]
             return sum(d["window_end_ms"] <= t0 + 40_000 for d in windows) >= 4 * len(devices)
 
         wait_for(closed_windows, 240, "the windows of the valid readings", every=3)

@@ -170,7 +170,7 @@ def test_jobs_run_on_a_cluster_machinewatch_did_not_start(
     def windows() -> dict[tuple[str, int], int]:
         return {(str(r["device_id"]), int(r["window_end_ms"])): int(r["count"])
                 for r in read_topic(settings, topics["aggregates"])
-                if r["window_ms"] == r["slide_ms"] == size_ms}
+                if r["window_ms"] == r["slide_ms"] == size_ms and "device_id" in r}
 
     got = poll(windows, lambda w: want_windows <= w.keys(), 180, "the window job's aggregates", every=3)
     assert want_windows <= got.keys(), f"missing windows: {sorted(want_windows - got.keys())[:5]}"

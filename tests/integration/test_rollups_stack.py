@@ -50,6 +50,17 @@ def _rows(settings: Settings, bucket: str, prefix: str, window: str, start: str 
     return run_flux(settings, flux)
 
 
+def _fleet_rows(settings: Settings, rollup: rollups.Rollup, source: str) -> pd.DataFrame:
+    flux = (f'from(bucket: "{rollup.bucket}") |> range(start: -1d, stop: 1m) '
+            f'|> filter(fn: (r) => r._measurement == "fleet_agg" and r.window == "{rollup.label}" '
+            f'and r.source == "{source}") '
+            '|> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") '
+            '|> group() |> keep(columns: ["_time", "devices", "avg_sum", "min", "max", "count"])')
+    rows = run_flux(settings, flux)
+    rows["window_end_ms"] = pd.to_datetime(rows["_time"], utc=True).map(lambda t: int(t.timestamp() * 1000))
+    return rows.set_index("window_end_ms")
+
+
 def test_stack_provisions_the_rollup_buckets_and_removes_old_rollup_tasks(stack: Stack, settings: Settings) -> None:
     org_id = _api(settings, "GET", "/api/v2/orgs", params={"org": settings.influx_org})["orgs"][0]["id"]
     for rollup in rollups.ROLLUPS:
@@ -71,15 +82,18 @@ def test_stack_provisions_the_rollup_buckets_and_removes_old_rollup_tasks(stack:
 def test_window_job_rolls_readings_up_into_minutes_and_hours(stack: Stack, settings: Settings) -> None:
     """Readings over two whole hours and the edges of two more go through the window job and the writer: the
     rows in rollup_1m and rollup_1h are each minute's and hour's count, min, max and mean of those readings, for
-    every minute and hour the watermark has passed, and none of them lands in the windows' bucket."""
+    every minute and hour the watermark has passed, and none of them lands in the windows' bucket. The fleet rows
+    (both devices of the run's source, region and site) count them and sum the devices' means; the fleet charts
+    read from them give what the same charts give from every device's rows."""
     run = uuid.uuid4().hex[:8]
     prefix = f"rj{run}"
     hour = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     t0 = int(hour.timestamp() * 1000) - 50_000  # 50 s of the hour before
     steps = (2 * 3600 + 95) // 2  # one reading every 2 s until 95 s into the hour after the two whole ones
-    readings = [Reading(source="rollup-test", device_id=f"{prefix}-{d}", metric="temperature",
-                        value=20.0 + d + (k * 7 % 41) * 0.25, unit="°C", ts=t0 + 2000 * k, region="r", site="s",
-                        event_id=make_event_id("rollup-test", f"{prefix}-{d}", t0 + 2000 * k))
+    source, region = f"rollup-{run}", f"r{run}"  # the fleet rows' tags: this run's alone
+    readings = [Reading(source=source, device_id=f"{prefix}-{d}", metric="temperature",
+                        value=20.0 + d + (k * 7 % 41) * 0.25, unit="°C", ts=t0 + 2000 * k, region=region, site="s",
+                        event_id=make_event_id(source, f"{prefix}-{d}", t0 + 2000 * k))
                 for k in range(steps) for d in range(2)
                 if k % 7 != 3]  # gaps: windows of 4 and 5 readings, so a mean of the windows' means is not the mean
     df = pd.DataFrame([{"device_id": r.device_id, "metric": r.metric, "ts": r.ts, "value": r.value}
@@ -114,6 +128,41 @@ def test_window_job_rolls_readings_up_into_minutes_and_hours(stack: Stack, setti
                 assert int(rows.loc[key, "count"]) == int(row["count"]), key
                 assert rows.loc[key, ["min", "max"]].tolist() == [row["min"], row["max"]], key
                 assert float(rows.loc[key, "avg"]) == pytest.approx(float(row["avg"]), abs=1e-9), key
+            fleet = _fleet_rows(settings, rollup, source)
+            want_fleet = want.reset_index().groupby("window_end_ms").agg(
+                devices=("device_id", "nunique"), avg_sum=("avg", "sum"), min=("min", "min"), max=("max", "max"),
+                count=("count", "sum"))
+            assert set(fleet.index) == set(want_fleet.index), rollup.label
+            for end, row in want_fleet.iterrows():
+                assert [int(fleet.loc[end, "devices"]), int(fleet.loc[end, "count"])] == [row["devices"], row["count"]]
+                assert fleet.loc[end, ["min", "max"]].tolist() == [row["min"], row["max"]], end
+                assert float(fleet.loc[end, "avg_sum"]) == pytest.approx(float(row["avg_sum"]), abs=1e-9), end
+        # The fleet charts over six hours (rollup_1m): from the fleet rows, as from every device's rows.
+        from dashboards.streamlit import data
+
+        dash = data.Dashboard.from_settings(settings)
+        try:
+            f = data.Filters(start=hour - timedelta(hours=3), stop=datetime.now(tz=UTC) + timedelta(minutes=1),
+                             region=region)
+            assert dash.fleet_source(f) == (names.BUCKET_ROLLUP_1M, "1m", 60)
+            every = data.chart_every(f.start, f.stop, series=8, window_s=60)
+            by_fleet = dash.series(f, "region")
+            by_device = dash.run("chart_series", {**f.common(), "bucket": names.BUCKET_ROLLUP_1M, "window": "1m",
+                                                  "metric": "temperature", "by": "region", "every": every,
+                                                  "devices": [], "devicePrefix": prefix})
+            assert len(by_fleet) == len(by_device) > 50  # two hours in buckets of a few minutes
+            assert by_fleet["_time"].tolist() == by_device["_time"].tolist()
+            assert by_fleet["value"].tolist() == pytest.approx(by_device["value"].tolist(), abs=1e-9)
+            events = dash.events_per_source(f)
+            events_by_device = dash.run("events_per_source", {
+                **f.common(), "bucket": names.BUCKET_ROLLUP_1M, "window": "1m",
+                "every": data.chart_every(f.start, f.stop, series=4, window_s=60), "devicePrefix": prefix})
+            assert events[["_time", "source", "readings"]].values.tolist() == \
+                events_by_device[["_time", "source", "readings"]].values.tolist()
+            fired = hop_windows(df, 60_000, 60_000)
+            assert int(events["readings"].sum()) == int(fired[fired.window_end_ms <= horizon]["count"].sum())
+        finally:
+            dash.close()
         # the roll-ups went to their buckets only; the 10 s windows to theirs
         for label in ("1m", "1h"):
             assert _rows(settings, names.BUCKET_AGGREGATES, prefix, label).empty

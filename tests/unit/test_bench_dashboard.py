@@ -1,4 +1,4 @@
-"""The dashboard benchmark's synthetic roll-ups are what the roll-up tasks would make of its windows."""
+"""The dashboard benchmark's synthetic roll-ups are what the window job makes of its windows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from bench.dashboard_queries import ROLLUP_EVERY_S, lines, rollup_lines
+from bench.dashboard_queries import ROLLUP_EVERY_S, fleet_lines, lines, rollup_lines
 
 
 def _parse(rows: list[str]) -> pd.DataFrame:
@@ -34,6 +34,24 @@ def test_rollup_rows_are_the_windows_rolled_up_to_the_bucket_they_close(label: s
     assert len(got) == len(expected) == 3 * (2 * 3600 // every + (1 if label == "1h" else 0))
     pd.testing.assert_frame_equal(got.sort_values(["device_id", "end"], ignore_index=True)[list(expected.columns)],
                                   expected, check_dtype=False)
+
+
+def test_fleet_rows_sum_the_device_rows_of_each_source_region_and_site() -> None:
+    start = datetime(2026, 1, 1, 10, 30, tzinfo=UTC)
+    device_rows = _parse(list(rollup_lines(130, start, 1, 10, 60, "1m", prefix="d")))
+    fleet = []
+    for row in fleet_lines(130, start, 1, 10, 60, "1m", prefix="d"):
+        head, fields, ts = row.split(" ")
+        assert head.startswith("fleet_agg,") and "device_id" not in head and ",window=1m" in head
+        values = {k: float(v.rstrip("i")) for k, v in (kv.split("=") for kv in fields.split(","))}
+        fleet.append({"t": int(ts), **values})
+    frame = pd.DataFrame(fleet)
+    assert len(frame) == 60 * 60  # 60 source/region/site combinations of the 130 devices, 60 minutes
+    per_minute = frame.groupby("t").sum()
+    want = device_rows.groupby("t").agg(devices=("device_id", "count"), avg_sum=("avg", "sum"), count=("count", "sum"))
+    assert per_minute["devices"].tolist() == want["devices"].tolist()
+    assert per_minute["count"].tolist() == want["count"].tolist()
+    assert per_minute["avg_sum"].tolist() == pytest.approx(want["avg_sum"].tolist())
 
 
 def test_the_floor_row_is_reported_beside_the_panels_and_counts_toward_no_goal() -> None:

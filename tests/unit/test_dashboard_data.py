@@ -365,7 +365,18 @@ def test_chart_queries_ask_the_rollup_bucket_for_its_window_and_step(monkeypatch
         assert (params["bucket"], params["window"]) == ("rollup_1m", "1m"), name
         every = params["every"]
         assert isinstance(every, timedelta) and every.total_seconds() % 60 == 0, name
-    assert {name for name, _ in asked} == {"chart_series", "events_per_source"}
+    # the fleet roll-ups first; every device's rows where they gave nothing (here: nothing anywhere)
+    assert [name for name, _ in asked] == ["fleet_series", "chart_series", "fleet_events_per_source",
+                                           "events_per_source"]
+    # with a device filter, or for devices, never the fleet rows
+    asked.clear()
+    dash.series(data.last(timedelta(hours=24), now=datetime(2026, 1, 1, tzinfo=UTC), device_prefix="x"), "region")
+    dash.series(f, "device_id", ("d1",))
+    assert [name for name, _ in asked] == ["chart_series", "chart_series"]
+    # over a range the windows serve, neither
+    asked.clear()
+    dash.series(data.last(timedelta(hours=1), now=datetime(2026, 1, 1, tzinfo=UTC)), "region")
+    assert [name for name, _ in asked] == ["chart_series"]
     # counts per source read the tumbling windows, with the roll-ups for the whole minutes and hours inside
     dash.data_volume(f)
     assert {k: asked[-1][1][k] for k in ("bucket", "window", "rollup1m", "rollup1h")} == {

@@ -331,3 +331,14 @@ def test_the_window_jobs_rollups_go_to_the_rollup_buckets_tagged_1m_and_1h() -> 
                                   (names.BUCKET_AGGREGATES, "60s@20s")])
     history = influxdb_writer.Topics(history=True).routes()[names.TOPIC_AGGREGATES][1]
     assert history == names.BUCKET_HISTORY
+    # a fleet roll-up on the same topic: its own measurement, the roll-up's bucket
+    buckets.clear()
+    fleet = {"source": "sim", "region": "plant-1", "site": "a", "metric": "temperature", "unit": "°C",
+             "window_ms": 60_000, "slide_ms": 60_000, "window_end_ms": 1_795_000_020_000, "devices": 3,
+             "avg_sum": 150.5, "min_value": 40.0, "max_value": 60.0, "count": 180}
+    assert writer.handle([Msg(names.TOPIC_AGGREGATES, 0, 9, json.dumps(fleet).encode())]) == 1 and not letters
+    assert buckets == [(names.BUCKET_ROLLUP_1M, "fleet_agg,metric=temperature,region=plant-1,site=a,source=sim,"
+                        "unit=°C,window=1m avg_sum=150.5,count=180i,devices=3i,max=60,min=40 1795000020000")]
+    # a fleet row without its devices count is no fleet row: refused as a device's window without a device
+    writer.handle([Msg(names.TOPIC_AGGREGATES, 0, 10, json.dumps({**fleet, "devices": None}).encode())])
+    assert len(letters) == 1

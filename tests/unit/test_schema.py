@@ -92,7 +92,7 @@ def test_alerts_without_a_kind_are_read_by_their_old_shape_and_the_rest_refused(
 
 def test_the_writer_uses_the_one_encoder_of_each_kind() -> None:
     routes = Topics().routes()
-    assert routes[names.TOPIC_AGGREGATES][0] is line_protocol.window_line
+    assert routes[names.TOPIC_AGGREGATES][0] is line_protocol.aggregate_line
     assert routes[names.TOPIC_LATE][0] is line_protocol.late_line
     assert routes[names.TOPIC_ALERTS][0] is line_protocol.alert_line
     for second in ("to_point", "late_point", "alert_point"):

@@ -22,11 +22,13 @@ def test_statements_use_settings_and_generated_columns() -> None:
     assert "'properties.group.id' = 'g-test'" in source
     assert "INTERVAL '1.500' SECOND" in source
     assert any(f"'topic' = '{names.TOPIC_AGGREGATES}'" in d for d in ddl)
-    tumble, minute, hour, hop, late = inserts
+    tumble, minute, fleet_minute, hour, fleet_hour, hop, late = inserts
     view = next(d for d in ddl if "CREATE TEMPORARY VIEW tumbling_windows" in d)
     assert "TUMBLE(TABLE readings, DESCRIPTOR(event_time), INTERVAL '30' SECOND)" in view
     assert "FROM tumbling_windows" in tumble and "CAST(30 AS BIGINT)" in tumble
     assert "FROM rollup_60s" in minute and "FROM rollup_3600s" in hour
+    assert fleet_minute.startswith("INSERT INTO fleet_aggregates") and "TABLE rollup_60s" in fleet_minute
+    assert fleet_hour.startswith("INSERT INTO fleet_aggregates") and "TABLE rollup_3600s" in fleet_hour
     assert "HOP(TABLE readings, DESCRIPTOR(event_time), INTERVAL '20' SECOND, INTERVAL '1' MINUTE)" in hop
     assert "INSERT INTO late_events" in late and "30000 - 1" in late
     for stmt in ddl + inserts:
@@ -37,7 +39,7 @@ def test_statements_use_settings_and_generated_columns() -> None:
 def test_hop_can_be_disabled_and_topics_overridden() -> None:
     s = load_settings(hop_size_s=0)
     ddl, inserts = render_sql(s, topics=Topics(readings="t-in", aggregates="t-agg", late="t-late", alerts="t-al"))
-    assert len(inserts) == 4  # windows, minutes, hours, late events
+    assert len(inserts) == 6  # windows, minutes and hours (of each device and of the fleet), late events
     joined = "\n".join(ddl)
     for topic in ("t-in", "t-agg", "t-late", "t-al"):
         assert f"'topic' = '{topic}'" in joined
@@ -84,7 +86,7 @@ def test_kafka_login_reaches_every_kafka_table_intact() -> None:
     s = load_settings(kafka_sasl_scram=True, kafka_sasl_password="pa;ss'wo\"rd")
     ddl, inserts = render_sql(s)
     tables = [d for d in ddl if d.startswith("CREATE TABLE")]
-    assert len(tables) == 4 and len(inserts) >= 3  # the ';' inside the JAAS value splits nothing
+    assert len(tables) == 5 and len(inserts) >= 3  # the ';' inside the JAAS value splits nothing
     for table in tables:
         assert "'properties.sasl.mechanism' = 'SCRAM-SHA-256'" in table
         assert 'password="pa;ss\'\'wo\\"rd";' in table  # SQL-quoted ' and JAAS-escaped "
@@ -113,9 +115,13 @@ def test_rollups_are_cascaded_from_the_windows_and_checked_against_the_settings(
     # the mean of the readings (their sum over their count), not a mean of the windows' means
     assert "SUM(total) AS total" in views[1] and "SUM(cnt) AS cnt" in views[1]
     assert all("total / cnt" in i for i in inserts if "FROM rollup_" in i)
-    assert sum("rollup_" in i for i in inserts) == 2
+    assert sum("FROM rollup_" in i for i in inserts) == 2 and sum("fleet_aggregates" in i for i in inserts) == 2
+    # the fleet: all devices of a source, region and site per roll-up window, from the devices' roll-ups
+    fleet = next(i for i in inserts if "fleet_aggregates" in i)
+    assert "GROUP BY window_start, window_end, window_time, source, region, site, metric, unit" in fleet
+    assert "COUNT(*), SUM(total / cnt)" in fleet
     _, off = render_sql(load_settings(rollups=False))
-    assert not any("rollup_" in i for i in off) and len(off) == len(inserts) - 2
+    assert not any("rollup_" in i for i in off) and len(off) == len(inserts) - 4
     with pytest.raises(ValueError, match="MW_WINDOW_SIZE_S=7"):
         render_sql(load_settings(window_size_s=7))
     with pytest.raises(ValueError, match="MW_HOP_SIZE_S = MW_HOP_SLIDE_S = 60"):

@@ -189,12 +189,13 @@ def main() -> None:
             "KPI fleet summary, 1 metric (fleet_summary)": lambda: dash.fleet_summary(f, (data.TEMPERATURE,)),
             "KPI power now (latest_per_device)": lambda: dash.latest(f, (data.POWER,)),
             "filter choices (latest_per_device, all metrics)": lambda: dash.choices(f),
-            "chart per region (chart_series)": lambda: dash.series(f, "region"),
+            # the fleet rows when the roll-ups hold them (fleet_series), else every device's rows (chart_series)
+            "chart per region (fleet_series)": lambda: dash.series(f, "region"),
             "chart 8 devices (chart_series)": lambda: dash.series(f, "device_id", eight),
             "hottest 10 (hottest_devices)": lambda: dash.hottest(f, n=10),
             "histogram (latest + temperature_histogram)": lambda: dash.histogram(f),
             "data volume (data_volume)": lambda: dash.data_volume(f),
-            "events/s per source (events_per_source)": lambda: dash.events_per_source(f),
+            "events/s per source (fleet_events_per_source)": lambda: dash.events_per_source(f),
             "KPI events/s now (ingest_rate)": lambda: dash.events_rate(f),
             "hottest 10, one region filtered": lambda: dash.hottest(region, n=10),
         }

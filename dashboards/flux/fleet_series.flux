@@ -13,19 +13,21 @@ narrow = (tables=<-) => {
     return if site == "" then inRegion else inRegion |> filter(fn: (r) => r.site == site)
 }
 
-// Each series' sums per bucket near storage, stamped at the bucket's start, then summed per `by` value.
+// Each series' sums per bucket near storage, stamped at the bucket's start, then summed per `by` value (grouping by
+// the tag itself: a map() over every bucket of every series to name it took 380 ms at 60 series x 24 h).
 sums = (field) => from(bucket: bucket)
     |> range(start: start, stop: stop)
     |> filter(fn: (r) => r._measurement == "fleet_agg" and r.window == window and r.metric == metric and r._field == field)
     |> narrow()
     |> aggregateWindow(every: every, fn: sum, timeSrc: "_start", createEmpty: false)
-    |> map(fn: (r) => ({_time: r._time, _field: r._field, _value: float(v: r._value), series: if by == "source" then r.source else if by == "site" then r.site else r.region}))
-    |> group(columns: ["series", "_field"])
+    |> group(columns: [by])
     |> aggregateWindow(every: every, fn: sum, createEmpty: false)
+    |> toFloat()
+    |> set(key: "_field", value: field)
 
 union(tables: [sums(field: "avg_sum"), sums(field: "devices")])
-    |> pivot(rowKey: ["_time", "series"], columnKey: ["_field"], valueColumn: "_value")
+    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
     |> filter(fn: (r) => r.devices > 0.0)
-    |> map(fn: (r) => ({_time: r._time, series: r.series, value: r.avg_sum / r.devices}))
+    |> map(fn: (r) => ({_time: r._time, series: if by == "source" then r.source else if by == "site" then r.site else r.region, value: r.avg_sum / r.devices}))
     |> group()
     |> sort(columns: ["series", "_time"])

@@ -76,15 +76,12 @@ def render_sql(
         alerts_sink = aggregates_sink
     else:
         aggregates_key = alerts_key = ""
-        aggregates_sink = alerts_sink = (
-            "'connector' = 'kafka',\n  'key.format' = 'raw',\n  'key.fields' = 'device_id',\n"
-            "  'value.format' = 'json',\n  'value.fields-include' = 'ALL',\n"
-            "  'sink.delivery-guarantee' = 'at-least-once'"
-        )
+        aggregates_sink = alerts_sink = _append_sink("device_id")
     ddl = strip_sql_comments((SQL_DIR / "window_aggregates.sql").read_text()).format(
         kafka_security=kafka_security(settings),
         aggregates_key=aggregates_key, aggregates_sink=aggregates_sink,
         alerts_key=alerts_key, alerts_sink=alerts_sink, scan_options=scan_options,
+        fleet_sink=_append_sink("metric"), late_sink=_append_sink("device_id"),
         reading_columns=flink_columns(),
         window_result_columns=schema.WINDOW_RESULT.sql_columns(),
         fleet_result_columns=schema.FLEET_RESULT.sql_columns(),
@@ -154,6 +151,13 @@ def rollup_shapes(settings: Settings, batch: bool = False) -> list[int]:
                "makes: its rows would land in the roll-up bucket twice (pick another or set MW_HOP_SIZE_S=0)")
         raise ValueError(msg)
     return sizes
+
+
+def _append_sink(key_field: str) -> str:
+    """The WITH options (after topic, servers and login) of a Kafka table the job only appends to, keyed by a field."""
+    return (f"'connector' = 'kafka',\n  'key.format' = 'raw',\n  'key.fields' = '{key_field}',\n"
+            "  'value.format' = 'json',\n  'value.fields-include' = 'ALL',\n"
+            "  'sink.delivery-guarantee' = 'at-least-once'")
 
 
 def _interval(seconds: int) -> str:

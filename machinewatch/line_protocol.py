@@ -203,8 +203,8 @@ def _formatter(name: str, column: schema.Column | None, const: int) -> Callable[
     return integer
 
 
-def _duration(seconds: int) -> str:
-    # Flux's notation, as the roll-up rows are tagged: 10s, 90s, 1m, 2m, 1h.
+def duration_text(seconds: int) -> str:
+    """A whole number of seconds in Flux's notation, as window tags and roll-up schedules write it: 10s, 90s, 1m, 1h."""
     if seconds and seconds % 3600 == 0:
         return f"{seconds // 3600}h"
     if seconds and seconds % 60 == 0:
@@ -215,7 +215,7 @@ def _duration(seconds: int) -> str:
 def _window_label(window_ms: Any, slide_ms: Any) -> str:
     size_s = int(window_ms) // 1000
     slide_s = int(slide_ms or window_ms) // 1000
-    return _duration(size_s) if slide_s == size_s else f"{size_s}s@{slide_s}s"
+    return duration_text(size_s) if slide_s == size_s else f"{size_s}s@{slide_s}s"
 
 
 # A job writes a few window shapes only: the label of each is computed once (it depends on the two values alone).

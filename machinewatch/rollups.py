@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from machinewatch import names
+from machinewatch.line_protocol import duration_text
 from machinewatch.query import FLUX_DIR
 
 
@@ -42,12 +43,7 @@ class Rollup:
 
 
 def flux_duration(d: timedelta) -> str:
-    seconds = int(d.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
+    return duration_text(int(d.total_seconds()))
 
 
 ROLLUP_1M = Rollup("1m", names.BUCKET_ROLLUP_1M, names.BUCKET_AGGREGATES, "10s", timedelta(minutes=1),

@@ -35,27 +35,17 @@ CREATE TABLE window_aggregates (
 CREATE TABLE fleet_aggregates (
   {fleet_result_columns}
 ) WITH (
-  'connector' = 'kafka',
   'topic' = '{aggregates_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-{kafka_security}  'key.format' = 'raw',
-  'key.fields' = 'metric',
-  'value.format' = 'json',
-  'value.fields-include' = 'ALL',
-  'sink.delivery-guarantee' = 'at-least-once'
+{kafka_security}  {fleet_sink}
 );
 
 CREATE TABLE late_events (
   {late_event_columns}
 ) WITH (
-  'connector' = 'kafka',
   'topic' = '{late_topic}',
   'properties.bootstrap.servers' = '{bootstrap}',
-{kafka_security}  'key.format' = 'raw',
-  'key.fields' = 'device_id',
-  'value.format' = 'json',
-  'value.fields-include' = 'ALL',
-  'sink.delivery-guarantee' = 'at-least-once'
+{kafka_security}  {late_sink}
 );
 
 CREATE TABLE threshold_alerts (

@@ -108,6 +108,10 @@ def input_for(name: str, doc: str) -> Input:
     default = DEFAULTS.get(name, "")
     if name == "bucket" and "alerts bucket" in doc:
         default = names.BUCKET_ALERTS
+    # The fleet rows are only in the roll-up buckets, tagged by the roll-up's length: the windows' defaults
+    # would show nothing.
+    if "a roll-up bucket" in doc:
+        default = {"bucket": names.BUCKET_ROLLUP_1M, "window": "1m"}.get(name, default)
     return Input(name, INPUT_KINDS.get(name, "string"), default)
 
 

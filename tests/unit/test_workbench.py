@@ -51,6 +51,10 @@ def test_presets_know_their_kinds_and_defaults() -> None:
     assert {i.name: i for i in library["alert_states"].inputs}["bucket"].default == names.BUCKET_ALERTS
     assert {i.name: i for i in library["chart_series"].inputs}["devices"].kind == "strings"
     assert {i.name: i for i in library["ingest_rate"].inputs}["span"].kind == "duration"
+    # the fleet presets read the roll-up buckets' fleet rows, tagged 1m / 1h: the windows' defaults find nothing
+    for name in ("fleet_series", "fleet_events_per_source"):
+        fleet = {i.name: i for i in library[name].inputs}
+        assert (fleet["bucket"].default, fleet["window"].default) == (names.BUCKET_ROLLUP_1M, "1m")
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -185,18 +185,18 @@ def main() -> None:
         region = data.Filters(start=f.start, stop=f.stop, window=f.window, region="r1")
         eight = tuple(f"bench-{i:04d}" for i in range(8))
         panels: dict[str, Callable[[], Any]] = {
-            "KPI fleet summary, 4 metrics (4 x fleet_summary)": lambda: dash.fleet_summary(f),
-            "KPI fleet summary, 1 metric (fleet_summary)": lambda: dash.fleet_summary(f, (data.TEMPERATURE,)),
+            "KPI fleet summary, 4 metrics (fleet_mean)": lambda: dash.fleet_summary(f),
+            "KPI fleet summary, 1 metric (fleet_mean)": lambda: dash.fleet_summary(f, (data.TEMPERATURE,)),
             "KPI power now (latest_per_device)": lambda: dash.latest(f, (data.POWER,)),
             "filter choices (latest_per_device, all metrics)": lambda: dash.choices(f),
             # the fleet rows when the roll-ups hold them (fleet_series), else every device's rows (chart_series)
             "chart per region (fleet_series)": lambda: dash.series(f, "region"),
             "chart 8 devices (chart_series)": lambda: dash.series(f, "device_id", eight),
             "hottest 10 (hottest_devices)": lambda: dash.hottest(f, n=10),
-            "histogram (latest + temperature_histogram)": lambda: dash.histogram(f),
+            "histogram (device_means)": lambda: dash.histogram(f),
             "data volume (data_volume)": lambda: dash.data_volume(f),
             "events/s per source (fleet_events_per_source)": lambda: dash.events_per_source(f),
-            "KPI events/s now (ingest_rate)": lambda: dash.events_rate(f),
+            "KPI events/s now (ingest_rate, fleet minutes)": lambda: dash.events_rate(f),
             "hottest 10, one region filtered": lambda: dash.hottest(region, n=10),
         }
         rows = []

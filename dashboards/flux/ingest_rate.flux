@@ -3,7 +3,9 @@
 // range. The caller divides by the time those windows cover; a rate over the whole range would also count
 // the time before the data began.
 // Inputs: bucket, start, stop (times), span (duration, e.g. 1m), window (the tumbling shape, e.g. "10s":
-//   sliding windows would count a reading several times), devicePrefix, region, site ("" = all).
+//   sliding windows would count a reading several times), devicePrefix, region, site ("" = all),
+//   measurement ("window_agg", each device's windows; or "fleet_agg" with a roll-up bucket and window "1m": the
+//   fleet roll-ups' counts, a few series instead of one per device, the newest whole minute written).
 // Rows: _time (window end), readings (int); none when the range holds no data.
 import "date"
 import "regexp"
@@ -22,7 +24,7 @@ narrow = (tables=<-) => {
 
 counts = (lo, hi) => from(bucket: bucket)
     |> range(start: lo, stop: hi)
-    |> filter(fn: (r) => r._measurement == "window_agg" and r._field == "count" and r.window == window)
+    |> filter(fn: (r) => r._measurement == measurement and r._field == "count" and r.window == window)
     |> narrow()
 
 // The newest window end: each series' last window, then the newest of those.

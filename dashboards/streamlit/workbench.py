@@ -27,13 +27,13 @@ INPUT_KINDS: dict[str, str] = {
     "n": "int", "binCount": "int", "binStart": "float", "binWidth": "float",
     "metrics": "strings", "devices": "strings",
     "metric": "string", "by": "string", "window": "string", "devicePrefix": "string", "region": "string",
-    "site": "string", "label": "string", "rollup1m": "string", "rollup1h": "string",
+    "site": "string", "label": "string", "rollup1m": "string", "rollup1h": "string", "measurement": "string",
 }
 # What a form field starts with; "" (all) for the filters not listed, and for the roll-up buckets (windows only).
 DEFAULTS: dict[str, str] = {
     "bucket": names.BUCKET_AGGREGATES, "start": "-1h", "stop": "now", "every": "1m", "span": "1m", "n": "10",
     "binCount": "20", "binStart": "0", "binWidth": "5", "metrics": "temperature", "metric": "temperature",
-    "by": "device_id", "window": "10s", "label": "1m",
+    "by": "device_id", "window": "10s", "label": "1m", "measurement": "window_agg",
 }
 # A chart never draws more rows than this (the table and the CSV keep them all).
 CHART_ROWS = 5000

@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -287,6 +287,22 @@ def test_flux_fleet_series(fleet: Fleet, dash: data.Dashboard) -> None:
         assert [have[k] for k in want] == pytest.approx(list(want.values()), abs=1e-9), by
 
 
+def test_flux_fleet_mean(fleet: Fleet, dash: data.Dashboard) -> None:
+    """The fleet KPIs over a long range read the fleet rows: the devices' averages summed over the device rows, and
+    per source and site the most devices in one row."""
+    assert dash.fleet_source(fleet.filters) is not None
+    for site in ("", "s1"):
+        rows = fleet.rows[fleet.rows["site"] == site] if site else fleet.rows
+        summary = dash.fleet_summary(replace(fleet.filters, site=site), ("temperature",)).set_index("metric")
+        assert summary.loc["temperature", "mean"] == pytest.approx(rows["avg_sum"].sum() / rows["devices"].sum())
+        assert summary.loc["temperature", "devices"] == rows.groupby(["source", "site"])["devices"].max().sum()
+        assert summary.loc["temperature", "unit"] == "°C"
+    params = {"bucket": names.BUCKET_ROLLUP_1M, "window": "1m", "start": fleet.filters.start,
+              "stop": fleet.filters.stop, "region": fleet.region, "site": ""}
+    assert dash.run("fleet_mean", {**params, "metrics": ["humidity"]}).empty  # only the metrics asked for
+    assert dash.run("fleet_mean", {**params, "metrics": []}).equals(dash.fleet_summary(fleet.filters))  # [] = all
+
+
 def test_flux_fleet_events_per_source(fleet: Fleet, dash: data.Dashboard) -> None:
     """Readings per source per bucket over a long range, from the fleet rows' counts."""
     rows, step = _fleet_buckets(fleet, series=4)
@@ -313,9 +329,10 @@ def test_flux_data_volume(known: Known, dash: data.Dashboard) -> None:
     assert sliding.to_dict() == volume.to_dict()
 
 
-def test_flux_ingest_rate(known: Known, dash: data.Dashboard) -> None:
+def test_flux_ingest_rate(known: Known, fleet: Fleet, dash: data.Dashboard) -> None:
     f = _filters(known)
-    params = {**f.common(), "bucket": names.BUCKET_AGGREGATES, "window": data.TUMBLING, "span": data.RATE_SPAN}
+    params = {**f.common(), "bucket": names.BUCKET_AGGREGATES, "window": data.TUMBLING, "span": data.RATE_SPAN,
+              "measurement": names.MEASUREMENT_WINDOW}
     rows = dash.run("ingest_rate", params)
     ends = [known.last_end - timedelta(seconds=10 * k) for k in reversed(range(6))]  # the newest minute
     assert list(pd.to_datetime(rows["_time"], utc=True)) == ends
@@ -329,6 +346,11 @@ def test_flux_ingest_rate(known: Known, dash: data.Dashboard) -> None:
     nobody = data.Filters(start=f.start, stop=f.stop, device_prefix=f"{known.prefix}-nobody")
     assert dash.run("ingest_rate", {**params, "devicePrefix": nobody.device_prefix}).empty
     assert dash.events_rate(nobody) == 0.0
+    # Over a long range, the fleet roll-ups' newest minute: its readings over its 60 s (one site's alone, filtered)
+    newest = fleet.rows[fleet.rows["time"] == fleet.rows["time"].max()]
+    assert dash.events_rate(fleet.filters) == pytest.approx(newest["count"].sum() / 60)
+    one_site = replace(fleet.filters, site="s2")
+    assert dash.events_rate(one_site) == pytest.approx(newest[newest["site"] == "s2"]["count"].sum() / 60)
 
 
 def test_flux_late_events_per_source(known: Known, dash: data.Dashboard) -> None:
@@ -372,14 +394,33 @@ def test_flux_threshold_alerts(known: Known, dash: data.Dashboard) -> None:
     assert pd.Timestamp(row["last"]) == pd.Timestamp(known.last_end)
 
 
-def test_flux_temperature_histogram(known: Known, dash: data.Dashboard) -> None:
-    hist = dash.histogram(_filters(known, metric="temperature"))
+def test_flux_device_means(known: Known, dash: data.Dashboard) -> None:
+    """Each device's mean, and the dashboard's histogram binned from them: every device in the bin of its mean."""
+    f = _filters(known, metric="temperature")
     means = known.windows[known.windows.metric == "temperature"].groupby("device_id")["avg"].mean()
+    got = dash.run("device_means", {**f.common(), "bucket": names.BUCKET_AGGREGATES, "window": "10s",
+                                    "metric": "temperature"}).set_index("device_id")["mean"]
+    assert got.to_dict() == pytest.approx(means.to_dict())
+    hist = dash.histogram(f)
+    assert int(hist["devices"].sum()) == len(means)
+    for mean in means:
+        hit = hist[(hist["bin_start"] < mean) & (mean <= hist["bin_end"])]
+        assert int(hit["devices"].sum()) == (means == mean).sum(), (mean, hist)
+    assert len(hist) <= 14
+
+
+def test_flux_temperature_histogram(known: Known, dash: data.Dashboard) -> None:
+    """InfluxDB's own histogram of the device means (the template's cell): cumulative counts per upper edge."""
+    f = _filters(known, metric="temperature")
+    means = known.windows[known.windows.metric == "temperature"].groupby("device_id")["avg"].mean()
+    bins = {"binStart": 0.0, "binWidth": 5.0, "binCount": 30}
+    rows = dash.run("temperature_histogram", {**f.common(), "bucket": names.BUCKET_AGGREGATES, "window": "10s",
+                                              "metric": "temperature", **bins})
+    hist = data.bins_from_cumulative(rows)
     assert int(hist["devices"].sum()) == len(means)
     for mean in means:
         hit = hist[(hist["bin_start"] < mean) & (mean <= hist["bin_end"])]
         assert int(hit["devices"].sum()) >= 1, (mean, hist)
-    assert len(hist) <= 14
 
 
 def test_flux_downsample_hourly(known: Known, dash: data.Dashboard) -> None:

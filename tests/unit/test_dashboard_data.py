@@ -166,6 +166,7 @@ def test_events_rate_kpi_reads_the_newest_minute_of_tumbling_windows(monkeypatch
     assert kpis.events_per_s == pytest.approx(10.0)
     (params,) = [p for name, p in asked if name == "ingest_rate"]
     assert params["window"] == "10s" and params["span"] == timedelta(minutes=1)  # not the charts' sliding windows
+    assert params["measurement"] == "window_agg"
     text = data.flux_text("ingest_rate")
     assert all(name in text for name in params), "every parameter is an input the file reads"
 
@@ -342,10 +343,62 @@ def test_per_device_summaries_read_the_rollups_over_long_ranges(monkeypatch: pyt
     dash.hottest(f)
     dash.fleet_summary(f)
     dash.histogram(f)
-    summaries = [(n, p) for n, p in asked if n in ("hottest_devices", "fleet_summary", "temperature_histogram")]
-    assert {n for n, _ in summaries} == {"hottest_devices", "fleet_summary", "temperature_histogram"}
+    summaries = [(n, p) for n, p in asked if n in ("hottest_devices", "fleet_summary", "device_means", "fleet_mean")]
+    # over the roll-ups the fleet means read the fleet rows first (fleet_mean), and every device's when there are none
+    long = {"fleet_mean"} if bucket != "aggregates" else set()
+    assert {n for n, _ in summaries} == {"hottest_devices", "fleet_summary", "device_means", *long}
     for name, params in summaries:
         assert (params["bucket"], params["window"]) == (bucket, window), name
+
+
+def test_fleet_kpis_read_the_fleet_rows_over_long_ranges_and_every_device_without_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, dict[str, object]]] = []
+    fleet_rows = {"fleet_mean": pd.DataFrame({"metric": ["temperature"], "unit": ["°C"], "devices": [4],
+                                              "mean": [50.0]}),
+                  "ingest_rate": pd.DataFrame({"_time": [NOW], "readings": [600]})}
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        asked.append((name, params))
+        if params.get("bucket") == "rollup_1m" and name in fleet_rows:
+            return fleet_rows[name]
+        return pd.DataFrame()
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o",  # noqa: S106 - never contacted
+                          rollup_1m_bucket="rollup_1m", rollup_1h_bucket="rollup_1h")
+    day = data.last(timedelta(hours=24), now=NOW)
+    kpis = dash.kpis(day)
+    assert (kpis.avg_temperature, kpis.temperature_devices) == (50.0, 4)
+    assert kpis.events_per_s == pytest.approx(10.0)  # the newest minute's 600 readings over its 60 s
+    rate = [p for n, p in asked if n == "ingest_rate"]
+    assert [(p["bucket"], p["window"], p["measurement"]) for p in rate] == [("rollup_1m", "1m", "fleet_agg")]
+    # one query for every KPI metric; the job wrote fleet rows, so a metric without any has no data
+    assert [p["metrics"] for n, p in asked if n == "fleet_mean"] == [list(data.KPI_METRICS)]
+    assert not [n for n, _ in asked if n == "fleet_summary"]
+    # no fleet rows in the range: every device's rows, a metric at a time
+    asked.clear()
+    del fleet_rows["fleet_mean"]
+    dash.kpis(day)
+    assert [p["metrics"] for n, p in asked if n == "fleet_summary"] == [[m] for m in data.KPI_METRICS]
+    # a device prefix: fleet rows have no devices, so the windows (and every device's rows) answer
+    asked.clear()
+    dash.kpis(data.last(timedelta(hours=24), now=NOW, device_prefix="in-"))
+    assert not [n for n, _ in asked if n == "fleet_mean"]
+    assert [(p["bucket"], p["measurement"]) for n, p in asked if n == "ingest_rate"] == [("aggregates", "window_agg")]
+
+
+def test_histogram_bins_the_device_means_over_their_span() -> None:
+    means = pd.Series([41.3, 45.0, 45.0, 52.2, 74.9])
+    hist = data.bins_from_means(means, 12)
+    assert int(hist["devices"].sum()) == len(means)
+    assert hist["bin_start"].iloc[0] <= means.min() and hist["bin_end"].iloc[-1] >= means.max()
+    assert len(hist) >= 12 and (hist["bin_end"] - hist["bin_start"]).nunique() == 1
+    for m in means:  # each mean in the bin (start, end] that holds it (the lowest bin also holds its start)
+        hit = hist[(hist["bin_start"] < m) & (m <= hist["bin_end"])]
+        assert int(hit["devices"].sum()) >= 1, m
+    assert data.bins_from_means(pd.Series([60.0, 60.0]), 12)["devices"].sum() == 2  # one value: still binned
+    assert data.bins_from_means(pd.Series(dtype=float), 12).empty
 
 
 def test_chart_queries_ask_the_rollup_bucket_for_its_window_and_step(monkeypatch: pytest.MonkeyPatch) -> None:

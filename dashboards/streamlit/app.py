@@ -96,7 +96,8 @@ def _kpis(dash: data.Dashboard, f: data.Filters, active: pd.DataFrame) -> None:
     cols[1].metric("Avg CPU", _fmt(k.avg_cpu, 1, " %"), help=f"{k.cpu_devices} devices")
     cols[2].metric("Power", _fmt(k.power_kw, 2, " kW"), help=f"latest window of {k.power_devices} devices")
     cols[3].metric("Events/s (last minute)", _fmt(k.events_per_s, 1),
-                   help="readings per second in the newest minute of data, from the 10 s windows' counts")
+                   help="readings per second in the newest minute of data, from the 10 s windows' counts "
+                        "(over 6 h and more, the fleet roll-ups' newest whole minute)")
     cols[4].metric("Devices in alarm", str(len(per_device)), help="devices with an active alert")
     if len(active):
         worst = ", ".join(f"{d} ({s})" for d, s in zip(per_device["device_id"], per_device["worst"], strict=True))

@@ -48,25 +48,28 @@ BASELINE = "baseline"
 SECONDS = cast("WritePrecision", WritePrecision.S)
 
 
-def _windows(devices: int, start: datetime, hours: float, step_s: int, prefix: str) -> Iterator[tuple[str, int, float]]:
-    """(tags without the window tag, window end in epoch seconds, average) of every synthetic window."""
+def _windows(devices: int, start: datetime, hours: float, step_s: int, prefix: str,
+             region: str = "") -> Iterator[tuple[str, int, float]]:
+    """(tags without the window tag, window end in epoch seconds, average) of every synthetic window; every device
+    in ``region`` when one is given, else spread over five."""
     first = int(start.timestamp())
     for i in range(devices):
-        tags = (f"window_agg,device_id={prefix}-{i:04d},metric=temperature,region=r{i % 5},site=s{i % 20},"
-                f"source=src{i % 3},unit=°C")
+        tags = (f"window_agg,device_id={prefix}-{i:04d},metric=temperature,region={region or f'r{i % 5}'},"
+                f"site=s{i % 20},source=src{i % 3},unit=°C")
         base = 40 + (i % 37)
         for k in range(int(hours * 3600) // step_s):
             yield tags, first + (k + 1) * step_s, base + (k % 60) / 10
 
 
-def lines(devices: int, start: datetime, hours: float, step_s: int, prefix: str = "bench") -> Iterator[str]:
+def lines(devices: int, start: datetime, hours: float, step_s: int, prefix: str = "bench",
+          region: str = "") -> Iterator[str]:
     """Line protocol of one temperature window per device and step (deterministic values)."""
-    for tags, end, avg in _windows(devices, start, hours, step_s, prefix):
+    for tags, end, avg in _windows(devices, start, hours, step_s, prefix, region):
         yield f"{tags},window={step_s}s avg={avg},min={avg - 1.5},max={avg + 1.5},count={step_s}i {end}"
 
 
 def rollup_lines(devices: int, start: datetime, hours: int, step_s: int, every_s: int, label: str,
-                 prefix: str = "bench") -> Iterator[str]:
+                 prefix: str = "bench", region: str = "") -> Iterator[str]:
     """The rows the roll-ups (machinewatch.rollups) make of ``lines(...)``: per device and ``every_s``
     bucket, stamped at its end (a window ending on the boundary counts in the bucket it closes), the mean of
     the averages, min of mins, max of maxes and sum of counts, tagged ``window=label``."""
@@ -79,7 +82,7 @@ def rollup_lines(devices: int, start: datetime, hours: int, step_s: int, every_s
         return (f"{key[0]},window={label} avg={avg},min={min(avgs) - 1.5},max={max(avgs) + 1.5},"
                 f"count={step_s * len(avgs)}i {key[1]}")
 
-    for tags, end, avg in _windows(devices, start, hours, step_s, prefix):
+    for tags, end, avg in _windows(devices, start, hours, step_s, prefix, region):
         bucket_end = -(-end // every_s) * every_s
         if key != (tags, bucket_end):
             if avgs:
@@ -91,12 +94,12 @@ def rollup_lines(devices: int, start: datetime, hours: int, step_s: int, every_s
 
 
 def fleet_lines(devices: int, start: datetime, hours: int, step_s: int, every_s: int, label: str,
-                prefix: str = "bench") -> Iterator[str]:
+                prefix: str = "bench", region: str = "") -> Iterator[str]:
     """The fleet rows the window job makes beside ``rollup_lines(...)``: per source, region, site, metric and
     ``every_s`` bucket, the device rows counted (``devices``), their averages summed (``avg_sum``), min of mins,
     max of maxes and sum of counts, tagged ``window=label`` (schema.FLEET_RESULT)."""
     fleet: dict[tuple[str, int], list[float]] = {}  # (tags, end) -> [devices, avg_sum, min, max, count]
-    for line in rollup_lines(devices, start, hours, step_s, every_s, label, prefix):
+    for line in rollup_lines(devices, start, hours, step_s, every_s, label, prefix, region):
         series, fields, end_text = line.split(" ")
         tags = dict(kv.split("=", 1) for kv in series.split(",")[1:])
         values = dict(kv.split("=", 1) for kv in fields.split(","))

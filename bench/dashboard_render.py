@@ -2,10 +2,11 @@
 
     python -m bench.dashboard_render [--devices 100 --hours 6 --runs 5 --out FILE]
 
-Writes the data set of bench/dashboard_queries.py (10 s windows, the app's window, under a device prefix
-unique to the run) into the stack's aggregates bucket and its 1-minute and hourly roll-ups into the roll-up
-buckets (the stack's tasks only re-roll the last minutes, not a backfilled past), starts
-``machinewatch dashboard`` on a free port, and opens the first page filtered to that prefix. Each run starts
+Writes the data set of bench/dashboard_queries.py (10 s windows, the app's window, in a region unique to the
+run) into the stack's aggregates bucket, and its 1-minute and hourly roll-ups with their fleet rows into the
+roll-up buckets (as the window job writes them beside the windows), starts ``machinewatch dashboard`` on a
+free port, and opens the first page filtered to that region: what the whole fleet's page reads, the fleet rows
+included (a device prefix would make the page read every device's rows instead). Each run starts
 Chromium with a new empty profile (cold: no HTTP cache, new Streamlit session) and then reloads the page once
 in the same browser (warm).
 A render counts from navigation start until Streamlit's script run has finished *and* every chart
@@ -34,7 +35,7 @@ from typing import Any
 
 from influxdb_client import InfluxDBClient
 
-from bench.dashboard_queries import ROLLUP_EVERY_S, lines, load, p95, rollup_lines
+from bench.dashboard_queries import ROLLUP_EVERY_S, fleet_lines, lines, load, p95, rollup_lines
 from dashboards.streamlit import headless
 from machinewatch import names, rollups
 from machinewatch.cli import streamlit_command
@@ -162,14 +163,11 @@ def browser_session(url: str, reloads: int, timeout: float) -> list[dict[str, An
             browser.close()
 
 
-def _delete(client: InfluxDBClient, settings: Settings, prefix: str, devices: int, start: datetime,
-            stop: datetime) -> None:
-    # InfluxDB's delete predicates have no prefix match: one call per device
+def _delete(client: InfluxDBClient, settings: Settings, region: str, start: datetime, stop: datetime) -> None:
+    """The run's windows, roll-ups and fleet rows: everything in its region."""
     api = client.delete_api()
     for bucket in (names.BUCKET_AGGREGATES, *(r.bucket for r in rollups.ROLLUPS)):
-        for i in range(devices):
-            api.delete(start, stop, f'_measurement="window_agg" AND device_id="{prefix}-{i:04d}"',
-                       bucket=bucket, org=settings.influx_org)
+        api.delete(start, stop, f'region="{region}"', bucket=bucket, org=settings.influx_org)
 
 
 def _stats(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -218,23 +216,26 @@ def measure(settings: Settings, devices: int = 100, hours: int = 6, runs: int = 
     ``settings`` must give the operator token (to write and delete the windows) and the read token (the app's).
     """
     key = range_key(hours)
-    prefix = f"render-{uuid.uuid4().hex[:6]}"
+    region = f"render-{uuid.uuid4().hex[:6]}"
     stop = datetime.now(tz=UTC).replace(second=0, microsecond=0)
     start = stop - timedelta(hours=hours)
     with InfluxDBClient(url=settings.influx, token=settings.operator_token(), org=settings.influx_org,
                         timeout=120_000) as client:
         t0 = time.perf_counter()
-        windows = load(client, names.BUCKET_AGGREGATES, lines(devices, start, hours, STEP_S, prefix=prefix))
+        windows = load(client, names.BUCKET_AGGREGATES, lines(devices, start, hours, STEP_S, region=region))
         for rollup in rollups.ROLLUPS:
-            load(client, rollup.bucket, rollup_lines(devices, start, hours, STEP_S, ROLLUP_EVERY_S[rollup.label],
-                                                     rollup.label, prefix=prefix))
+            every_s = ROLLUP_EVERY_S[rollup.label]
+            load(client, rollup.bucket, rollup_lines(devices, start, hours, STEP_S, every_s, rollup.label,
+                                                     region=region))
+            load(client, rollup.bucket, fleet_lines(devices, start, hours, STEP_S, every_s, rollup.label,
+                                                    region=region))
         load_s = time.perf_counter() - t0
         try:
             with headless.dashboard(settings) as base:
-                loads = _loads(f"{base}?range={key}&device_prefix={prefix}-&refresh=off", runs, timeout)
+                loads = _loads(f"{base}?range={key}&region={region}&refresh=off", runs, timeout)
         finally:
             # an hourly roll-up row is stamped at its hour's end, up to an hour after the data
-            _delete(client, settings, prefix, devices, start - timedelta(minutes=1), stop + timedelta(hours=1))
+            _delete(client, settings, region, start - timedelta(minutes=1), stop + timedelta(hours=1))
     return {"devices": devices, "hours": hours, "step_s": STEP_S, "windows": windows, "load_s": round(load_s, 1),
             "range": key, **loads}
 

@@ -3,7 +3,8 @@
 Run it with ``machinewatch dashboard``. It reads only pre-aggregated data (window aggregates, alerts,
 late-event counts) through the Flux library, with InfluxDB's read-only token. The live part is a
 fragment that re-runs on its own timer, so the sidebar and the rest of the page are not rerun.
-Query parameters preset the filters, e.g. ``?range=1h&device_prefix=rack-``.
+Query parameters preset the filters: ``range``, ``device_prefix``, ``region``, ``metric``, ``refresh``, e.g.
+``?range=24h&region=eu-west&refresh=off``.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def _sidebar(dash: data.Dashboard) -> tuple[data.Filters, int, pd.DataFrame]:
     choices = dash.choices(base)
     if choices.empty:
         return base, 0, choices
-    region = side.selectbox("Region", ["", *sorted(choices["region"].dropna().unique())],
-                            format_func=lambda v: v or "all regions")
+    regions = ["", *sorted(choices["region"].dropna().unique())]
+    region = side.selectbox("Region", regions, format_func=lambda v: v or "all regions",
+                            index=regions.index(_param("region", "")) if _param("region", "") in regions else 0)
     in_region = choices[choices["region"] == region] if region else choices
     site = side.selectbox("Site", ["", *sorted(in_region["site"].dropna().unique())],
                           format_func=lambda v: v or "all sites")

@@ -592,6 +592,17 @@ def test_app_events_per_second_kpi_matches_flux_in_chromium(known: Known, app_ur
     assert float(shown[1].replace(",", "")) == pytest.approx(expected, abs=0.05)
 
 
+def test_app_region_in_the_url_filters_the_page_in_chromium(known: Known, app_url: str) -> None:
+    """``?region=de`` picks the region in the sidebar: the KPIs are de's alone (one device), not the fleet's."""
+    w = known.windows
+    de = w[(w.metric == "temperature") & (w.region == "de")]["avg"].mean()
+    fleet = w[w.metric == "temperature"].groupby("device_id")["avg"].mean().mean()
+    assert f"{de:.1f}" != f"{fleet:.1f}"
+    text, dom, _ = _load(f"{app_url}&region=de", ["Avg temperature", f"{de:.1f} °C"])
+    assert 'data-testid="stException"' not in dom, "the page shows an exception box"
+    assert f"{de:.1f} °C" in text, f"the KPI is not de's: {text[:1500]!r}"
+
+
 def test_flux_source_last_seen(known: Known, dash: data.Dashboard) -> None:
     """Each source's newest window end; other runs' data may be newer, never older than ours."""
     rows = dash.run("source_last_seen", {"bucket": names.BUCKET_AGGREGATES, "start": known.now - timedelta(hours=1)})

@@ -187,6 +187,7 @@ def main() -> None:
         f = data.Filters(start=start, stop=stop + timedelta(minutes=1), window=f"{args.step_s}s")
         region = data.Filters(start=f.start, stop=f.stop, window=f.window, region="r1")
         eight = tuple(f"bench-{i:04d}" for i in range(8))
+        choices = dash.choices(f)
         panels: dict[str, Callable[[], Any]] = {
             "KPI fleet summary, 4 metrics (fleet_mean)": lambda: dash.fleet_summary(f),
             "KPI fleet summary, 1 metric (fleet_mean)": lambda: dash.fleet_summary(f, (data.TEMPERATURE,)),
@@ -197,7 +198,8 @@ def main() -> None:
             "chart 8 devices (chart_series)": lambda: dash.series(f, "device_id", eight),
             "hottest 10 (hottest_devices)": lambda: dash.hottest(f, n=10),
             "histogram (device_means)": lambda: dash.histogram(f),
-            "data volume (data_volume)": lambda: dash.data_volume(f),
+            # the page reads its filter choices before its panels, and the data volume takes its devices from them
+            "data volume (data_volume, fleet rows)": lambda: dash.view(f, choices).data_volume(f),
             "events/s per source (fleet_events_per_source)": lambda: dash.events_per_source(f),
             "KPI events/s now (ingest_rate, fleet minutes)": lambda: dash.events_rate(f),
             "hottest 10, one region filtered": lambda: dash.hottest(region, n=10),

@@ -1,8 +1,10 @@
 // How much data does each source deliver, and from how many devices? Readings (summed window
 // counts of tumbling windows) and distinct devices per source in the range.
 // Inputs: bucket, start, stop, window (the tumbling shape, e.g. "10s"), devicePrefix, region, site ("" = all),
-//   rollup1m, rollup1h (the roll-up buckets, e.g. "rollup_1m" and "rollup_1h"; "" = read only the windows).
-// Rows: source, devices (int), readings (int).
+//   rollup1m, rollup1h (the roll-up buckets, e.g. "rollup_1m" and "rollup_1h"; "" = read only the windows),
+//   measurement (the roll-up rows read: "window_agg", each device's; or "fleet_agg", the fleet rows, a few series per
+//   source instead of one per device, with devicePrefix "": they hold no device ids, so the rows have no devices).
+// Rows: source, devices (int; not with the fleet rows), readings (int).
 // With roll-ups, the whole hours (and minutes) of the range that have surely been written (their bucket
 // ended more than 5 min / 1 min ago; the window job writes a roll-up seconds after it closes: the watermark
 // delay plus the writer's flush) are read from hourly (minute) rows, and only the edges from the windows:
@@ -25,11 +27,12 @@ narrow = (tables=<-) => {
     return if devicePrefix == "" then inSite else inSite |> filter(fn: (r) => r.device_id =~ devicePrefixRe)
 }
 
-// Readings per source and device in [lo, hi) of one bucket and window tag; nothing when the span is empty.
-counts = (b, w, lo, hi) => {
+// Readings per source and device (per source, of fleet rows) in [lo, hi) of one bucket and window tag, of
+// measurement m; nothing when the span is empty.
+counts = (b, w, lo, hi, m="window_agg") => {
     read = (l, h) => from(bucket: b)
         |> range(start: l, stop: h)
-        |> filter(fn: (r) => r._measurement == "window_agg" and r._field == "count" and r.window == w)
+        |> filter(fn: (r) => r._measurement == m and r._field == "count" and r.window == w)
         |> narrow()
 
     return (if hi > lo then read(l: lo, h: hi) else read(l: lo, h: date.add(d: 1ns, to: lo)) |> filter(fn: (r) => false))
@@ -38,7 +41,7 @@ counts = (b, w, lo, hi) => {
 }
 
 // Rows stamped after `lo` and up to `hi` (the buckets ending in (lo, hi]).
-ends = (b, w, lo, hi) => counts(b: b, w: w, lo: date.add(d: 1ns, to: lo), hi: date.add(d: 1ns, to: hi))
+ends = (b, w, lo, hi) => counts(b: b, w: w, lo: date.add(d: 1ns, to: lo), hi: date.add(d: 1ns, to: hi), m: measurement)
 ceilTo = (t, unit) => date.add(d: unit, to: date.truncate(t: date.sub(d: 1ns, from: t), unit: unit))
 earliest = (a, b) => if a < b then a else b
 lastStart = date.truncate(t: date.sub(d: 1ns, from: stop), unit: 1m)
@@ -69,5 +72,7 @@ perDevice
     |> sum()
     |> group(columns: ["source"])
     |> reduce(identity: {devices: 0, readings: 0}, fn: (r, accumulator) => ({devices: accumulator.devices + 1, readings: accumulator.readings + r._value}))
+    // the fleet rows' sums stand for many devices each: their count of groups is no count of devices
+    |> drop(columns: if measurement == "fleet_agg" then ["devices"] else [])
     |> group()
     |> sort(columns: ["source"])

@@ -61,9 +61,10 @@ CELLS = (
     Cell("Devices per temperature bin (cumulative)", "temperature_histogram", "Table", (4, 8, 4, 4),
          {"metric": "v.metric", "binStart": "0.0", "binWidth": "5.0", "binCount": "20"}),
     # The roll-ups over the ranges the app reads them for (its charts' rule: at least CHART_POINTS minutes).
+    # Each device's roll-up rows (not the fleet rows, which hold no device ids): the table shows devices per source.
     Cell("Data volume per source", "data_volume", "Table", (8, 8, 4, 4),
-         {f"rollup{r.label}": f'if int(v: stop) - int(v: start) >= int(v: {CHART_POINTS}m) then "{r.bucket}" else ""'
-          for r in rollups.ROLLUPS}),
+         {**{f"rollup{r.label}": f'if int(v: stop) - int(v: start) >= int(v: {CHART_POINTS}m) then "{r.bucket}" else ""'
+             for r in rollups.ROLLUPS}, "measurement": f'"{names.MEASUREMENT_WINDOW}"'}),
     Cell("Alerts: latest state", "alert_states", "Table", (0, 12, 6, 4),
          {"bucket": f'"{names.BUCKET_ALERTS}"', "start": "-7d", "stop": "now()"}),
     Cell("Time in alarm per device", "time_in_alarm", "Table", (6, 12, 3, 4),
@@ -77,7 +78,7 @@ CELLS = (
 def _inputs_of(text: str) -> set[str]:
     """The option names a library file reads (the identifiers COMMON and the cells may bind)."""
     known = {*COMMON, "metric", "metrics", "by", "every", "devices", "n", "binStart", "binWidth", "binCount",
-             *(f"rollup{r.label}" for r in rollups.ROLLUPS)}
+             "measurement", *(f"rollup{r.label}" for r in rollups.ROLLUPS)}
     header = "\n".join(line for line in text.splitlines() if line.startswith("//"))
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
     return {name for name in known if name in header and _uses(body, name)}

@@ -7,13 +7,14 @@ them over long ranges (known rows written directly, as the job writes them).
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import pytest
 import requests
-from influxdb_client import InfluxDBClient
+from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from machinewatch import names, rollups
@@ -242,7 +243,7 @@ def test_data_volume_over_a_day_reads_whole_hours_and_minutes_from_the_rollups(s
     windows = pd.DataFrame(rows)
 
     def docs(frame: pd.DataFrame, window_ms: int) -> list[dict[str, Any]]:
-        return [{"device_id": r.device_id, "metric": "temperature", "source": r.source, "region": "r", "site": "s",
+        return [{"device_id": r.device_id, "metric": "temperature", "source": r.source, "region": prefix, "site": "s",
                  "unit": "°C", "window_ms": window_ms, "window_end_ms": int(r.end.timestamp() * 1000),
                  "avg_value": 20.0, "min_value": 19.0, "max_value": 21.0, "count": int(r.count)}
                 for r in frame.itertuples()]
@@ -266,28 +267,39 @@ def test_data_volume_over_a_day_reads_whole_hours_and_minutes_from_the_rollups(s
             for p in points:
                 p.tag("window", label)  # rows as the writer writes the job's roll-ups
             write.write(bucket, record=points)
+            # and the fleet rows beside them (per source: the devices' rows counted, their readings summed)
+            fleet = frame.groupby(["source", "end"]).agg(devices=("device_id", "size"), count=("count", "sum"))
+            write.write(bucket, record=[
+                f"fleet_agg,metric=temperature,region={prefix},site=s,source={src},unit=°C,window={label} "
+                f"avg_sum={20.0 * r['devices']},count={r['count']}i,devices={r['devices']}i,max=21.0,min=19.0 "
+                f"{int(end.timestamp())}" for (src, end), r in fleet.iterrows()], write_precision=WritePrecision.S)
 
     hour = now.replace(minute=0, second=0, microsecond=0)
-    ranges = (data.last(timedelta(hours=24), device_prefix=prefix),
-              data.Filters(start=hour - timedelta(hours=20, minutes=-7, seconds=30), stop=hour - timedelta(minutes=31),
-                           device_prefix=prefix))
+    day = data.last(timedelta(hours=24), device_prefix=prefix)
+    fixed = data.Filters(start=hour - timedelta(hours=20, minutes=-7, seconds=30), stop=hour - timedelta(minutes=31),
+                         device_prefix=prefix)
+    # the same ranges by region: no device filter, so the roll-up rows read are the fleet rows (the devices from
+    # the filter choices); by device prefix, each device's rows
+    ranges = (day, fixed, *(replace(f, device_prefix="", region=prefix) for f in (day, fixed)))
     dash = data.Dashboard.from_settings(settings)
     try:
         def check() -> None:
             for f in ranges:
                 assert dash.chart_source(f)[0] == names.BUCKET_ROLLUP_1M  # a range whose charts read roll-ups
+                assert (dash.fleet_means(f) is not None) == (f.region == prefix), f  # the fleet rows serve it
                 got = {str(r.source): (int(r.devices), int(r.readings)) for r in dash.data_volume(f).itertuples()}
-                assert got == _volume_reference(windows, f.start, f.stop), (f.start, f.stop)
+                assert got == _volume_reference(windows, f.start, f.stop), (f.start, f.stop, f.region)
 
         check()
         # Hours well inside both ranges come from the hourly rows alone: without their windows and minute
-        # rows the answer stays the same (a panel that read minutes or windows there now comes up short).
+        # rows (the devices' and the fleet's) the answer stays the same (a panel that read minutes or windows there
+        # now comes up short).
+        predicates = [f'_measurement="window_agg" AND device_id="{d}"' for d in windows["device_id"].unique()]
         for bucket in (names.BUCKET_AGGREGATES, names.BUCKET_ROLLUP_1M):
-            for device in windows["device_id"].unique():
+            for predicate in [*predicates, f'_measurement="fleet_agg" AND region="{prefix}"']:
                 _api(settings, "POST", "/api/v2/delete", params={"org": settings.influx_org, "bucket": bucket},
                      json={"start": (hour - timedelta(hours=18)).isoformat(),
-                           "stop": (hour - timedelta(hours=2)).isoformat(),
-                           "predicate": f'_measurement="window_agg" AND device_id="{device}"'})
+                           "stop": (hour - timedelta(hours=2)).isoformat(), "predicate": predicate})
         check()
     finally:
         dash.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -373,8 +374,9 @@ def test_fleet_kpis_read_the_fleet_rows_over_long_ranges_and_every_device_withou
     assert kpis.events_per_s == pytest.approx(10.0)  # the newest minute's 600 readings over its 60 s
     rate = [p for n, p in asked if n == "ingest_rate"]
     assert [(p["bucket"], p["window"], p["measurement"]) for p in rate] == [("rollup_1m", "1m", "fleet_agg")]
-    # one query for every KPI metric; the job wrote fleet rows, so a metric without any has no data
-    assert [p["metrics"] for n, p in asked if n == "fleet_mean"] == [list(data.KPI_METRICS)]
+    # one query for every metric (the data volume asks the same one whether the fleet rows serve it); the job
+    # wrote fleet rows, so a metric without any has no data
+    assert [p["metrics"] for n, p in asked if n == "fleet_mean"] == [[]]
     assert not [n for n, _ in asked if n == "fleet_summary"]
     # no fleet rows in the range: every device's rows, a metric at a time
     asked.clear()
@@ -437,3 +439,38 @@ def test_chart_queries_ask_the_rollup_bucket_for_its_window_and_step(monkeypatch
     # over a range whose charts read the windows, so does the data volume
     dash.data_volume(data.last(timedelta(hours=1), now=datetime(2026, 1, 1, tzinfo=UTC)))
     assert (asked[-1][1]["rollup1m"], asked[-1][1]["rollup1h"]) == ("", "")
+
+
+def test_data_volume_reads_the_fleet_rows_and_takes_the_devices_from_the_choices(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, dict[str, object]]] = []
+    answers = {
+        "fleet_mean": pd.DataFrame({"metric": ["temperature"], "unit": ["°C"], "devices": [3], "mean": [50.0]}),
+        "data_volume": pd.DataFrame({"source": ["a", "b"], "readings": [600, 60]}),
+        "latest_per_device": pd.DataFrame({"device_id": ["a-1", "a-2", "a-2", "b-1", "c-1"],
+                                           "metric": ["t", "t", "h", "t", "t"], "source": ["a", "a", "a", "b", "c"],
+                                           "region": ["eu", "eu", "eu", "eu", "us"], "site": ["s"] * 5}),
+    }
+
+    def fake_query(self: data.Dashboard, name: str, params: dict[str, object]) -> pd.DataFrame:
+        asked.append((name, params))
+        return answers.get(name, pd.DataFrame())
+
+    monkeypatch.setattr(data.Dashboard, "_query", fake_query)
+    dash = data.Dashboard(url="http://127.0.0.1:9", token="t", org="o",  # noqa: S106 - never contacted
+                          rollup_1m_bucket="rollup_1m", rollup_1h_bucket="rollup_1h")
+    day = data.last(timedelta(hours=24), now=NOW, region="eu")
+    volume = dash.data_volume(day)
+    assert volume.to_dict("records") == [{"source": "a", "devices": 2, "readings": 600},
+                                         {"source": "b", "devices": 1, "readings": 60}]
+    (params,) = [p for n, p in asked if n == "data_volume"]
+    assert params["measurement"] == "fleet_agg" and params["rollup1h"] == "rollup_1h"
+    # the choices asked are the tumbling windows' over the range, whatever window the charts show
+    assert dash.data_volume(replace(day, window="30s@10s")).equals(volume)
+    assert {p["window"] for n, p in asked if n == "latest_per_device"} == {"10s"}
+    # no fleet rows in the range: each device's roll-up rows, and their own device count
+    del answers["fleet_mean"]
+    asked.clear()
+    dash.data_volume(day)
+    assert [p["measurement"] for n, p in asked if n == "data_volume"] == ["window_agg"]
+    assert not [n for n, _ in asked if n == "latest_per_device"]
